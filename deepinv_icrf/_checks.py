@@ -1,0 +1,147 @@
+r"""Input validation shared by every public entry point.
+
+One-line guards in the spirit of ``KORNIA_CHECK_SHAPE``: each raises the built-in
+:class:`ValueError` (bad value or shape) or :class:`TypeError` (bad type) with a message
+that names the argument, the constraint and what was received. Nothing here uses
+``assert`` (removed by ``python -O``), and nothing here synchronises with the device unless
+the check is about values (``check_finite``, ``check_range``, ``check_positive``), which
+callers only use at public boundaries, never inside a training hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_tensor",
+    "check_shape",
+    "check_float",
+    "check_finite",
+    "check_range",
+    "check_positive",
+    "check_in",
+    "compute_dtype",
+]
+
+
+def check_tensor(x: object, name: str) -> Tensor:
+    r"""Raise :class:`TypeError` unless ``x`` is a :class:`torch.Tensor`."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}."
+        )
+    return x
+
+
+def check_shape(x: Tensor, name: str, dims: Sequence[str | int]) -> dict[str, int]:
+    r"""Check that ``x`` matches a named shape pattern and return the named sizes.
+
+    ``dims`` holds one entry per dimension: an ``int`` (that exact size), a letter (any size,
+    the same letter must have the same size everywhere), or ``"*"`` as the first entry (any
+    number of leading dimensions).
+
+    :param torch.Tensor x: tensor to check.
+    :param str name: the argument's name, used in the message.
+    :param list dims: the pattern, e.g. ``["B", "N", "C", "H", "W"]``.
+    :return: (dict) the size bound to each letter.
+
+    :Example:
+
+    >>> import torch
+    >>> check_shape(torch.zeros(2, 3, 4), "y", ["B", "C", 4])
+    {'B': 2, 'C': 3}
+    """
+    check_tensor(x, name)
+    dims = list(dims)
+    star = len(dims) > 0 and dims[0] == "*"
+    pattern = dims[1:] if star else dims
+    expected = "(" + ", ".join(str(d) for d in dims) + ")"
+    if (star and x.ndim < len(pattern)) or (not star and x.ndim != len(pattern)):
+        raise ValueError(
+            f"Expected `{name}` to have shape {expected}, but got shape {tuple(x.shape)}."
+        )
+    sizes: dict[str, int] = {}
+    offset = x.ndim - len(pattern)
+    for k, d in enumerate(pattern):
+        size = x.shape[offset + k]
+        if isinstance(d, int):
+            if size != d:
+                raise ValueError(
+                    f"Expected `{name}` to have shape {expected} with size {d} at dimension "
+                    f"{offset + k}, but got shape {tuple(x.shape)}."
+                )
+        elif d in sizes and sizes[d] != size:
+            raise ValueError(
+                f"Expected `{name}` to have shape {expected} with equal sizes for {d!r}, "
+                f"but got shape {tuple(x.shape)}."
+            )
+        else:
+            sizes[d] = size
+    return sizes
+
+
+def check_float(x: Tensor, name: str) -> Tensor:
+    r"""Raise :class:`TypeError` unless ``x`` is a floating-point tensor."""
+    check_tensor(x, name)
+    if not torch.is_floating_point(x):
+        raise TypeError(
+            f"Expected `{name}` to be a floating-point tensor (codes divided by 2**bits - 1), "
+            f"but got dtype {x.dtype}."
+        )
+    return x
+
+
+def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    r"""The dtype losses compute in: float64 if any input is float64, else float32.
+
+    Half-precision inputs (``float16``, ``bfloat16``) are promoted so that losses never
+    return a half-precision value.
+    """
+    for t in tensors:
+        if t is not None and t.dtype == torch.float64:
+            return torch.float64
+    return torch.float32
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    r"""Raise :class:`ValueError` if ``x`` holds NaN or infinite values (syncs the device)."""
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"Expected `{name}` to be finite, but it holds {n_bad} NaN or infinite value(s)."
+        )
+    return x
+
+
+def check_range(x: Tensor, name: str, low: float = 0.0, high: float = 1.0) -> Tensor:
+    r"""Raise :class:`ValueError` unless every value of ``x`` lies in ``[low, high]``."""
+    check_finite(x, name)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < low or hi > high:
+        raise ValueError(
+            f"Expected `{name}` to hold values in [{low}, {high}], but got values in "
+            f"[{lo:.6g}, {hi:.6g}]."
+        )
+    return x
+
+
+def check_positive(x: Tensor, name: str) -> Tensor:
+    r"""Raise :class:`ValueError` unless every value of ``x`` is finite and ``> 0``."""
+    check_finite(x, name)
+    if not bool((x > 0).all()):
+        raise ValueError(
+            f"Expected `{name}` to be > 0 everywhere, but got minimum {float(x.min()):.6g}."
+        )
+    return x
+
+
+def check_in(value: object, name: str, allowed: Sequence[object]) -> object:
+    r"""Raise :class:`ValueError` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(
+            f"Expected `{name}` to be one of {tuple(allowed)}, but got {value!r}."
+        )
+    return value

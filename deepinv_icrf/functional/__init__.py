@@ -1,0 +1,56 @@
+r"""Pure tensor functions: every formula of the package, written once.
+
+No state, no I/O, device and dtype agnostic. The ``nn.Module`` and ``deepinv.loss.Loss``
+classes of :mod:`deepinv_icrf.models`, :mod:`deepinv_icrf.physics` and :mod:`deepinv_icrf.loss`
+hold configuration and call these.
+"""
+
+from __future__ import annotations
+
+from deepinv_icrf.functional.interp import (
+    curve_slope,
+    interp_curve,
+    invert_curve,
+)  # noqa: F401
+from deepinv_icrf.functional.linearity import (  # noqa: F401
+    aggregate_pairs,
+    exposure_pairs,
+    gaussian_value_weights,
+    pair_value_weights,
+    pixelwise_linearity,
+    propagate_std,
+    radiometric_linearity,
+    valid_pixel_mask,
+    weighted_spatial_mean,
+    weighted_spatial_mean_std,
+)
+from deepinv_icrf.functional.merge import (
+    merge_weights,
+    weighted_radiance_merge,
+)  # noqa: F401
+from deepinv_icrf.functional.metrics import curve_rmse  # noqa: F401
+from deepinv_icrf.functional.penalties import (  # noqa: F401
+    endpoint_penalty,
+    monotonicity_penalty,
+    range_penalty,
+    smoothness_penalty,
+)
+from deepinv_icrf.functional.response import (  # noqa: F401
+    exp_crf,
+    exp_icrf,
+    filmic_crf,
+    filmic_icrf,
+    gamma_crf,
+    gamma_icrf,
+    log_crf,
+    log_icrf,
+    quantize_to_bit_depth,
+    srgb_crf,
+    srgb_icrf,
+)
+from deepinv_icrf.functional.schedules import (  # noqa: F401
+    constant_weight,
+    cosine_weight,
+    linear_ramp_weight,
+    step_weight,
+)

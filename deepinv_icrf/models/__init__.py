@@ -1,0 +1,1 @@
+from deepinv_icrf.models.icrf import ICRF  # noqa: F401

@@ -1,0 +1,483 @@
+r"""The inverse camera response function (ICRF) as a deepinv reconstructor."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from deepinv.models import Reconstructor
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from deepinv_icrf._checks import check_float, check_in
+from deepinv_icrf.functional.interp import curve_slope, interp_curve, invert_curve
+from deepinv_icrf.physics.responses import ResponseCurve, get_response
+
+if TYPE_CHECKING:
+    from deepinv.physics import Physics
+
+__all__ = ["ICRF"]
+
+FORMAT_TAG = "deepinv-icrf/icrf"
+FORMAT_VERSION = 1
+PARAMETERIZATIONS = ("monotone", "free")
+INITS = ("identity", "gamma")
+# smallest slope kept when turning a given non-decreasing curve into softplus increments
+MIN_SLOPE = 1e-6
+# tolerance on the endpoints / monotonicity of a curve given to the monotone form
+CURVE_TOL = 1e-4
+_SOFTPLUS_LINEAR = 20.0
+
+
+def _softplus_inverse(d: Tensor) -> Tensor:
+    # inverse of F.softplus (beta=1, threshold=20): log(expm1(d)), linear above 20
+    safe = d.clamp_max(_SOFTPLUS_LINEAR)
+    return torch.where(d > _SOFTPLUS_LINEAR, d, torch.log(torch.expm1(safe)))
+
+
+def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Expected `{name}` to be an int, but got {value!r}.")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"Expected `{name}` to be {bound}, but got {value}.")
+    return value
+
+
+class ICRF(Reconstructor):
+    r"""Inverse camera response function: codes to relative irradiance, per channel.
+
+    The ICRF :math:`g_c` of channel :math:`c` is piecewise linear on the uniform grid
+    :math:`k / (L - 1)` with values :math:`g_{c,k}` (the ``curve``, shape ``(C, L)``), and is
+    applied to every code of a stack:
+
+    .. math::
+
+        x_{n,c,h,w} = g_c(y_{n,c,h,w}) = (1 - \theta) g_{c,k} + \theta g_{c,k+1},
+        \quad u = y (L - 1),\ k = \lfloor u \rfloor,\ \theta = u - k.
+
+    Two parameterizations:
+
+    - ``"free"``: the curve values are the parameters (as in clair-torch); regularise them
+      with the curve penalties (monotonicity, range, endpoints, smoothness).
+    - ``"monotone"``: strictly increasing with :math:`g(0) = 0` and :math:`g(1) = 1` by
+      construction, from raw increments :math:`r_{c,j}`, :math:`j = 0, \dots, L - 2`:
+
+      .. math::
+
+          g_{c,k} = \frac{\sum_{j < k} \mathrm{softplus}(r_{c,j})}
+                         {\sum_{j < L - 1} \mathrm{softplus}(r_{c,j})}.
+
+    The parameters of channel :math:`c` are one tensor in an :class:`torch.nn.ParameterList`
+    (:meth:`channel_parameters`), so per-channel optimizers and early stopping work.
+
+    :param int channels: number of channels :math:`C \ge 1`. Default 3.
+    :param int n_points: grid size :math:`L \ge 2`. Default 256 (one knot per 8-bit code).
+    :param str parameterization: ``"monotone"`` (default) or ``"free"``.
+    :param str, torch.Tensor init: ``"identity"`` (default), ``"gamma"`` (:math:`y^\gamma`, the
+        ICRF of a gamma camera) or a curve of shape ``(C, L)`` or ``(L,)`` (the same for every
+        channel). For ``"monotone"`` a given curve must be non-decreasing with endpoints 0
+        and 1 (within 1e-4; they are then pinned exactly, and flat steps get a tiny slope).
+    :param float, tuple gamma: exponent of the ``"gamma"`` init, one value or one per
+        channel. Default 2.2.
+    :param int, None bit_depth: bit depth of the codes the curve is meant for (recorded,
+        saved, used by callers that bin codes). Default 8.
+    :param torch.dtype dtype: dtype of the parameters. Default ``torch.float32``.
+    :param torch.device, str device: device of the parameters. Default ``"cpu"``.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> from deepinv_icrf.models import ICRF
+    >>> model = ICRF(channels=1, n_points=5, init="gamma", gamma=2.0)
+    >>> model.curve.detach()
+    tensor([[0.0000, 0.0625, 0.2500, 0.5625, 1.0000]])
+    >>> model(torch.tensor([0.5, 0.625]).view(1, 1, 2, 1)).detach().flatten()
+    tensor([0.2500, 0.4062])
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        n_points: int = 256,
+        parameterization: str = "monotone",
+        init: str | Tensor = "identity",
+        gamma: float | Sequence[float] = 2.2,
+        bit_depth: int | None = 8,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(device=device)
+        self._channels = _check_int(channels, "channels", 1)
+        self._n_points = _check_int(n_points, "n_points", 2)
+        check_in(parameterization, "parameterization", PARAMETERIZATIONS)
+        self._parameterization = parameterization
+        self._bit_depth = (
+            None if bit_depth is None else _check_int(bit_depth, "bit_depth", 1, 32)
+        )
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(
+                f"Expected `dtype` to be a floating-point torch.dtype, but got {dtype!r}."
+            )
+        self.metadata: dict[str, Any] = {}
+
+        curve = self._initial_curve(init, gamma)  # float64 (C, L), on CPU
+        raw = self._curve_to_raw(curve, "init")
+        self.params = nn.ParameterList(
+            [nn.Parameter(r.to(device=device, dtype=dtype)) for r in raw]
+        )
+
+    # ------------------------------------------------------------------ construction
+    def _initial_curve(
+        self, init: str | Tensor, gamma: float | Sequence[float]
+    ) -> Tensor:
+        C, L = self._channels, self._n_points
+        grid = torch.linspace(0.0, 1.0, L, dtype=torch.float64)
+        if isinstance(init, Tensor):
+            check_float(init, "init")
+            curve = init.detach().to(device="cpu", dtype=torch.float64)
+            if curve.ndim == 1:
+                curve = curve.unsqueeze(0)
+            if curve.ndim != 2 or curve.shape[1] != L or curve.shape[0] not in (1, C):
+                raise ValueError(
+                    f"Expected `init` to have shape ({C}, {L}) or ({L},) (channels, n_points), "
+                    f"but got shape {tuple(init.shape)}."
+                )
+            if not bool(torch.isfinite(curve).all()):
+                raise ValueError(
+                    "Expected `init` to be finite, but it holds NaN or inf."
+                )
+            return curve.expand(C, L).clone()
+        check_in(init, "init", INITS)
+        if init == "identity":
+            return grid.expand(C, L).clone()
+        g = torch.tensor(gamma, dtype=torch.float64).reshape(-1)
+        if g.numel() not in (1, C) or not all(
+            math.isfinite(v) and v > 0 for v in g.tolist()
+        ):
+            raise ValueError(
+                f"Expected `gamma` to be one positive float or {C} of them, but got {gamma!r}."
+            )
+        return grid.unsqueeze(0) ** g.unsqueeze(1).expand(C, 1)
+
+    @staticmethod
+    def _check_monotone_curve(curve: Tensor, name: str) -> None:
+        diffs = curve.diff(dim=1)
+        start_err = float(curve[:, 0].abs().max())
+        end_err = float((curve[:, -1] - 1.0).abs().max())
+        if start_err > CURVE_TOL or end_err > CURVE_TOL:
+            raise ValueError(
+                f"Expected `{name}` for the 'monotone' parameterization to start at 0 and end "
+                f"at 1 (within {CURVE_TOL}), but got endpoints "
+                f"{curve[:, 0].tolist()} and {curve[:, -1].tolist()}."
+            )
+        if float(diffs.min()) < -CURVE_TOL:
+            raise ValueError(
+                f"Expected `{name}` for the 'monotone' parameterization to be non-decreasing, "
+                f"but it decreases by up to {-float(diffs.min()):.3g}."
+            )
+
+    def _curve_to_raw(self, curve: Tensor, name: str) -> list[Tensor]:
+        if self._parameterization == "free":
+            return list(curve.unbind(0))
+        self._check_monotone_curve(curve, name)
+        slopes = (curve.diff(dim=1) * (self._n_points - 1)).clamp_min(MIN_SLOPE)
+        return list(_softplus_inverse(slopes).unbind(0))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def channels(self) -> int:
+        r"""Number of channels :math:`C`."""
+        return self._channels
+
+    @property
+    def n_points(self) -> int:
+        r"""Number of grid points :math:`L`."""
+        return self._n_points
+
+    @property
+    def bit_depth(self) -> int | None:
+        r"""Bit depth of the codes the curve is meant for."""
+        return self._bit_depth
+
+    @property
+    def parameterization(self) -> str:
+        r"""``"monotone"`` or ``"free"``."""
+        return self._parameterization
+
+    @property
+    def curve(self) -> Tensor:
+        r"""The curve :math:`g_{c,k}`, shape ``(C, L)``, differentiable in the parameters."""
+        raw = torch.stack(list(self.params), dim=0)
+        if self._parameterization == "free":
+            return raw
+        inc = torch.cumsum(F.softplus(raw), dim=1)
+        return torch.cat([torch.zeros_like(inc[:, :1]), inc / inc[:, -1:]], dim=1)
+
+    def channel_parameters(self, c: int) -> list[nn.Parameter]:
+        r"""The parameters that affect channel ``c`` only.
+
+        :param int c: channel index in ``[0, C)``.
+        :return: (list) the parameters of that channel.
+        """
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self._channels:
+            raise ValueError(
+                f"Expected `c` to be an int in [0, {self._channels}), but got {c!r}."
+            )
+        return [self.params[c]]
+
+    # ------------------------------------------------------------------ evaluation
+    def _check_y(self, y: Tensor, name: str) -> None:
+        check_float(y, name)
+        if y.ndim < 3 or y.shape[-3] != self._channels:
+            raise ValueError(
+                f"Expected `{name}` to have {self._channels} channels at dimension -3 "
+                f"(shape (B, N, C, H, W) or (B, C, H, W)), but got shape {tuple(y.shape)}."
+            )
+
+    def forward(
+        self, y: Tensor, physics: Physics | None = None, **kwargs: Any
+    ) -> Tensor:
+        r"""Linearise codes: :math:`x = g(y)`, per channel (dimension -3).
+
+        :param torch.Tensor y: codes in :math:`[0, 1]`, shape ``(B, N, C, H, W)`` or
+            ``(B, C, H, W)`` (any shape with ``C`` at dimension -3), float.
+        :param deepinv.physics.Physics physics: unused (deepinv reconstructor interface).
+        :return: (:class:`torch.Tensor`) irradiance, shape of ``y``.
+        """
+        self._check_y(y, "y")
+        return interp_curve(y, self.curve, channel_dim=-3)
+
+    def derivative(self, y: Tensor) -> Tensor:
+        r"""Slope :math:`g_c'(y)` (centred difference at knots,
+        :func:`deepinv_icrf.functional.curve_slope`).
+
+        :param torch.Tensor y: codes, ``C`` at dimension -3.
+        :return: (:class:`torch.Tensor`) slopes, shape of ``y``.
+        """
+        self._check_y(y, "y")
+        return curve_slope(y, self.curve, channel_dim=-3)
+
+    def response(self, x: Tensor) -> Tensor:
+        r"""The camera response :math:`g^{-1}` (irradiance to codes), to simulate or re-encode.
+
+        Exact inverse of :meth:`forward` for a strictly increasing curve (any ``"monotone"``
+        one). A ``"free"`` curve that decreases somewhere has no inverse: the result is
+        then unspecified (no error is raised, this is a hot path).
+
+        :param torch.Tensor x: irradiance in :math:`[0, 1]`, ``C`` at dimension -3.
+        :return: (:class:`torch.Tensor`) codes in :math:`[0, 1]`, shape of ``x``.
+        """
+        self._check_y(x, "x")
+        return invert_curve(x, self.curve, channel_dim=-3)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self._channels}, n_points={self._n_points}, "
+            f"parameterization={self._parameterization!r}, bit_depth={self._bit_depth}"
+        )
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_response(
+        cls,
+        response: ResponseCurve | str,
+        n_points: int = 256,
+        channels: int = 3,
+        **kwargs: Any,
+    ) -> ICRF:
+        r"""The true ICRF of a built-in response curve.
+
+        :param deepinv_icrf.physics.ResponseCurve, str response: the curve, or its name (default
+            parameters; build the curve with :func:`deepinv_icrf.physics.get_response` for
+            others).
+        :param int n_points: grid size. Default 256.
+        :param int channels: number of channels. Default 3.
+        :param kwargs: other :class:`ICRF` arguments (``parameterization``, ``bit_depth``,
+            ``dtype``, ``device``).
+        :return: (:class:`ICRF`) the model, initialised with the sampled true inverse.
+
+        :Example:
+
+        >>> model = ICRF.from_response("srgb", n_points=5, channels=1)
+        >>> model.curve.detach()
+        tensor([[0.0000, 0.0509, 0.2140, 0.5225, 1.0000]])
+        """
+        if isinstance(response, str):
+            response = get_response(response)
+        if "init" in kwargs:
+            raise TypeError("ICRF.from_response() sets `init` itself; do not pass it.")
+        curve = response.icrf_curve(n_points=n_points, channels=channels)
+        return cls(channels=channels, n_points=n_points, init=curve, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, **metadata: Any) -> None:
+        r"""Write the model to a plain JSON file (no pickle).
+
+        The file holds ``format`` (``"deepinv-icrf/icrf"``), ``version``, ``channels``,
+        ``n_points``, ``bit_depth``, ``parameterization``, ``curve`` (``C`` lists of ``L``
+        values), ``parameters`` (the raw per-channel parameters, for an exact round trip) and
+        ``metadata`` (the keyword arguments, which must be JSON-serialisable).
+
+        :param str, os.PathLike path: file to write.
+        :param metadata: user metadata (e.g. camera model, exposure times).
+        """
+        with torch.no_grad():
+            curve = self.curve.detach().to("cpu", torch.float64)
+            raw = [p.detach().to("cpu", torch.float64).tolist() for p in self.params]
+        if not bool(torch.isfinite(curve).all()):
+            raise ValueError("Cannot save an ICRF whose curve holds NaN or inf values.")
+        doc = {
+            "format": FORMAT_TAG,
+            "version": FORMAT_VERSION,
+            "channels": self._channels,
+            "n_points": self._n_points,
+            "bit_depth": self._bit_depth,
+            "parameterization": self._parameterization,
+            "dtype": str(self.params[0].dtype).replace("torch.", ""),
+            "curve": curve.tolist(),
+            "parameters": raw,
+            "metadata": {**self.metadata, **metadata},
+        }
+        try:
+            text = json.dumps(doc, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"ICRF metadata must be JSON-serialisable: {err}") from err
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> ICRF:
+        r"""Read a model written by :meth:`save`, validating every field.
+
+        :param str, os.PathLike path: file to read.
+        :param torch.device, str device: device of the parameters. Default ``"cpu"``.
+        :return: (:class:`ICRF`) the model; its ``metadata`` attribute holds the saved metadata.
+        :raises ValueError: naming the file and the problem (not JSON, wrong format tag or
+            version, missing keys, wrong lengths, non-finite values, a curve the
+            parameterization cannot represent).
+        """
+        where = f"ICRF file {os.fspath(path)!r}"
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where} is not valid JSON: {err}") from err
+        if not isinstance(doc, dict):
+            raise ValueError(
+                f"{where}: expected a JSON object, got {type(doc).__name__}."
+            )
+        if doc.get("format") != FORMAT_TAG:
+            raise ValueError(
+                f"{where}: expected format tag {FORMAT_TAG!r}, got {doc.get('format')!r}."
+            )
+        required = (
+            "version",
+            "channels",
+            "n_points",
+            "bit_depth",
+            "parameterization",
+            "curve",
+        )
+        missing = [k for k in required if k not in doc]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}.")
+        version = doc["version"]
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, int)
+            or not 1 <= version <= FORMAT_VERSION
+        ):
+            raise ValueError(f"{where}: unsupported version {version!r} (expected 1).")
+        C, L = doc["channels"], doc["n_points"]
+        for key, low in (("channels", 1), ("n_points", 2)):
+            v = doc[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(
+                    f"{where}: `{key}` must be an int >= {low}, got {v!r}."
+                )
+        bit_depth = doc["bit_depth"]
+        if bit_depth is not None and (
+            isinstance(bit_depth, bool)
+            or not isinstance(bit_depth, int)
+            or not 1 <= bit_depth <= 32
+        ):
+            raise ValueError(
+                f"{where}: `bit_depth` must be null or an int in [1, 32], got {bit_depth!r}."
+            )
+        param = doc["parameterization"]
+        if param not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"{where}: `parameterization` must be one of {PARAMETERIZATIONS}, got {param!r}."
+            )
+        dtype_name = doc.get("dtype", "float32")
+        dtype = getattr(torch, str(dtype_name), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(
+                f"{where}: `dtype` must be a float dtype name, got {dtype_name!r}."
+            )
+        curve = cls._read_table(doc["curve"], C, L, "curve", where)
+        metadata = doc.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise ValueError(
+                f"{where}: `metadata` must be a JSON object, got {type(metadata).__name__}."
+            )
+        try:
+            if param == "monotone":
+                cls._check_monotone_curve(curve, "curve")
+            model = cls(
+                channels=C,
+                n_points=L,
+                parameterization=param,
+                init=curve,
+                bit_depth=bit_depth,
+                dtype=dtype,
+                device=device,
+            )
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        if "parameters" in doc:
+            n_raw = L if param == "free" else L - 1
+            raw = cls._read_table(doc["parameters"], C, n_raw, "parameters", where)
+            with torch.no_grad():
+                for p, r in zip(model.params, raw, strict=True):
+                    p.copy_(r.to(p.dtype))
+                rebuilt = model.curve.detach().to("cpu", torch.float64)
+            if not torch.allclose(rebuilt, curve, rtol=0.0, atol=1e-5):
+                err = float((rebuilt - curve).abs().max())
+                raise ValueError(
+                    f"{where}: `parameters` and `curve` disagree (max difference {err:.3g}); "
+                    "the file was edited inconsistently."
+                )
+        model.metadata = dict(metadata)
+        return model
+
+    @staticmethod
+    def _read_table(
+        table: object, rows: int, cols: int, key: str, where: str
+    ) -> Tensor:
+        if not isinstance(table, list) or len(table) != rows:
+            n = len(table) if isinstance(table, list) else type(table).__name__
+            raise ValueError(
+                f"{where}: `{key}` must be a list of {rows} rows, got {n}."
+            )
+        for c, row in enumerate(table):
+            if not isinstance(row, list) or len(row) != cols:
+                n = len(row) if isinstance(row, list) else type(row).__name__
+                raise ValueError(
+                    f"{where}: `{key}` row {c} must hold {cols} values, got {n}."
+                )
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in row
+            ):
+                raise ValueError(f"{where}: `{key}` row {c} must hold numbers only.")
+        t = torch.tensor(table, dtype=torch.float64)
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{where}: `{key}` holds NaN or infinite values.")
+        return t

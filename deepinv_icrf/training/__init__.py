@@ -1,0 +1,9 @@
+r"""Training: the one-call ICRF fit and deepinv.Trainer helpers."""
+
+from __future__ import annotations
+
+from deepinv_icrf.training.fit import as_stack_tensor, fit_icrf  # noqa: F401
+from deepinv_icrf.training.logging import (
+    TermLoggingTrainer,
+    term_log_keys,
+)  # noqa: F401
