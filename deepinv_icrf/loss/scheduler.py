@@ -109,7 +109,29 @@ class ConstantWeight(WeightSchedule):
 
 
 @dataclass(frozen=True)
-class LinearRampWeight(WeightSchedule):
+class _RampWeight(WeightSchedule):
+    r"""Shared fields and checks of the ramps from ``w0`` (until ``start``) to ``w1`` (from ``end``)."""
+
+    start: float
+    end: float
+    w0: float = 0.0
+    w1: float = 1.0
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        start = _check_number(self.start, "start", nonnegative=True)
+        end = _check_number(self.end, "end", nonnegative=True)
+        if end < start:
+            raise ValueError(
+                f"Expected `end` >= `start`, but got start={start!r}, end={end!r}."
+            )
+        _check_number(self.w0, "w0", nonnegative=True)
+        _check_number(self.w1, "w1", nonnegative=True)
+        self._check_unit()
+
+
+@dataclass(frozen=True)
+class LinearRampWeight(_RampWeight):
     r"""Linear ramp from ``w0`` to ``w1`` between ``start`` and ``end`` (warm-up by default).
 
     .. math::
@@ -129,23 +151,6 @@ class LinearRampWeight(WeightSchedule):
     >>> [warmup(t) for t in range(6)]
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
-
-    start: float
-    end: float
-    w0: float = 0.0
-    w1: float = 1.0
-    unit: str | None = None
-
-    def __post_init__(self) -> None:
-        start = _check_number(self.start, "start", nonnegative=True)
-        end = _check_number(self.end, "end", nonnegative=True)
-        if end < start:
-            raise ValueError(
-                f"Expected `end` >= `start`, but got start={start!r}, end={end!r}."
-            )
-        _check_number(self.w0, "w0", nonnegative=True)
-        _check_number(self.w1, "w1", nonnegative=True)
-        self._check_unit()
 
     def __call__(self, t: float) -> float:
         return linear_ramp_weight(t, self.start, self.end, self.w0, self.w1)
@@ -186,7 +191,7 @@ class StepWeight(WeightSchedule):
 
 
 @dataclass(frozen=True)
-class CosineWeight(WeightSchedule):
+class CosineWeight(_RampWeight):
     r"""Half-cosine ramp from ``w0`` to ``w1`` between ``start`` and ``end``.
 
     .. math::
@@ -205,23 +210,6 @@ class CosineWeight(WeightSchedule):
     >>> round(CosineWeight(start=0, end=2)(1), 6)
     0.5
     """
-
-    start: float
-    end: float
-    w0: float = 0.0
-    w1: float = 1.0
-    unit: str | None = None
-
-    def __post_init__(self) -> None:
-        start = _check_number(self.start, "start", nonnegative=True)
-        end = _check_number(self.end, "end", nonnegative=True)
-        if end < start:
-            raise ValueError(
-                f"Expected `end` >= `start`, but got start={start!r}, end={end!r}."
-            )
-        _check_number(self.w0, "w0", nonnegative=True)
-        _check_number(self.w1, "w1", nonnegative=True)
-        self._check_unit()
 
     def __call__(self, t: float) -> float:
         return cosine_weight(t, self.start, self.end, self.w0, self.w1)
