@@ -18,3 +18,4 @@ from deepinv_icrf.loss.scheduler import (  # noqa: F401
     WeightedLossScheduler,
     WeightSchedule,
 )
+from deepinv_icrf.loss.splitting import EquivariantSplittingLoss  # noqa: F401
