@@ -2,7 +2,16 @@ r"""deepinv-icrf: inverse camera response fitting and training losses for DeepIn
 
 from __future__ import annotations
 
-from deepinv_icrf import data, functional, loss, models, physics, training  # noqa: F401
+from deepinv_icrf import (  # noqa: F401
+    data,
+    functional,
+    hdr,
+    io,
+    loss,
+    models,
+    physics,
+    training,
+)
 from deepinv_icrf.training import fit_icrf  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,15 +1,58 @@
-r"""Command line: ``deepinv-icrf`` (no arguments: fit the embedded demo stack)."""
+r"""Command line: ``deepinv-icrf`` (no arguments: fit the embedded demo stack).
+
+Subcommands live in one table, :data:`SUBCOMMANDS`: each entry holds its help line, a
+function that adds its arguments to an :class:`argparse.ArgumentParser` and a function that
+runs it from the parsed arguments and returns the exit code. A new subcommand is one more
+entry (see :func:`register_subcommand`).
+
+Every output file is written atomically (:mod:`deepinv_icrf.io`). Bad input ends with exit
+code 2 and one line ``deepinv-icrf: error: ...`` on stderr, no traceback, and no partial
+output file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["main", "run_demo"]
+import numpy as np
+
+__all__ = [
+    "main",
+    "run_demo",
+    "run_fit",
+    "run_linearize",
+    "run_merge",
+    "SUBCOMMANDS",
+    "Subcommand",
+    "register_subcommand",
+]
+
+PROG = "deepinv-icrf"
+_CHANNEL_NAMES = ("R", "G", "B")
+
+
+class CLIError(ValueError):
+    r"""Bad command-line input, reported as one ``deepinv-icrf: error: ...`` line."""
+
+
+def _channel_names(c: int) -> tuple[str, ...]:
+    return _CHANNEL_NAMES if c == 3 else tuple(str(k) for k in range(c))
+
+
+def _save_plot(path: Path, curve, reference=None, title: str | None = None) -> None:
+    from deepinv_icrf.io import atomic_path
+    from deepinv_icrf.plot import plot_icrf
+
+    with atomic_path(path) as tmp:
+        plot_icrf(curve, reference=reference, path=tmp, title=title)
 
 
 def run_demo(
@@ -37,8 +80,8 @@ def run_demo(
 
     from deepinv_icrf.data import demo_exposure_times, demo_scene
     from deepinv_icrf.functional.metrics import curve_rmse
+    from deepinv_icrf.io import write_json
     from deepinv_icrf.physics import ExposureStack, get_response
-    from deepinv_icrf.plot import plot_icrf
     from deepinv_icrf.training.fit import fit_icrf
 
     stream = stream if stream is not None else sys.stdout
@@ -80,10 +123,10 @@ def run_demo(
             file=stream,
         )
     icrf.save(out / "icrf.json", source="deepinv-icrf demo")
-    plot_icrf(
+    _save_plot(
+        out / "icrf_fit.png",
         fitted,
         reference=truth,
-        path=out / "icrf_fit.png",
         title="deepinv-icrf demo: fitted vs true ICRF",
     )
     summary = {
@@ -94,7 +137,7 @@ def run_demo(
         "rmse": {names[k]: float(rmse[k]) for k in range(c)},
         "max_abs_error": {names[k]: float(worst[k]) for k in range(c)},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     print(
         f"wrote {out / 'icrf.json'}, {out / 'icrf_fit.png'} and {out / 'summary.json'}",
         file=stream,
@@ -102,54 +145,509 @@ def run_demo(
     return summary
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deepinv-icrf",
-        description="Fit inverse camera response functions (ICRF) with DeepInverse losses. "
-        "With no command, fits the embedded demo stack.",
-    )
-    sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser(
-        "demo", help="fit the embedded demo stack and compare with the true curve"
-    )
-    demo.add_argument(
+# ---------------------------------------------------------------------------- helpers
+def _check_device(device: str | None) -> str | None:
+    import torch
+
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"--device: not a torch device: {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: CUDA is not available on this machine")
+    return str(dev)
+
+
+def _load_icrf(path: str | Path):
+    from deepinv_icrf.models import ICRF
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"--icrf: no such file {str(path)!r}")
+    return ICRF.load(path)
+
+
+def _out_folder(path: str | Path) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _channel_stats(curve, images: np.ndarray, bit_depth: int) -> list[dict]:
+    r"""Per channel: curve at codes 1/4, 1/2, 3/4, equivalent gamma, share of usable pixels."""
+    top = 2**bit_depth - 1
+    stats = []
+    c, n_points = curve.shape
+    grid = np.linspace(0.0, 1.0, n_points)
+    for k in range(c):
+        f = curve[k]
+        mid = float(np.interp(0.5, grid, f))
+        codes = images[..., k]
+        usable = float(np.mean((codes > 0) & (codes < top)))
+        stats.append(
+            {
+                "channel": _channel_names(c)[k],
+                "icrf_at_0.25": round(float(np.interp(0.25, grid, f)), 6),
+                "icrf_at_0.5": round(mid, 6),
+                "icrf_at_0.75": round(float(np.interp(0.75, grid, f)), 6),
+                "equivalent_gamma": (
+                    round(math.log(mid) / math.log(0.5), 4) if 0 < mid < 1 else None
+                ),
+                "usable_pixel_fraction": round(usable, 4),
+            }
+        )
+    return stats
+
+
+def _jsonable(value: object) -> object | None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------- fit
+def _configure_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="folder of bracketed JPEG/PNG/TIFF images")
+    p.add_argument(
         "--out",
-        default="deepinv_icrf_demo",
-        help="output folder (default: %(default)s)",
+        default="deepinv_icrf_fit",
+        help="output folder for icrf.json, icrf_fit.png, summary.json (default: %(default)s)",
     )
-    demo.add_argument(
+    p.add_argument(
+        "--sidecar",
+        default=None,
+        help="CSV (filename,exposure_time) or JSON ({filename: time}) exposure times "
+        "(default: exposures.csv/.json in the folder, else EXIF)",
+    )
+    p.add_argument(
+        "--pattern", default=None, help="glob selecting the images, e.g. '*.jpg'"
+    )
+    p.add_argument(
         "--steps",
         type=int,
         default=300,
         help="optimisation steps (default: %(default)s)",
     )
-    demo.add_argument(
+    p.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (default: %(default)s)"
+    )
+    p.add_argument(
+        "--refine-exposures",
+        action="store_true",
+        help="refine the exposure times together with the curve",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_fit(args: argparse.Namespace, stream=None) -> int:
+    r"""``deepinv-icrf fit FOLDER``: fit the ICRF of a folder of bracketed photos."""
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.data import read_exposure_folder
+    from deepinv_icrf.io import write_json
+
+    stream = stream if stream is not None else sys.stdout
+    if args.steps < 1:
+        raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    device = _check_device(args.device)
+    options: dict[str, object] = {
+        "steps": args.steps,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
+    if device is not None:
+        options["device"] = device
+    if args.refine_exposures:
+        if "refine_exposures" not in inspect.signature(fit_icrf).parameters:
+            raise CLIError(
+                "--refine-exposures is not supported by this version of fit_icrf"
+            )
+        options["refine_exposures"] = True
+    stack = read_exposure_folder(
+        args.folder, sidecar=args.sidecar, pattern=args.pattern
+    )
+    n, h, w, c = stack.images.shape
+    print(
+        f"{PROG} fit: {n} exposures {w}x{h}, {c} channel(s), {stack.bit_depth}-bit, "
+        f"times {stack.exposure_times[0]:.6g}..{stack.exposure_times[-1]:.6g} s "
+        f"(from {stack.time_source})",
+        file=stream,
+    )
+    out = _out_folder(args.out)
+    start = time.perf_counter()
+    icrf = fit_icrf(stack.images, stack.exposure_times, **options)
+    elapsed = time.perf_counter() - start
+    curve = icrf.curve.detach().to("cpu").double()
+    if not bool(curve.isfinite().all()):
+        raise CLIError("the fit diverged (the curve holds NaN or inf); nothing written")
+    stats = _channel_stats(curve.numpy(), stack.images, stack.bit_depth)
+    files = [p.name for p in stack.paths]
+    times = [float(t) for t in stack.exposure_times]
+    icrf.save(
+        out / "icrf.json",
+        source=f"{PROG} fit",
+        folder=str(Path(args.folder).resolve()),
+        files=files,
+        exposure_times=times,
+        time_source=stack.time_source,
+    )
+    _save_plot(
+        out / "icrf_fit.png", curve, title=f"{PROG}: ICRF of {Path(args.folder).name}"
+    )
+    summary = {
+        "folder": str(Path(args.folder).resolve()),
+        "files": files,
+        "exposure_times": times,
+        "time_source": stack.time_source,
+        "bit_depth": stack.bit_depth,
+        "shape": [c, h, w],
+        "steps": args.steps,
+        "seed": args.seed,
+        "device": device or "cpu",
+        "refine_exposures": bool(args.refine_exposures),
+        "fit_seconds": round(elapsed, 3),
+        "channels": stats,
+    }
+    meta = _jsonable(getattr(icrf, "metadata", None))
+    if meta:
+        summary["icrf_metadata"] = meta
+    write_json(out / "summary.json", summary)
+    print(f"fitted in {elapsed:.1f} s", file=stream)
+    print("  channel  f(0.25)   f(0.5)    f(0.75)   gamma~   usable", file=stream)
+    for s in stats:
+        gamma = s["equivalent_gamma"]
+        gamma_text = f"{gamma:.3f}" if gamma is not None else "  n/a"
+        print(
+            f"  {s['channel']:<7}  {s['icrf_at_0.25']:.5f}   {s['icrf_at_0.5']:.5f}   "
+            f"{s['icrf_at_0.75']:.5f}   {gamma_text}   {s['usable_pixel_fraction']:.1%}",
+            file=stream,
+        )
+    print(
+        f"wrote {out / 'icrf.json'}, {out / 'icrf_fit.png'} and {out / 'summary.json'}",
+        file=stream,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- linearize
+_LINEAR_FORMATS = {"tif16": ".tif", "tif32": ".tif", "npy": ".npy"}
+
+
+def _configure_linearize(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="a folder of images, or image files (JPEG/PNG/TIFF, 8 or 16-bit)",
+    )
+    p.add_argument(
+        "--icrf", required=True, help="curve file written by 'fit' (icrf.json)"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--format",
+        choices=tuple(_LINEAR_FORMATS),
+        default="tif16",
+        help="tif16: linear 16-bit TIFF (default); tif32: float TIFF; npy: float32 .npy",
+    )
+
+
+def _collect_images(inputs: Sequence[str]) -> list[Path]:
+    from deepinv_icrf.io import IMAGE_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                q
+                for q in p.iterdir()
+                if q.is_file()
+                and not q.name.startswith(".")
+                and q.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise CLIError(f"folder {item!r} holds no JPEG/PNG/TIFF image")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise CLIError(f"no such file or folder {item!r}")
+    stems = [q.stem for q in paths]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise CLIError(f"several inputs share the output name(s) {clash}")
+    return paths
+
+
+def run_linearize(args: argparse.Namespace, stream=None) -> int:
+    r"""``deepinv-icrf linearize``: apply a fitted ICRF to images, write linear images."""
+    from deepinv_icrf.hdr import linearize
+    from deepinv_icrf.io import read_image, write_image
+
+    stream = stream if stream is not None else sys.stdout
+    icrf = _load_icrf(args.icrf)
+    paths = _collect_images(args.inputs)
+    images = []
+    for p in paths:  # read and check everything before writing anything
+        img = read_image(p)
+        if img.dtype not in (np.uint8, np.uint16):
+            raise CLIError(f"{str(p)!r} holds {img.dtype} values, not 8/16-bit codes")
+        if img.shape[-1] != icrf.channels and icrf.channels != 1:
+            raise CLIError(
+                f"{str(p)!r} has {img.shape[-1]} channel(s) but the ICRF has {icrf.channels}"
+            )
+        images.append(img)
+    out = _out_folder(args.out)
+    ext = _LINEAR_FORMATS[args.format]
+    written = []
+    for p, img in zip(paths, images, strict=True):
+        x = linearize(img, icrf)
+        if args.format == "tif16":
+            x = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
+        target = out / f"{p.stem}{ext}"
+        write_image(target, x)
+        written.append(target)
+    print(
+        f"{PROG} linearize: wrote {len(written)} linear image(s) ({args.format}) to {out}",
+        file=stream,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- merge
+_PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def _configure_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="folder of bracketed JPEG/PNG/TIFF images")
+    p.add_argument(
+        "--icrf", required=True, help="curve file written by 'fit' (icrf.json)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="HDR radiance file: .exr (when a plugin exists), .hdr, .npy or .tif (float32)",
+    )
+    p.add_argument(
+        "--preview", default=None, help="tone-mapped 8-bit preview (.png/.jpg)"
+    )
+    p.add_argument(
+        "--std",
+        default=None,
+        help="also write the per-pixel std (.npy, .tif, .hdr, .exr)",
+    )
+    p.add_argument(
+        "--sidecar", default=None, help="exposure-time sidecar (CSV or JSON)"
+    )
+    p.add_argument("--pattern", default=None, help="glob selecting the images")
+    p.add_argument(
+        "--weights", choices=("hat", "gaussian"), default="hat", help="merge weights"
+    )
+    p.add_argument(
+        "--tonemap",
+        choices=("reinhard", "gamma"),
+        default="reinhard",
+        help="tone-mapping of the preview (default: %(default)s)",
+    )
+
+
+def run_merge(args: argparse.Namespace, stream=None) -> int:
+    r"""``deepinv-icrf merge FOLDER``: merge bracketed photos into an HDR radiance map."""
+    from deepinv_icrf.data import read_exposure_folder
+    from deepinv_icrf.hdr import merge_hdr, save_radiance, tonemap
+    from deepinv_icrf.io import RADIANCE_EXTENSIONS, write_image
+
+    stream = stream if stream is not None else sys.stdout
+    for flag, value, allowed in (
+        ("--out", args.out, RADIANCE_EXTENSIONS),
+        ("--std", args.std, RADIANCE_EXTENSIONS),
+        ("--preview", args.preview, _PREVIEW_EXTENSIONS),
+    ):
+        if value is not None and Path(value).suffix.lower() not in allowed:
+            raise CLIError(
+                f"{flag} {value!r}: expected one of the extensions {allowed}"
+            )
+    icrf = _load_icrf(args.icrf)
+    stack = read_exposure_folder(
+        args.folder, sidecar=args.sidecar, pattern=args.pattern
+    )
+    if stack.images.shape[-1] != icrf.channels and icrf.channels != 1:
+        raise CLIError(
+            f"the images have {stack.images.shape[-1]} channel(s) but the ICRF has "
+            f"{icrf.channels}"
+        )
+    radiance, std, saturated = merge_hdr(
+        stack.images,
+        stack.exposure_times,
+        icrf,
+        weights=args.weights,
+        return_std=True,
+        return_saturated=True,
+    )
+    save_radiance(args.out, radiance)
+    written = [args.out]
+    if args.std is not None:
+        # pixels saturated everywhere have an unbounded std: stored as -1
+        save_radiance(
+            args.std, np.where(np.isfinite(std), std, -1.0).astype(np.float32)
+        )
+        written.append(args.std)
+    if args.preview is not None:
+        shown = tonemap(radiance, method=args.tonemap)
+        write_image(args.preview, np.round(shown * 255.0).astype(np.uint8))
+        written.append(args.preview)
+    positive = radiance[radiance > 0]
+    stops = (
+        math.log2(float(positive.max()) / float(positive.min()))
+        if positive.size
+        else 0.0
+    )
+    print(
+        f"{PROG} merge: {len(stack.paths)} exposures -> radiance {radiance.shape[1]}x"
+        f"{radiance.shape[0]} ({radiance.shape[2]} channel(s)), range "
+        f"{float(radiance.min()):.4g}.."
+        f"{float(radiance.max()):.4g} ({stops:.1f} stops), "
+        f"{int(saturated.any(axis=-1).sum())} pixel(s) saturated in every exposure",
+        file=stream,
+    )
+    print(f"wrote {', '.join(written)}", file=stream)
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo (table)
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        default="deepinv_icrf_demo",
+        help="output folder (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="optimisation steps (default: %(default)s)",
+    )
+    p.add_argument(
         "--noise",
         type=float,
         default=0.004,
         help="code noise std (default: %(default)s)",
     )
-    demo.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar"
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_demo_args(args: argparse.Namespace) -> int:
+    run_demo(
+        out=getattr(args, "out", "deepinv_icrf_demo"),
+        steps=getattr(args, "steps", 300),
+        noise=getattr(args, "noise", 0.004),
+        progress=not getattr(args, "no_progress", False),
     )
+    return 0
+
+
+# ---------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Subcommand:
+    r"""One ``deepinv-icrf`` subcommand.
+
+    :param str help: one-line description shown by ``--help``.
+    :param Callable configure: adds the subcommand's arguments to its parser.
+    :param Callable run: runs it from the parsed arguments; returns the exit code. It raises
+        :class:`ValueError`, :class:`TypeError` or :class:`OSError` for bad input (reported
+        as one error line, exit code 2).
+    """
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: the subcommands, by name, in ``--help`` order
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": Subcommand(
+        "fit the embedded demo stack and compare with the true curve",
+        _configure_demo,
+        _run_demo_args,
+    ),
+    "fit": Subcommand(
+        "fit the ICRF of a folder of bracketed photos (icrf.json, icrf_fit.png, summary.json)",
+        _configure_fit,
+        run_fit,
+    ),
+    "linearize": Subcommand(
+        "linearize images with a fitted ICRF (16-bit or float outputs)",
+        _configure_linearize,
+        run_linearize,
+    ),
+    "merge": Subcommand(
+        "merge a folder of bracketed photos into an HDR radiance map (+ preview)",
+        _configure_merge,
+        run_merge,
+    ),
+}
+
+
+def register_subcommand(
+    name: str,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    r"""Add a subcommand to :data:`SUBCOMMANDS` (e.g. ``validate``); names must be new."""
+    if name in SUBCOMMANDS:
+        raise ValueError(f"Subcommand {name!r} already exists.")
+    SUBCOMMANDS[name] = Subcommand(help, configure, run)
+
+
+class _Parser(argparse.ArgumentParser):
+    r"""An argument parser whose errors are one line: ``deepinv-icrf: error: ...``."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        raise CLIError(message)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Fit inverse camera response functions (ICRF) with DeepInverse losses, "
+        "linearize images and merge HDR radiance maps. With no command, fits the embedded "
+        "demo stack.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, command in SUBCOMMANDS.items():
+        command.configure(
+            sub.add_parser(name, help=command.help, description=command.help)
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    r"""Entry point of the ``deepinv-icrf`` console script; returns the exit code."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    r"""Entry point of the ``deepinv-icrf`` console script; returns the exit code.
+
+    Exit codes: 0 success, 2 bad input (one ``deepinv-icrf: error: ...`` line on stderr),
+    130 interrupted.
+    """
     try:
-        if args.command in (None, "demo"):
-            run_demo(
-                out=getattr(args, "out", "deepinv_icrf_demo"),
-                steps=getattr(args, "steps", 300),
-                noise=getattr(args, "noise", 0.004),
-                progress=not getattr(args, "no_progress", False),
-            )
-        return 0
+        args = _build_parser().parse_args(argv)
+        command = args.command if args.command is not None else "demo"
+        return SUBCOMMANDS[command].run(args)
+    except SystemExit as stop:  # --help / --version
+        return stop.code if isinstance(stop.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError) as err:
-        print(f"deepinv-icrf: error: {err}", file=sys.stderr)
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"{PROG}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -132,6 +132,9 @@ class ICRF(Reconstructor):
         self.params = nn.ParameterList(
             [nn.Parameter(r.to(device=device, dtype=dtype)) for r in raw]
         )
+        # optional confidence band (2, C, L): lower and upper edge; saved to JSON by save(),
+        # kept out of state_dict so checkpoints of models with and without one load alike
+        self.register_buffer("band", None, persistent=False)
 
     # ------------------------------------------------------------------ construction
     def _initial_curve(
@@ -323,7 +326,9 @@ class ICRF(Reconstructor):
         The file holds ``format`` (``"deepinv-icrf/icrf"``), ``version``, ``channels``,
         ``n_points``, ``bit_depth``, ``parameterization``, ``curve`` (``C`` lists of ``L``
         values), ``parameters`` (the raw per-channel parameters, for an exact round trip) and
-        ``metadata`` (the keyword arguments, which must be JSON-serialisable).
+        ``metadata`` (the keyword arguments, which must be JSON-serialisable), and ``band``
+        (``{"lower": ..., "upper": ...}``, ``C`` lists of ``L`` values each) when the model holds
+        a confidence band (``model.band``, shape ``(2, C, L)``).
 
         :param str, os.PathLike path: file to write.
         :param metadata: user metadata (e.g. camera model, exposure times).
@@ -345,11 +350,16 @@ class ICRF(Reconstructor):
             "parameters": raw,
             "metadata": {**self.metadata, **metadata},
         }
+        if self.band is not None:
+            band = self.band.detach().to("cpu", torch.float64)
+            doc["band"] = {"lower": band[0].tolist(), "upper": band[1].tolist()}
         try:
             text = json.dumps(doc, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise TypeError(f"ICRF metadata must be JSON-serialisable: {err}") from err
-        with open(path, "w", encoding="utf-8") as fh:
+        from deepinv_icrf.io import atomic_write  # temp file + rename: no partial file
+
+        with atomic_write(path) as fh:
             fh.write(text)
 
     @classmethod
@@ -456,6 +466,17 @@ class ICRF(Reconstructor):
                     "the file was edited inconsistently."
                 )
         model.metadata = dict(metadata)
+        if doc.get("band") is not None:
+            band = doc["band"]
+            if not isinstance(band, dict) or set(band) != {"lower", "upper"}:
+                raise ValueError(
+                    f"{where}: `band` must hold `lower` and `upper` tables."
+                )
+            edges = [
+                cls._read_table(band[k], C, L, f"band.{k}", where)
+                for k in ("lower", "upper")
+            ]
+            model.band = torch.stack(edges).to(device=device, dtype=dtype)
         return model
 
     @staticmethod

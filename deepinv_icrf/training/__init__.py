@@ -7,3 +7,4 @@ from deepinv_icrf.training.logging import (
     TermLoggingTrainer,
     term_log_keys,
 )  # noqa: F401
+from deepinv_icrf.training.trainer import ICRFTrainer, icrf_objective  # noqa: F401

@@ -1,0 +1,413 @@
+r"""Bracketed photos from a folder: images plus exposure times (EXIF or a sidecar file)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepinv_icrf.io import IMAGE_EXTENSIONS, read_exposure_time, read_image
+
+__all__ = [
+    "ExposureFolder",
+    "read_exposure_folder",
+    "ExposureStackDataset",
+    "SIDECAR_NAMES",
+]
+
+#: sidecar files detected automatically in a folder (at most one may be present)
+SIDECAR_NAMES: tuple[str, ...] = (
+    "exposures.csv",
+    "exposures.json",
+    "exposure_times.csv",
+    "exposure_times.json",
+)
+
+
+@dataclass
+class ExposureFolder:
+    r"""A bracketed stack read from a folder by :func:`read_exposure_folder`.
+
+    :param numpy.ndarray images: codes ``(N, H, W, C)``, ``uint8`` or ``uint16``, sorted by
+        exposure time.
+    :param numpy.ndarray exposure_times: ``(N,)`` float64 seconds, ascending.
+    :param list paths: the image files, in the order of ``images``.
+    :param int bit_depth: 8 or 16.
+    :param str time_source: ``"exif"`` or ``"sidecar"``.
+    """
+
+    images: np.ndarray
+    exposure_times: np.ndarray
+    paths: list[Path] = field(default_factory=list)
+    bit_depth: int = 8
+    time_source: str = "exif"
+
+    def to_tensor(self) -> Tensor:
+        r"""The stack as a float tensor ``(N, C, H, W)`` in ``[0, 1]`` (codes / ``2**bits - 1``)."""
+        return _codes_to_float(self.images, self.bit_depth)
+
+
+def _codes_to_float(images: np.ndarray, bit_depth: int) -> Tensor:
+    scale = np.float32(2**bit_depth - 1)
+    return torch.from_numpy(images.astype(np.float32) / scale).permute(0, 3, 1, 2)
+
+
+def _parse_time(value: object, where: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: exposure time {value!r} is not a number.")
+    try:
+        seconds = (
+            float(Fraction(value.strip())) if isinstance(value, str) else float(value)
+        )
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        raise ValueError(
+            f"{where}: exposure time {value!r} is not a number (seconds, e.g. 0.004 or 1/250)."
+        ) from err
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"{where}: exposure times must be finite and > 0 seconds, but got {value!r}."
+        )
+    return seconds
+
+
+def _read_sidecar(path: Path) -> dict[str, float]:
+    r"""``{file name: seconds}`` from a CSV (``filename,exposure_time``) or JSON sidecar."""
+    where = f"sidecar {os.fspath(path)!r}"
+    if not path.is_file():
+        raise FileNotFoundError(f"No such {where}.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"Cannot read {where}: {err}") from err
+    table: dict[str, float] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where} is not valid JSON: {err}") from err
+        if not isinstance(doc, dict) or not doc:
+            raise ValueError(
+                f"{where}: expected a non-empty JSON object {{filename: exposure_time}}."
+            )
+        for name, value in doc.items():
+            table[name] = _parse_time(value, f"{where}, entry {name!r}")
+        return table
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"{where}: expected a .csv or .json file.")
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    if rows and Path(rows[0][0].strip()).suffix.lower() not in IMAGE_EXTENSIONS:
+        rows = rows[1:]  # header line such as "filename,exposure_time"
+    if not rows:
+        raise ValueError(f"{where} holds no rows (expected filename,exposure_time).")
+    for k, row in enumerate(rows):
+        if len(row) != 2:
+            raise ValueError(
+                f"{where}, row {k + 1}: expected 2 columns (filename,exposure_time), "
+                f"but got {len(row)}."
+            )
+        name = row[0].strip()
+        if name in table:
+            raise ValueError(f"{where}: file {name!r} is listed twice.")
+        table[name] = _parse_time(row[1], f"{where}, row {k + 1}")
+    return table
+
+
+def _find_sidecar(folder: Path) -> Path | None:
+    found = [folder / n for n in SIDECAR_NAMES if (folder / n).is_file()]
+    if len(found) > 1:
+        raise ValueError(
+            f"Folder {os.fspath(folder)!r} holds several sidecar files "
+            f"{[p.name for p in found]}; keep one or pass `sidecar`."
+        )
+    return found[0] if found else None
+
+
+def _list_images(folder: Path, pattern: str | None) -> list[Path]:
+    candidates = folder.glob(pattern) if pattern else folder.iterdir()
+    return sorted(
+        p
+        for p in candidates
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def read_exposure_folder(
+    folder: str | os.PathLike,
+    *,
+    sidecar: str | os.PathLike | None = None,
+    pattern: str | None = None,
+) -> ExposureFolder:
+    r"""Read a folder of bracketed photos of one static scene and their exposure times.
+
+    Images: every ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff`` file (hidden files are
+    skipped; ``pattern`` narrows the selection), 8 or 16-bit, all the same size and bit depth.
+    Exposure times come from a sidecar file when there is one (``sidecar``, or one of
+    :data:`SIDECAR_NAMES` found in the folder): CSV rows ``filename,exposure_time`` (an optional
+    header line) or a JSON object ``{"filename": exposure_time}``, times in seconds as numbers
+    or fractions such as ``"1/250"``. Otherwise each image's EXIF ``ExposureTime`` is used.
+    The stack is sorted by exposure time:
+
+    .. math::
+
+        t_1 < t_2 < \dots < t_N, \qquad \texttt{images}[k] \leftrightarrow t_k
+
+    :param str, os.PathLike folder: the folder.
+    :param str, os.PathLike sidecar: a CSV or JSON sidecar file (default: auto-detected).
+    :param str pattern: glob pattern selecting the images, e.g. ``"*.jpg"`` (default: all).
+    :return: (:class:`ExposureFolder`) images ``(N, H, W, C)``, times ``(N,)``, paths, bit
+        depth, time source.
+    :raises ValueError: naming the files, for fewer than 2 images, mixed sizes or bit depths,
+        float or unreadable/truncated images, missing exposure times, a sidecar naming missing
+        files, invalid or duplicate exposure times.
+
+    |sep|
+
+    :Example:
+
+    >>> import tempfile
+    >>> from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
+    >>> folder = write_synthetic_folder(tempfile.mkdtemp(), n_exposures=3, height=8, width=10)
+    >>> stack = read_exposure_folder(folder)
+    >>> stack.images.shape, stack.exposure_times.tolist(), stack.time_source
+    ((3, 8, 10, 3), [0.125, 0.25, 0.5], 'exif')
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No such folder {os.fspath(folder)!r}.")
+    paths = _list_images(folder, pattern)
+    if len(paths) < 2:
+        raise ValueError(
+            f"Folder {os.fspath(folder)!r} holds {len(paths)} image(s) "
+            f"{'matching ' + repr(pattern) + ' ' if pattern else ''}"
+            f"with extensions {IMAGE_EXTENSIONS}; an exposure stack needs at least 2."
+        )
+    sidecar_path = Path(sidecar) if sidecar is not None else _find_sidecar(folder)
+    if sidecar_path is not None:
+        table = _read_sidecar(sidecar_path)
+        names = {p.name for p in paths}
+        unknown = sorted(set(table) - names)
+        if unknown:
+            raise ValueError(
+                f"Sidecar {os.fspath(sidecar_path)!r} names file(s) not found among the images "
+                f"of {os.fspath(folder)!r}: {unknown}."
+            )
+        missing = [p.name for p in paths if p.name not in table]
+        times = [table.get(p.name) for p in paths]
+        source = "sidecar"
+    else:
+        times = [read_exposure_time(p) for p in paths]
+        missing = [p.name for p, t in zip(paths, times, strict=True) if t is None]
+        source = "exif"
+    if missing:
+        how = (
+            f"sidecar {os.fspath(sidecar_path)!r}"
+            if sidecar_path is not None
+            else "EXIF ExposureTime"
+        )
+        raise ValueError(
+            f"No exposure time for {len(missing)} image(s) in {os.fspath(folder)!r} "
+            f"(looked in {how}): {missing}. Add them to a sidecar file "
+            f"(one of {SIDECAR_NAMES}: CSV filename,exposure_time or JSON)."
+        )
+    order = sorted(range(len(paths)), key=lambda k: times[k])
+    paths = [paths[k] for k in order]
+    t = np.asarray([times[k] for k in order], dtype=np.float64)
+    dup = [
+        (paths[k].name, paths[k + 1].name)
+        for k in range(len(t) - 1)
+        if np.isclose(t[k], t[k + 1], rtol=1e-9, atol=0.0)
+    ]
+    if dup:
+        raise ValueError(
+            f"Duplicate exposure times in {os.fspath(folder)!r} for files {dup}; "
+            "every image of a stack needs its own exposure time."
+        )
+
+    images = []
+    for p in paths:
+        img = read_image(p)
+        if img.dtype not in (np.uint8, np.uint16):
+            raise ValueError(
+                f"Image file {os.fspath(p)!r} holds {img.dtype} values; expected 8 or 16-bit "
+                "integer camera images."
+            )
+        images.append(img)
+    shapes = {img.shape for img in images}
+    if len(shapes) > 1:
+        listing = ", ".join(
+            f"{p.name}: {img.shape}" for p, img in zip(paths, images, strict=True)
+        )
+        raise ValueError(
+            f"Images in {os.fspath(folder)!r} have different sizes (H, W, C) ({listing}); "
+            "every exposure must have the same size and channels."
+        )
+    dtypes = {img.dtype for img in images}
+    if len(dtypes) > 1:
+        listing = ", ".join(
+            f"{p.name}: {img.dtype}" for p, img in zip(paths, images, strict=True)
+        )
+        raise ValueError(
+            f"Images in {os.fspath(folder)!r} have mixed bit depths ({listing}); "
+            "every exposure must have the same bit depth."
+        )
+    stack = np.stack(images)
+    return ExposureFolder(
+        images=stack,
+        exposure_times=t,
+        paths=paths,
+        bit_depth=8 if stack.dtype == np.uint8 else 16,
+        time_source=source,
+    )
+
+
+class ExposureStackDataset(torch.utils.data.Dataset):
+    r"""One exposure stack per folder of bracketed photos, as a torch dataset.
+
+    Item ``i`` is the stack of folder ``i``, read by :func:`read_exposure_folder`:
+
+    .. math::
+
+        y \in [0, 1]^{N \times C \times H \times W} = \text{codes} / (2^{\text{bits}} - 1),
+        \qquad t \in \mathbb{R}_{>0}^{N}
+
+    With ``as_dict=True`` the item is ``{"y": y, "params": {"exposure_times": t}}``, the layout
+    :class:`deepinv.Trainer` reads with ``online_measurements=False``: for each batch it calls
+    ``physics.update(exposure_times=t)`` on an
+    :class:`~deepinv_icrf.physics.ExposureStack`, so stacks with their own times train through
+    an unmodified trainer::
+
+        dataset = ExposureStackDataset(folders, crop_size=256, as_dict=True)
+        physics = ExposureStack(dataset.exposure_times(0), bit_depth=dataset.bit_depth(0))
+        trainer = deepinv.Trainer(model=ICRF(), physics=physics, losses=..., optimizer=...,
+                                  train_dataloader=DataLoader(dataset, batch_size=1),
+                                  online_measurements=False, plot_images=False, metrics=[])
+
+    Batches of several folders need folders with equal ``N`` (and ``crop_size`` for equal
+    ``H, W``).
+
+    :param str, os.PathLike, list folder_or_folders: one folder or a list of folders.
+    :param str, os.PathLike sidecar: sidecar file for a single folder (default: auto-detected
+        in each folder).
+    :param str pattern: glob pattern selecting the images (default: all).
+    :param int, tuple crop_size: random crop ``(h, w)`` (or ``h = w``) taken at the same position
+        in every exposure (default ``None``: the whole image).
+    :param int seed: seed of the crop positions (default 0); the sequence of crops is
+        deterministic for a given seed and access order.
+    :param bool preload: read every folder once at construction (default ``True``; this also
+        validates them early). ``False`` reads a folder at each access.
+    :param bool as_dict: return deepinv's dict layout (see above) instead of ``(y, t)``.
+    :param torch.dtype dtype: float dtype of ``y`` and ``t`` (default ``torch.float32``).
+
+    |sep|
+
+    :Example:
+
+    >>> import tempfile
+    >>> from deepinv_icrf.data import ExposureStackDataset, write_synthetic_folder
+    >>> folder = write_synthetic_folder(tempfile.mkdtemp(), n_exposures=3, height=12, width=10)
+    >>> y, t = ExposureStackDataset(folder, crop_size=(5, 4))[0]
+    >>> tuple(y.shape), t.tolist()
+    ((3, 3, 5, 4), [0.125, 0.25, 0.5])
+    """
+
+    def __init__(
+        self,
+        folder_or_folders: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        sidecar: str | os.PathLike | None = None,
+        pattern: str | None = None,
+        crop_size: int | tuple[int, int] | None = None,
+        seed: int = 0,
+        preload: bool = True,
+        as_dict: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if isinstance(folder_or_folders, (str, os.PathLike)):
+            folders = [Path(folder_or_folders)]
+        else:
+            folders = [Path(f) for f in folder_or_folders]
+        if not folders:
+            raise ValueError("Expected at least one folder, but got an empty list.")
+        if sidecar is not None and len(folders) > 1:
+            raise ValueError(
+                "Expected `sidecar` only with a single folder; with several folders put a "
+                f"sidecar ({SIDECAR_NAMES[0]} or {SIDECAR_NAMES[1]}) in each folder."
+            )
+        if crop_size is not None:
+            pair = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+            if (
+                len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in pair)
+                or min(pair) < 1
+            ):
+                raise ValueError(
+                    f"Expected `crop_size` to be a positive int or a pair of them, but got "
+                    f"{crop_size!r}."
+                )
+            crop_size = (int(pair[0]), int(pair[1]))
+        if not torch.empty((), dtype=dtype).is_floating_point():
+            raise TypeError(f"Expected `dtype` to be a float dtype, but got {dtype}.")
+        self.folders = folders
+        self.sidecar = sidecar
+        self.pattern = pattern
+        self.crop_size = crop_size
+        self.as_dict = as_dict
+        self.dtype = dtype
+        self.generator = torch.Generator().manual_seed(seed)
+        self._cache: list[ExposureFolder] | None = None
+        if preload:
+            self._cache = [self._read(k) for k in range(len(folders))]
+
+    def _read(self, index: int) -> ExposureFolder:
+        stack = read_exposure_folder(
+            self.folders[index], sidecar=self.sidecar, pattern=self.pattern
+        )
+        if self.crop_size is not None:
+            h, w = stack.images.shape[1:3]
+            if self.crop_size[0] > h or self.crop_size[1] > w:
+                raise ValueError(
+                    f"Expected `crop_size` {self.crop_size} to fit in the images of "
+                    f"{os.fspath(self.folders[index])!r}, which are {h}x{w}."
+                )
+        return stack
+
+    def folder(self, index: int) -> ExposureFolder:
+        r"""The :class:`ExposureFolder` of item ``index`` (whole images, codes)."""
+        return self._cache[index] if self._cache is not None else self._read(index)
+
+    def exposure_times(self, index: int = 0) -> Tensor:
+        r"""Exposure times ``(N,)`` of item ``index`` (float64)."""
+        return torch.from_numpy(self.folder(index).exposure_times.copy())
+
+    def bit_depth(self, index: int = 0) -> int:
+        r"""Bit depth (8 or 16) of item ``index``."""
+        return self.folder(index).bit_depth
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, index: int):
+        stack = self.folder(index)
+        images = stack.images
+        if self.crop_size is not None:
+            h, w = images.shape[1:3]
+            ch, cw = self.crop_size
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=self.generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=self.generator))
+            images = images[:, top : top + ch, left : left + cw]
+        y = _codes_to_float(images, stack.bit_depth).to(self.dtype)
+        t = torch.from_numpy(stack.exposure_times.copy()).to(self.dtype)
+        if self.as_dict:
+            return {"y": y, "params": {"exposure_times": t}}
+        return y, t

@@ -1,0 +1,477 @@
+r"""HDR from bracketed codes: linearise with a fitted ICRF, merge, tone-map, save.
+
+Layouts follow the input: numpy arrays as image readers return them (codes ``uint8``/``uint16``,
+channels last: ``(H, W, C)``, stacks ``(N, H, W, C)``) give numpy results, channels last; float
+tensors (codes in ``[0, 1]``, channels at dimension -3: ``(N, C, H, W)`` or ``(B, N, C, H, W)``)
+give tensors. The merge itself is :func:`deepinv_icrf.functional.weighted_radiance_merge`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepinv_icrf._checks import check_in, check_positive, check_range
+from deepinv_icrf.functional.interp import curve_slope, interp_curve
+from deepinv_icrf.functional.merge import merge_weights, weighted_radiance_merge
+from deepinv_icrf.models import ICRF
+
+__all__ = ["linearize", "merge_hdr", "tonemap", "save_radiance", "TONEMAP_METHODS"]
+
+TONEMAP_METHODS = ("reinhard", "gamma")
+
+
+def _curve(icrf: ICRF | Tensor) -> tuple[Tensor, int | None]:
+    if isinstance(icrf, ICRF):
+        return icrf.curve.detach(), icrf.bit_depth
+    if isinstance(icrf, Tensor) and icrf.ndim == 2 and icrf.is_floating_point():
+        return icrf.detach(), None
+    raise TypeError(
+        "Expected `icrf` to be an ICRF or a float curve tensor (C, L), but got "
+        f"{type(icrf).__name__}"
+        + (f" of shape {tuple(icrf.shape)}" if isinstance(icrf, Tensor) else "")
+        + "."
+    )
+
+
+def _codes(images: np.ndarray | Tensor, name: str) -> tuple[Tensor, int | None, bool]:
+    r"""Codes as a float tensor with channels at -3, their bit depth, and whether numpy came in."""
+    if isinstance(images, np.ndarray):
+        if images.dtype not in (np.uint8, np.uint16):
+            raise TypeError(
+                f"Expected `{name}` as a uint8/uint16 array (..., H, W, C) or a float tensor "
+                f"(..., C, H, W), but got a numpy array of dtype {images.dtype}."
+            )
+        if images.ndim < 3:
+            raise ValueError(
+                f"Expected `{name}` to have shape (..., H, W, C), but got shape {images.shape}."
+            )
+        bits = 8 if images.dtype == np.uint8 else 16
+        # integer codes, no copy; divided by 2**bits - 1 in the working dtype (_to_unit)
+        with warnings.catch_warnings():  # read-only arrays are fine: never written to
+            warnings.simplefilter("ignore", UserWarning)
+            codes = torch.from_numpy(np.ascontiguousarray(images))
+        return codes.movedim(-1, -3), bits, True
+    if isinstance(images, Tensor):
+        if not images.is_floating_point():
+            raise TypeError(
+                f"Expected `{name}` as a float tensor (codes divided by 2**bits - 1), but got "
+                f"dtype {images.dtype}."
+            )
+        if images.ndim < 3:
+            raise ValueError(
+                f"Expected `{name}` to have shape (..., C, H, W), but got shape "
+                f"{tuple(images.shape)}."
+            )
+        check_range(images, name, 0.0, 1.0)
+        return images, None, False
+    raise TypeError(
+        f"Expected `{name}` to be a numpy array or a torch.Tensor, but got "
+        f"{type(images).__name__}."
+    )
+
+
+def _to_unit(codes: Tensor, bits: int | None, dtype: torch.dtype) -> Tensor:
+    r"""Codes in ``[0, 1]`` in ``dtype``: integer codes are divided by ``2**bits - 1`` there."""
+    if codes.is_floating_point():
+        return codes.to(dtype)
+    return codes.to(dtype) / (2**bits - 1)
+
+
+def _check_channels(codes: Tensor, curve: Tensor, name: str) -> None:
+    if curve.shape[0] not in (1, codes.shape[-3]):
+        raise ValueError(
+            f"Expected `{name}` to have {curve.shape[0]} channel(s) to match the ICRF, but got "
+            f"{codes.shape[-3]}."
+        )
+
+
+def linearize(images: np.ndarray | Tensor, icrf: ICRF | Tensor) -> np.ndarray | Tensor:
+    r"""Linearise camera codes with an ICRF: :math:`x = g_c(y)` per channel.
+
+    .. math::
+
+        x_{c}(p) = g_c\!\left(\frac{\text{code}_c(p)}{2^b - 1}\right)
+
+    :param numpy.ndarray, torch.Tensor images: ``uint8``/``uint16`` codes ``(..., H, W, C)``
+        (e.g. one image or a stack from :func:`deepinv_icrf.data.read_exposure_folder`), or a
+        float tensor of codes in ``[0, 1]``, ``(..., C, H, W)``.
+    :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF, or its curve ``(C, L)``
+        (``C = 1`` applies to every channel).
+    :return: (:class:`numpy.ndarray`, :class:`torch.Tensor`) relative irradiance in
+        ``[0, 1]``: float32 ``(..., H, W, C)`` for numpy input, else a tensor shaped like
+        ``images`` (on its device, float32 or float64).
+
+    |sep|
+
+    :Example:
+
+    >>> import numpy as np
+    >>> from deepinv_icrf.models import ICRF
+    >>> icrf = ICRF.from_response("gamma", channels=1)
+    >>> x = linearize(np.array([[[0], [128], [255]]], dtype=np.uint8), icrf)
+    >>> x.shape, [round(float(v), 4) for v in x.ravel()]
+    ((1, 3, 1), [0.0, 0.2195, 1.0])
+    """
+    curve, _ = _curve(icrf)
+    codes, bits, from_numpy = _codes(images, "images")
+    _check_channels(codes, curve, "images")
+    if codes.is_floating_point():
+        x = interp_curve(codes.to(curve.device), curve, channel_dim=-3)
+    else:  # integer codes: the curve at every code once, then a lookup
+        channels, levels = codes.shape[-3], 2**bits
+        grid = _to_unit(torch.arange(levels, device=curve.device), bits, curve.dtype)
+        lut = interp_curve(grid.expand(channels, 1, levels), curve, channel_dim=-3)
+        offsets = (torch.arange(channels, device=curve.device) * levels).view(-1, 1, 1)
+        x = lut.reshape(-1).take(codes.to(curve.device).long() + offsets)
+    if from_numpy:
+        return x.movedim(-3, -1).to("cpu", torch.float32).numpy()
+    return x
+
+
+def merge_hdr(
+    stack: np.ndarray | Tensor,
+    exposure_times: np.ndarray | Tensor | Sequence[float],
+    icrf: ICRF | Tensor,
+    *,
+    weights: str = "hat",
+    return_std: bool = False,
+    return_saturated: bool = False,
+    band: Tensor | None = None,
+    code_std: float = 0.0,
+    lower: float | None = None,
+    upper: float | None = None,
+) -> np.ndarray | Tensor | tuple:
+    r"""Merge a bracketed stack into one HDR radiance map, with per-pixel uncertainty.
+
+    With :math:`x_k = g(y_k)` the linearised exposures (:func:`linearize`),
+    :math:`w_k = w(y_k)\,[\ell \le y_k \le u]` (:func:`~deepinv_icrf.functional.merge_weights`)
+    and :math:`s_k` the std of :math:`x_k`, per pixel and channel:
+
+    .. math::
+
+        E = \frac{\sum_k w_k\, x_k / t_k}{\sum_k w_k}, \qquad
+        \sigma_E = \frac{\sqrt{\sum_k w_k^2\, s_k^2 / t_k^2}}{\sum_k w_k}, \qquad
+        s_k^2 = \left(g'(y_k)\,\sigma_y\right)^2 + \beta(y_k)^2,
+
+    where :math:`\sigma_y^2 = \Delta^2/12 + \sigma_{\text{code}}^2` (quantisation step
+    :math:`\Delta = 1/(2^b - 1)` plus ``code_std``) and :math:`\beta` the ICRF confidence band
+    (``band``, per-code std of the curve; zero when ``None``). The weights are treated as
+    fixed. Pixels with no valid exposure take one exposure's estimate
+    (:func:`~deepinv_icrf.functional.weighted_radiance_merge`): pixels saturated (:math:`y > u`)
+    in every exposure take the shortest exposure's :math:`x/t` (a lower bound) and are
+    flagged: their std is ``inf`` and they are ``True`` in the saturation mask. The stack is
+    merged in blocks of rows (bounded memory); integer codes use per-code lookup tables of the
+    curve, its slope and the band.
+
+    :param numpy.ndarray, torch.Tensor stack: ``uint8``/``uint16`` codes ``(N, H, W, C)``, or a
+        float tensor of codes in ``[0, 1]``, ``(N, C, H, W)`` or ``(B, N, C, H, W)``.
+    :param numpy.ndarray, torch.Tensor, Sequence exposure_times: ``(N,)`` (or ``(B, N)``)
+        seconds, ``> 0``, any order.
+    :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF or its curve ``(C, L)``.
+    :param str weights: ``"hat"`` (default) or ``"gaussian"``.
+    :param bool return_std: also return :math:`\sigma_E` (default ``False``).
+    :param bool return_saturated: also return the mask of pixels saturated in every
+        exposure (default ``False``).
+    :param torch.Tensor, None band: per-code std of the ICRF ``(C, L')`` (a confidence band
+        on any uniform grid), propagated into :math:`\sigma_E`. Default ``None``.
+    :param float code_std: std of the code noise in ``[0, 1]`` units, added to the
+        quantisation noise (default 0).
+    :param float, None lower: smallest valid code :math:`\ell` (default :math:`1/(2^b-1)`,
+        ``b`` the images' bit depth, or the ICRF's, or 8).
+    :param float, None upper: largest valid code :math:`u` (default :math:`1 - 1/(2^b-1)`).
+    :return: radiance (relative units: :math:`x/t` per second of exposure), ``(H, W, C)``
+        float32 for numpy input, else ``(C, H, W)`` / ``(B, C, H, W)`` tensors; with
+        ``return_std`` / ``return_saturated`` a tuple ``(radiance, [std], [saturated])``.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> from deepinv_icrf.models import ICRF
+    >>> from deepinv_icrf.physics import ExposureStack
+    >>> x = torch.full((1, 3, 2, 2), 0.3)
+    >>> t = torch.tensor([0.5, 1.0, 2.0])
+    >>> y = ExposureStack(t, response="srgb", bit_depth=16)(x)
+    >>> merge_hdr(y[0], t, ICRF.from_response("srgb", n_points=4096))[0, 0, 0]
+    tensor(0.3000)
+    """
+    check_in(weights, "weights", ("hat", "gaussian"))
+    curve, icrf_bits = _curve(icrf)
+    codes, bits, from_numpy = _codes(stack, "stack")
+    squeeze = codes.ndim == 4
+    if squeeze:
+        codes = codes.unsqueeze(0)
+    if codes.ndim != 5:
+        raise ValueError(
+            "Expected `stack` to have shape (N, H, W, C) (numpy), (N, C, H, W) or "
+            f"(B, N, C, H, W), but got shape {tuple(stack.shape)}."
+        )
+    batch, n, channels, height, width = codes.shape
+    if n < 2:
+        raise ValueError(f"Expected `stack` to hold at least 2 exposures, but got {n}.")
+    _check_channels(codes, curve, "stack")
+    bits = bits if bits is not None else (icrf_bits if icrf_bits is not None else 8)
+    step = 1.0 / (2**bits - 1)
+    lower = step if lower is None else float(lower)
+    upper = 1.0 - step if upper is None else float(upper)
+    device = curve.device
+    dtype = (
+        torch.float64 if torch.float64 in (codes.dtype, curve.dtype) else torch.float32
+    )
+    times = torch.as_tensor(
+        np.asarray(exposure_times, dtype=np.float64)
+        if not isinstance(exposure_times, Tensor)
+        else exposure_times
+    )
+    times = times.to(device=device, dtype=dtype)
+    check_positive(times, "exposure_times")
+    if times.shape[-1] != n or times.ndim not in (1, 2):
+        raise ValueError(
+            f"Expected `exposure_times` of shape ({n},) to match the {n} exposures of "
+            f"`stack`, but got shape {tuple(times.shape)}."
+        )
+    if len(set(times.reshape(-1, n)[0].tolist())) < n:
+        raise ValueError(
+            f"Expected distinct `exposure_times`, but got {times.tolist()} (duplicates)."
+        )
+    if band is not None:
+        if not isinstance(band, Tensor) or band.ndim != 2:
+            shape = f" of shape {tuple(band.shape)}" if isinstance(band, Tensor) else ""
+            raise ValueError(
+                "Expected `band` to be a tensor (C, L) of per-code ICRF stds, but got "
+                f"{type(band).__name__}{shape}."
+            )
+        if band.shape[0] not in (1, curve.shape[0]):
+            raise ValueError(
+                f"Expected `band` to have {curve.shape[0]} channel(s) like the ICRF, but "
+                f"got shape {tuple(band.shape)}."
+            )
+        check_range(band, "band", 0.0, math.inf)
+        band = band.to(device)
+    var_y = step**2 / 12.0 + float(code_std) ** 2
+
+    def x_and_var(unit: Tensor) -> tuple[Tensor, Tensor | None]:
+        x = interp_curve(unit, curve, channel_dim=-3).to(dtype)
+        if not return_std:
+            return x, None
+        var = curve_slope(unit, curve, channel_dim=-3).to(dtype) ** 2 * var_y
+        if band is not None:
+            var = var + interp_curve(unit, band, channel_dim=-3).to(dtype) ** 2
+        return x, var
+
+    lut = None
+    if not codes.is_floating_point():
+        # integer codes: evaluate curve, slope and band once per code, then look them up
+        levels = 2**bits
+        grid = _to_unit(torch.arange(levels, device=device), bits, dtype)
+        lut_x, lut_var = x_and_var(grid.expand(channels, 1, levels))
+        offsets = (torch.arange(channels, device=device) * levels).view(channels, 1, 1)
+        lut = (lut_x.reshape(-1), None if lut_var is None else lut_var.reshape(-1))
+
+    radiance = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
+    std = torch.empty_like(radiance) if return_std else None
+    saturated = torch.empty(radiance.shape, device=device, dtype=torch.bool)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, batch * n * channels * width))
+    for top in range(0, height, rows):
+        block = codes[..., top : top + rows, :].to(device)
+        if lut is None:
+            unit = block.to(dtype)
+            x, var = x_and_var(unit)
+        else:
+            idx = block.long() + offsets
+            unit = _to_unit(block, bits, dtype)
+            x = lut[0].take(idx)
+            var = None if lut[1] is None else lut[1].take(idx)
+        part = slice(top, top + rows)
+        radiance[..., part, :] = weighted_radiance_merge(
+            unit, x, times, weights=weights, lower=lower, upper=upper
+        )
+        sat = (unit > upper).all(dim=1)
+        saturated[..., part, :] = sat
+        if std is not None:
+            std[..., part, :] = _merge_std(unit, var, times, sat, weights, lower, upper)
+    outputs = [radiance] + ([std] if std is not None else [])
+    if return_saturated:
+        outputs.append(saturated)
+    if squeeze:
+        outputs = [o.squeeze(0) for o in outputs]
+    if from_numpy:
+        outputs = [
+            o.movedim(-3, -1)
+            .cpu()
+            .numpy()
+            .astype(np.float32 if o.is_floating_point() else bool)
+            for o in outputs
+        ]
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+# elements of the (B, N, C, rows, W) stack merged at once: bounds the peak memory
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _merge_std(
+    unit: Tensor,
+    var_x: Tensor,
+    times: Tensor,
+    saturated: Tensor,
+    weights: str,
+    lower: float,
+    upper: float,
+) -> Tensor:
+    r"""Std of :func:`weighted_radiance_merge` for independent :math:`x_k` of variance ``var_x``."""
+    n = unit.shape[1]
+    t_b = times.reshape(-1, n, 1, 1, 1)
+    w = merge_weights(unit, weights) * ((unit >= lower) & (unit <= upper))
+    wsum = w.sum(dim=1)
+    merged = (w**2 * var_x / t_b**2).sum(dim=1).sqrt() / wsum.clamp_min(1e-8)
+    # pixels without a valid exposure: the std of the one estimate the merge falls back on
+    fallback = weighted_radiance_merge(
+        unit, var_x.sqrt(), times, weights=weights, lower=lower, upper=upper
+    )
+    std = torch.where(wsum > 1e-8, merged, fallback)
+    return std.masked_fill(saturated, math.inf)
+
+
+def tonemap(
+    radiance: np.ndarray | Tensor,
+    method: str = "reinhard",
+    *,
+    key: float = 0.18,
+    gamma: float = 2.2,
+    percentile: float = 99.0,
+) -> np.ndarray | Tensor:
+    r"""Compress an HDR radiance map to display values in ``[0, 1]``.
+
+    ``"reinhard"`` (global operator): with luminance :math:`L` (Rec. 709 weights for 3
+    channels, the mean otherwise) and its log-average :math:`\bar L`,
+
+    .. math::
+
+        L_m = \frac{a}{\bar L} L, \qquad L_d = \frac{L_m}{1 + L_m}, \qquad
+        \text{out} = \left(\frac{L_d}{L}\, E\right)^{1/\gamma}
+
+    ``"gamma"``: :math:`\text{out} = \mathrm{clip}(E / E_{p}, 0, 1)^{1/\gamma}` with
+    :math:`E_p` the ``percentile`` of :math:`E`.
+
+    :param numpy.ndarray, torch.Tensor radiance: ``(H, W, C)`` numpy array or a tensor
+        ``(..., C, H, W)``, finite, ``>= 0``.
+    :param str method: ``"reinhard"`` (default) or ``"gamma"``.
+    :param float key: Reinhard's key value :math:`a` (default 0.18).
+    :param float gamma: display gamma (default 2.2).
+    :param float percentile: percentile mapped to white by ``"gamma"`` (default 99).
+    :return: display values in ``[0, 1]``, same layout and type as ``radiance``.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> out = tonemap(torch.tensor([0.01, 1.0, 100.0]).view(1, 1, 3), method="gamma")
+    >>> [round(v, 3) for v in out.flatten().tolist()]
+    [0.015, 0.123, 1.0]
+    """
+    check_in(method, "method", TONEMAP_METHODS)
+    from_numpy = isinstance(radiance, np.ndarray)
+    e = (
+        torch.from_numpy(np.asarray(radiance, np.float64)).movedim(-1, -3)
+        if from_numpy
+        else radiance
+    )
+    if not isinstance(e, Tensor) or not e.is_floating_point() or e.ndim < 3:
+        raise TypeError(
+            "Expected `radiance` as a float array (H, W, C) or a float tensor (..., C, H, W)."
+        )
+    check_range(e, "radiance", 0.0, math.inf)
+    if not gamma > 0 or not key > 0 or not 0 < percentile <= 100:
+        raise ValueError(
+            f"Expected `gamma` > 0, `key` > 0 and `percentile` in (0, 100], but got {gamma}, "
+            f"{key} and {percentile}."
+        )
+    tiny = 1e-12
+    if method == "reinhard":
+        if e.shape[-3] == 3:
+            lum_w = torch.tensor(
+                [0.2126, 0.7152, 0.0722], dtype=e.dtype, device=e.device
+            )
+            lum = (e * lum_w.view(3, 1, 1)).sum(dim=-3, keepdim=True)
+        else:
+            lum = e.mean(dim=-3, keepdim=True)
+        log_avg = torch.exp(torch.log(lum + tiny).mean(dim=(-3, -2, -1), keepdim=True))
+        lm = key / log_avg * lum
+        ld = lm / (1.0 + lm)
+        out = e * (ld / (lum + tiny))
+    else:
+        flat = e.reshape(*e.shape[:-3], -1)
+        k = max(1, min(flat.shape[-1], math.ceil(percentile / 100.0 * flat.shape[-1])))
+        white = flat.kthvalue(k, dim=-1).values.clamp_min(tiny)
+        out = e / white.reshape(*white.shape, 1, 1, 1)
+    out = out.clamp(0.0, 1.0) ** (1.0 / gamma)
+    if from_numpy:
+        return out.movedim(-3, -1).numpy().astype(np.float32)
+    return out
+
+
+def save_radiance(path: str | os.PathLike, radiance: np.ndarray | Tensor) -> None:
+    r"""Write a float radiance map, atomically (no partial file on failure).
+
+    Formats by extension: ``.exr`` (OpenEXR, when an imageio plugin can write it), ``.hdr``
+    (Radiance RGBE, built in, about 0.4 % relative precision), ``.npy`` (float32 ``(H, W, C)``)
+    or ``.tif``/``.tiff`` (32-bit float). See :func:`deepinv_icrf.io.write_image`.
+
+    :param str, os.PathLike path: destination file.
+    :param numpy.ndarray, torch.Tensor radiance: ``(H, W, C)`` array, or a tensor
+        ``(C, H, W)`` or ``(1, C, H, W)``; finite.
+
+    |sep|
+
+    :Example:
+
+    >>> import tempfile, pathlib, torch
+    >>> from deepinv_icrf.io import read_image
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "hdr.npy"
+    >>> save_radiance(path, torch.full((3, 2, 4), 12.5))
+    >>> read_image(path).shape
+    (2, 4, 3)
+    """
+    from deepinv_icrf.io import RADIANCE_EXTENSIONS, write_image
+
+    ext = os.fspath(path).lower().rsplit(".", 1)[-1]
+    if "." + ext not in RADIANCE_EXTENSIONS:
+        raise ValueError(
+            f"Cannot save radiance to {os.fspath(path)!r}: expected one of the extensions "
+            f"{RADIANCE_EXTENSIONS}."
+        )
+    if isinstance(radiance, Tensor):
+        r = radiance.detach()
+        if r.ndim == 4 and r.shape[0] == 1:
+            r = r[0]
+        if r.ndim != 3:
+            raise ValueError(
+                f"Expected `radiance` of shape (C, H, W) or (1, C, H, W), but got shape "
+                f"{tuple(radiance.shape)}."
+            )
+        arr = r.movedim(0, -1).to("cpu", torch.float32).numpy()
+    else:
+        arr = np.asarray(radiance)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(
+                f"Expected `radiance` as a float array (H, W, C), but got dtype {arr.dtype} "
+                f"and shape {arr.shape}."
+            )
+        arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"Cannot save radiance to {os.fspath(path)!r}: it holds NaN or inf values."
+        )
+    write_image(path, arr)

@@ -1,0 +1,469 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import deepinv_icrf
+from deepinv_icrf import cli
+from deepinv_icrf.cli import SUBCOMMANDS, main, register_subcommand
+from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
+from deepinv_icrf.hdr import linearize, merge_hdr
+from deepinv_icrf.io import read_image
+from deepinv_icrf.models import ICRF
+
+H, W = 13, 11
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return write_synthetic_folder(
+        tmp_path / "photos", n_exposures=4, height=H, width=W, response="gamma"
+    )
+
+
+@pytest.fixture
+def gamma_icrf_file(tmp_path):
+    path = tmp_path / "gamma.json"
+    ICRF.from_response("gamma", channels=3).save(path)
+    return path
+
+
+@pytest.fixture
+def fake_fit(monkeypatch):
+    calls = []
+
+    def fit(stack, exposure_times, **options):
+        calls.append((stack, exposure_times, options))
+        return ICRF.from_response("gamma", channels=stack.shape[-1])
+
+    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+    return calls
+
+
+def _error_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("deepinv-icrf: error: ")
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------- end to end
+def test_cli_end_to_end_on_exif_jpegs(photos, tmp_path, capsys):
+    out = tmp_path / "fit"
+    args = ["fit", str(photos), "--out", str(out), "--steps", "15", "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "4 exposures 11x13" in text and "from exif" in text
+    assert all(f"\n  {c} " in text for c in "RGB")
+    assert _files(out) == ["icrf.json", "icrf_fit.png", "summary.json"]
+    icrf = ICRF.load(out / "icrf.json")
+    assert icrf.metadata["exposure_times"] == [0.125, 0.25, 0.5, 1.0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["time_source"] == "exif" and summary["steps"] == 15
+    assert [c["channel"] for c in summary["channels"]] == ["R", "G", "B"]
+    curve = icrf.curve.detach().double()
+    for c in summary["channels"]:
+        assert 0 < c["icrf_at_0.5"] < 0.5  # a gamma-like camera: darker than linear
+    assert bool((curve[:, 1:] >= curve[:, :-1]).all())
+
+    lin = tmp_path / "lin"
+    assert (
+        main(
+            [
+                "linearize",
+                str(photos),
+                "--icrf",
+                str(out / "icrf.json"),
+                "--out",
+                str(lin),
+            ]
+        )
+        == 0
+    )
+    assert _files(lin) == [f"exposure_{k:02d}.tif" for k in range(4)]
+    first = read_image(lin / "exposure_00.tif")
+    assert first.dtype == np.uint16 and first.shape == (H, W, 3)
+    expect = linearize(read_image(photos / "exposure_00.jpg"), icrf)
+    np.testing.assert_allclose(first / 65535.0, expect, atol=0.5 / 65535 + 1e-7)
+
+    hdr, preview, std = (
+        tmp_path / "hdr.npy",
+        tmp_path / "preview.png",
+        tmp_path / "std.npy",
+    )
+    args = ["merge", str(photos), "--icrf", str(out / "icrf.json"), "--out", str(hdr)]
+    assert main(args + ["--preview", str(preview), "--std", str(std)]) == 0
+    assert "4 exposures -> radiance 11x13" in capsys.readouterr().out
+    rad = np.load(hdr)
+    stack = read_exposure_folder(photos)
+    np.testing.assert_allclose(
+        rad, merge_hdr(stack.images, stack.exposure_times, icrf), rtol=1e-6
+    )
+    assert read_image(preview).dtype == np.uint8 and read_image(preview).shape == (
+        H,
+        W,
+        3,
+    )
+    assert np.load(std).shape == (H, W, 3)
+
+
+def test_cli_no_arguments_runs_the_demo(monkeypatch):
+    seen = {}
+
+    def fake_demo(**kwargs):
+        seen.update(kwargs)
+        return {}
+
+    monkeypatch.setattr(cli, "run_demo", fake_demo)
+    assert main([]) == 0
+    assert seen == {
+        "out": "deepinv_icrf_demo",
+        "steps": 300,
+        "noise": 0.004,
+        "progress": True,
+    }
+
+
+def test_cli_fit_passes_options(photos, tmp_path, fake_fit, capsys):
+    args = [
+        "fit",
+        str(photos),
+        "--out",
+        str(tmp_path / "o"),
+        "--steps",
+        "7",
+        "--seed",
+        "3",
+    ]
+    assert main(args + ["--device", "cpu", "--no-progress"]) == 0
+    ((stack, times, options),) = fake_fit
+    assert stack.shape == (4, H, W, 3) and stack.dtype == np.uint8
+    np.testing.assert_array_equal(times, [0.125, 0.25, 0.5, 1.0])
+    assert options == {"steps": 7, "seed": 3, "progress": False, "device": "cpu"}
+    assert "refine_exposures" not in options
+
+
+def test_cli_fit_refine_exposures(photos, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fit(
+        stack, exposure_times, *, steps=1, seed=0, progress=True, refine_exposures=False
+    ):
+        calls.append(refine_exposures)
+        return ICRF.from_response("gamma", channels=3)
+
+    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+    assert (
+        main(["fit", str(photos), "--out", str(tmp_path / "o"), "--refine-exposures"])
+        == 0
+    )
+    assert calls == [True]
+
+
+def test_cli_fit_refine_exposures_unsupported(photos, tmp_path, fake_fit, capsys):
+    assert (
+        main(["fit", str(photos), "--out", str(tmp_path / "o"), "--refine-exposures"])
+        == 2
+    )
+    assert "--refine-exposures" in _error_line(capsys)
+    assert not (tmp_path / "o").exists() and fake_fit == []
+
+
+def test_cli_linearize_formats_and_files(photos, tmp_path, gamma_icrf_file, capsys):
+    one = photos / "exposure_02.jpg"
+    assert (
+        main(
+            [
+                "linearize",
+                str(one),
+                "--icrf",
+                str(gamma_icrf_file),
+                "--out",
+                str(tmp_path / "n"),
+                "--format",
+                "npy",
+            ]
+        )
+        == 0
+    )
+    x = np.load(tmp_path / "n" / "exposure_02.npy")
+    icrf = ICRF.load(gamma_icrf_file)
+    np.testing.assert_array_equal(x, linearize(read_image(one), icrf))
+    assert (
+        main(
+            [
+                "linearize",
+                str(one),
+                "--icrf",
+                str(gamma_icrf_file),
+                "--out",
+                str(tmp_path / "f"),
+                "--format",
+                "tif32",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(read_image(tmp_path / "f" / "exposure_02.tif"), x)
+
+
+@pytest.mark.parametrize("ext", [".npy", ".tif", ".hdr"])
+def test_cli_merge_formats(photos, tmp_path, gamma_icrf_file, ext, capsys):
+    out = tmp_path / f"hdr{ext}"
+    assert (
+        main(
+            [
+                "merge",
+                str(photos),
+                "--icrf",
+                str(gamma_icrf_file),
+                "--out",
+                str(out),
+                "--tonemap",
+                "gamma",
+                "--preview",
+                str(tmp_path / "p.jpg"),
+            ]
+        )
+        == 0
+    )
+    rad = read_image(out)
+    stack = read_exposure_folder(photos)
+    expect = merge_hdr(stack.images, stack.exposure_times, ICRF.load(gamma_icrf_file))
+    tol = 1 / 128 if ext == ".hdr" else 1e-6
+    np.testing.assert_allclose(rad, expect, rtol=tol, atol=1e-9)
+
+
+def test_cli_help_exits_zero(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("fit", "linearize", "merge", "demo"))
+
+
+def test_cli_subcommand_table_is_extensible(capsys):
+    seen = []
+
+    def configure(p):
+        p.add_argument("curve")
+
+    def run(args):
+        seen.append(args.curve)
+        return 0
+
+    register_subcommand("validate", "check a curve file", configure, run)
+    try:
+        assert main(["validate", "icrf.json"]) == 0
+        assert seen == ["icrf.json"]
+        with pytest.raises(ValueError, match="already exists"):
+            register_subcommand("validate", "again", configure, run)
+    finally:
+        SUBCOMMANDS.pop("validate")
+
+
+# ---------------------------------------------------------------- bad input: exit 2, one line
+def test_cli_bad_usage(capsys):
+    assert main(["bogus"]) == 2
+    assert "invalid choice" in _error_line(capsys)
+    assert main(["fit"]) == 2
+    assert "required" in _error_line(capsys)
+    assert main(["fit", "x", "--steps", "many"]) == 2
+    assert "--steps" in _error_line(capsys)
+
+
+def test_cli_fit_bad_inputs_write_nothing(tmp_path, photos, fake_fit, capsys):
+    out = tmp_path / "out"
+    assert main(["fit", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "No such folder" in _error_line(capsys)
+    assert main(["fit", str(photos), "--out", str(out), "--steps", "0"]) == 2
+    assert "--steps" in _error_line(capsys)
+    assert main(["fit", str(photos), "--out", str(out), "--device", "tpu9"]) == 2
+    assert "--device" in _error_line(capsys)
+    bare = write_synthetic_folder(
+        tmp_path / "bare", n_exposures=2, height=4, width=5, exif=False
+    )
+    assert main(["fit", str(bare), "--out", str(out)]) == 2
+    assert "No exposure time for 2 image(s)" in _error_line(capsys)
+    assert not out.exists() and fake_fit == []
+
+
+def test_cli_fit_failing_plot_leaves_no_partial_file(
+    photos, tmp_path, fake_fit, monkeypatch, capsys
+):
+    import deepinv_icrf.plot as plot
+
+    def broken(curve, reference=None, path=None, title=None):
+        with open(path, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plot, "plot_icrf", broken)
+    out = tmp_path / "out"
+    assert main(["fit", str(photos), "--out", str(out)]) == 2
+    assert "disk full" in _error_line(capsys)
+    assert _files(out) == ["icrf.json"]  # complete; no partial plot, no summary
+
+
+def test_cli_linearize_bad_inputs(tmp_path, photos, gamma_icrf_file, capsys):
+    out = tmp_path / "lin"
+    assert (
+        main(
+            [
+                "linearize",
+                str(photos),
+                "--icrf",
+                str(tmp_path / "none.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "--icrf" in _error_line(capsys)
+    (tmp_path / "broken.json").write_text(
+        '{"format": "deepinv-icrf/icrf", "version": 1'
+    )
+    assert (
+        main(
+            [
+                "linearize",
+                str(photos),
+                "--icrf",
+                str(tmp_path / "broken.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "not valid JSON" in _error_line(capsys)
+    grey = write_synthetic_folder(
+        tmp_path / "grey", n_exposures=2, height=4, width=5, channels=1, fmt="png"
+    )
+    assert (
+        main(
+            ["linearize", str(grey), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+        )
+        == 2
+    )
+    assert "1 channel(s) but the ICRF has 3" in _error_line(capsys)
+    assert (
+        main(
+            [
+                "linearize",
+                str(tmp_path / "nope.png"),
+                "--icrf",
+                str(gamma_icrf_file),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "no such file" in _error_line(capsys)
+    # one bad file among good ones: nothing is written
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 nope")
+    assert (
+        main(
+            [
+                "linearize",
+                str(photos / "exposure_00.jpg"),
+                str(tmp_path / "bad.jpg"),
+                "--icrf",
+                str(gamma_icrf_file),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "bad.jpg" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_cli_merge_bad_inputs_write_nothing(tmp_path, photos, gamma_icrf_file, capsys):
+    base = ["merge", str(photos), "--icrf", str(gamma_icrf_file)]
+    assert main(base + ["--out", str(tmp_path / "hdr.png")]) == 2
+    assert "--out" in _error_line(capsys)
+    assert (
+        main(
+            base
+            + ["--out", str(tmp_path / "hdr.npy"), "--preview", str(tmp_path / "p.gif")]
+        )
+        == 2
+    )
+    assert "--preview" in _error_line(capsys)
+    assert main(base[:2] + ["--out", str(tmp_path / "hdr.npy")]) == 2
+    assert "--icrf" in _error_line(capsys)
+    grey = ICRF(channels=1, n_points=8)
+    grey.save(tmp_path / "grey.json")
+    two = ICRF(channels=2, n_points=8)
+    two.save(tmp_path / "two.json")
+    assert (
+        main(
+            [
+                "merge",
+                str(photos),
+                "--icrf",
+                str(tmp_path / "two.json"),
+                "--out",
+                str(tmp_path / "hdr.npy"),
+            ]
+        )
+        == 2
+    )
+    assert "ICRF has 2" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gamma.json",
+        "grey.json",
+        "photos",
+        "two.json",
+    ]
+
+
+def test_cli_merge_exr_writes_or_fails_cleanly(
+    tmp_path, photos, gamma_icrf_file, capsys
+):
+    out = tmp_path / "hdr.exr"
+    code = main(
+        ["merge", str(photos), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+    )
+    if code == 0:
+        assert read_image(out).shape == (H, W, 3)
+    else:
+        assert code == 2 and "OpenEXR" in _error_line(capsys)
+        assert not out.exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_single_channel_icrf_applies_to_every_channel(tmp_path, photos, capsys):
+    ICRF.from_response("gamma", channels=1).save(tmp_path / "one.json")
+    assert (
+        main(
+            [
+                "merge",
+                str(photos),
+                "--icrf",
+                str(tmp_path / "one.json"),
+                "--out",
+                str(tmp_path / "h.npy"),
+            ]
+        )
+        == 0
+    )
+    rad = np.load(tmp_path / "h.npy")
+    expect = merge_hdr(
+        read_exposure_folder(photos).images,
+        [0.125, 0.25, 0.5, 1.0],
+        ICRF.from_response("gamma", channels=1).curve.detach().expand(3, -1).clone(),
+    )
+    np.testing.assert_allclose(rad, expect, rtol=1e-6)
+    assert torch.is_tensor(ICRF.load(tmp_path / "one.json").curve)
