@@ -18,6 +18,7 @@ def plot_icrf(
     path: str | Path | None = None,
     title: str | None = None,
     channel_names: tuple[str, ...] | None = None,
+    band: Tensor | None = None,
 ):
     r"""Draw a fitted ICRF per channel, and when a reference is given, the error against it.
 
@@ -27,6 +28,8 @@ def plot_icrf(
     :param str, pathlib.Path path: where to save the figure (PNG); ``None`` only returns it.
     :param str title: figure title.
     :param tuple channel_names: legend names (default ``R, G, B`` for 3 channels, else indices).
+    :param torch.Tensor band: optional confidence band ``(2, C, L)`` (lower, upper edges, e.g.
+        ``icrf.band``), drawn shaded around the curve.
     :return: (:class:`matplotlib.figure.Figure`) the figure.
 
     |sep|
@@ -59,6 +62,16 @@ def plot_icrf(
     ax = axes[0, 0]
     for k in range(c):
         ax.plot(grid, curve[k], color=colours[k], label=f"{channel_names[k]} fitted")
+    if band is not None:
+        band = band.detach().to("cpu", torch.float64)
+        if band.shape != (2, c, n_points):
+            raise ValueError(
+                f"Expected `band` of shape (2, {c}, {n_points}), but got {tuple(band.shape)}."
+            )
+        for k in range(c):
+            ax.fill_between(
+                grid, band[0, k], band[1, k], color=colours[k], alpha=0.25, lw=0
+            )
     if reference is not None:
         reference = reference.detach().to("cpu", torch.float64)
         ref_grid = torch.linspace(0, 1, reference.shape[-1], dtype=torch.float64)

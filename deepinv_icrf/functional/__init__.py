@@ -35,6 +35,18 @@ from deepinv_icrf.functional.penalties import (  # noqa: F401
     range_penalty,
     smoothness_penalty,
 )
+from deepinv_icrf.functional.propel import (  # noqa: F401
+    mixture_mean,
+    mixture_std,
+    propel_log_overlap,
+    propel_log_self_overlap,
+    propel_log_t1,
+    propel_log_t2,
+    propel_loss,
+    propel_loss_pixelwise,
+    split_mixture,
+    std_from_raw,
+)
 from deepinv_icrf.functional.response import (  # noqa: F401
     exp_crf,
     exp_icrf,
@@ -53,4 +65,9 @@ from deepinv_icrf.functional.schedules import (  # noqa: F401
     cosine_weight,
     linear_ramp_weight,
     step_weight,
+)
+from deepinv_icrf.functional.uncertainty import (  # noqa: F401
+    band_coverage,
+    bootstrap_band,
+    residual_code_std,
 )

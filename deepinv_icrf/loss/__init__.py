@@ -10,6 +10,7 @@ from deepinv_icrf.loss.curve import (  # noqa: F401
     SmoothnessLoss,
 )
 from deepinv_icrf.loss.linearity import RadiometricLinearityLoss  # noqa: F401
+from deepinv_icrf.loss.propel import PROPELLoss  # noqa: F401
 from deepinv_icrf.loss.scheduler import (  # noqa: F401
     ConstantWeight,
     CosineWeight,

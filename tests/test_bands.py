@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from deepinv_icrf.data import demo_scene
+from deepinv_icrf.functional.uncertainty import (
+    band_coverage,
+    bootstrap_band,
+    residual_code_std,
+)
+from deepinv_icrf.models import ICRF
+from deepinv_icrf.physics import ExposureStack
+from deepinv_icrf.training.bands import icrf_confidence_band
+
+
+def test_bootstrap_band_matches_numpy(device):
+    gen = np.random.default_rng(3)
+    center = np.sort(gen.uniform(0, 1, (2, 9)), axis=1)
+    center[:, 0], center[:, -1] = 0.0, 1.0
+    samples = center + gen.normal(0.01, 0.02, (6, 2, 9))
+    lower, upper = bootstrap_band(
+        torch.tensor(samples, device=device), torch.tensor(center, device=device), 0.9
+    )
+    z = norm.ppf(0.95)
+    bias = samples.mean(0) - center
+    sd = samples.std(0, ddof=1)
+    ref_lo = np.clip(np.minimum(center, center - bias) - z * sd, 0, 1)
+    ref_hi = np.clip(np.maximum(center, center - bias) + z * sd, 0, 1)
+    ref_lo[:, 0] = ref_hi[:, 0] = 0.0
+    ref_lo[:, -1] = ref_hi[:, -1] = 1.0
+    assert lower.cpu().numpy() == pytest.approx(ref_lo, rel=1e-6, abs=1e-12)
+    assert upper.cpu().numpy() == pytest.approx(ref_hi, rel=1e-6, abs=1e-12)
+    assert lower.device.type == device.type
+
+
+def test_bootstrap_band_bad_inputs():
+    c = torch.linspace(0, 1, 5).expand(1, 5)
+    with pytest.raises(ValueError, match="at least 2"):
+        bootstrap_band(c.unsqueeze(0), c)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_band(torch.stack([c, c]), c, level=1.0)
+    with pytest.raises(ValueError, match="center"):
+        bootstrap_band(torch.stack([c, c]), c[:, :4])
+
+
+def test_band_coverage_matches_loop(device):
+    gen = np.random.default_rng(4)
+    ref = np.linspace(0, 1, 256)[None].repeat(2, 0) ** np.array([[2.0], [2.4]])
+    lower = ref - gen.uniform(-0.002, 0.01, ref.shape)
+    upper = ref + gen.uniform(-0.002, 0.01, ref.shape)
+    cov = band_coverage(
+        torch.tensor(lower, device=device),
+        torch.tensor(upper, device=device),
+        torch.tensor(ref),
+        low=8,
+        high=247,
+    )
+    for c in range(2):
+        inside = [lower[c, k] <= ref[c, k] <= upper[c, k] for k in range(8, 248)]
+        assert cov[c].item() == pytest.approx(sum(inside) / len(inside), rel=1e-12)
+
+
+def test_band_coverage_bad_range():
+    g = torch.linspace(0, 1, 256).expand(1, 256)
+    with pytest.raises(ValueError, match="low"):
+        band_coverage(g, g, g, low=200, high=100)
+
+
+def test_residual_code_std_matches_numpy():
+    gen = np.random.default_rng(5)
+    y = gen.uniform(0, 1, (3, 2, 13, 11))
+    y_hat = y + gen.normal(0, 0.01, y.shape)
+    m = gen.integers(1, 4, (1, 1, 13, 11)).astype(float)
+    out = residual_code_std(torch.tensor(y), torch.tensor(y_hat), torch.tensor(m))
+    for c in range(2):
+        vals = []
+        for n in range(3):
+            for h in range(13):
+                for w in range(11):
+                    mm = m[0, 0, h, w]
+                    if 0.05 <= y[n, c, h, w] <= 0.95 and mm >= 2:
+                        vals.append(
+                            abs(y[n, c, h, w] - y_hat[n, c, h, w])
+                            * np.sqrt(mm / (mm - 1))
+                        )
+        assert out[c].item() == pytest.approx(1.4826 * np.median(vals), rel=1e-9)
+
+
+def _small_stack(device, channels=1):
+    t = torch.tensor([0.125, 0.25, 0.5, 1.0], dtype=torch.float64)
+    x = demo_scene(13, 11, channels=channels, dynamic_range_stops=6)
+    return ExposureStack(t, response="gamma")(x)[0].to(device), t
+
+
+class _FakeFit:
+    # deterministic stand-in for fit_icrf: a gamma curve whose exponent follows the data
+    def __init__(self):
+        self.calls = []
+        self.curves = []
+
+    def __call__(self, stack, exposure_times, **options):
+        self.calls.append(options)
+        gamma = 2.0 + 0.5 * float(stack.mean()) + 0.01 * options["seed"]
+        icrf = ICRF(channels=stack.shape[1], init="gamma", gamma=gamma).to(stack.device)
+        self.curves.append(icrf.curve.detach())
+        return icrf
+
+
+@pytest.mark.parametrize("method", ["parametric", "pixels"])
+def test_icrf_confidence_band_with_fake_fit(device, method):
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    fake = _FakeFit()
+    lower, upper = icrf_confidence_band(
+        y, t, icrf, n_boot=3, method=method, fit=fake, seed=7, fit_options={"steps": 3}
+    )
+    assert lower.shape == (1, 256) and lower.device.type == device.type
+    assert bool((lower <= upper).all())
+    assert icrf.band.shape == (2, 1, 256)
+    assert [c["seed"] for c in fake.calls] == [7, 8, 9]
+    assert all(c["steps"] == 3 and c["progress"] is False for c in fake.calls)
+    assert all(c["init"].shape == (1, 256) for c in fake.calls)
+    # the band is the bootstrap band of exactly the refits the fit function returned
+    ref_lo, ref_hi = bootstrap_band(torch.stack(fake.curves), icrf.curve.detach())
+    assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
+    assert float(upper[0, 128] - lower[0, 128]) > 0
+    assert lower[0, 0] == 0 and upper[0, -1] == 1
+
+
+def test_icrf_confidence_band_covers_known_spread(device):
+    # refits scattered around the truth: the band must contain it at every code
+    y, t = _small_stack(device)
+    truth = ICRF(channels=1, init="gamma", gamma=2.2)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.25).to(device)
+    gammas = iter([2.1, 2.3, 2.2, 2.25])
+
+    def fit(stack, times, **options):
+        return ICRF(channels=1, init="gamma", gamma=next(gammas)).to(stack.device)
+
+    lower, upper = icrf_confidence_band(y, t, icrf, n_boot=4, fit=fit, vary_init=False)
+    cov = band_coverage(lower.cpu(), upper.cpu(), truth.curve.detach(), low=1, high=254)
+    assert cov.item() == 1.0
+
+
+def test_icrf_confidence_band_with_fit_icrf(device):
+    y, t = _small_stack(device)
+    from deepinv_icrf import fit_icrf
+
+    icrf = fit_icrf(y, t, steps=5, max_pixels=200, progress=False, device=device)
+    lower, upper = icrf_confidence_band(
+        y, t, icrf, n_boot=2, fit_options={"steps": 5, "max_pixels": 200}, store=False
+    )
+    assert icrf.band is None
+    assert torch.isfinite(lower).all() and bool((lower <= upper).all())
+
+
+def test_icrf_confidence_band_bad_inputs():
+    y, t = _small_stack("cpu")
+    icrf = ICRF(channels=1)
+    with pytest.raises(ValueError, match="n_boot"):
+        icrf_confidence_band(y, t, icrf, n_boot=1, fit=_FakeFit())
+    with pytest.raises(ValueError, match="level"):
+        icrf_confidence_band(y, t, icrf, level=1.5, fit=_FakeFit())
+    with pytest.raises(ValueError, match="method"):
+        icrf_confidence_band(y, t, icrf, method="laplace", fit=_FakeFit())
+    with pytest.raises(ValueError, match="channels"):
+        icrf_confidence_band(y, t, ICRF(channels=3), fit=_FakeFit())
+    with pytest.raises(ValueError, match="exposure_times"):
+        icrf_confidence_band(y, t[:3], icrf, fit=_FakeFit())
+    with pytest.raises(TypeError, match="icrf"):
+        icrf_confidence_band(y, t, icrf.curve, fit=_FakeFit())
+
+
+def test_icrf_band_save_load_round_trip(tmp_path, device):
+    icrf = ICRF(channels=2, n_points=7, init="gamma").to(device)
+    assert icrf.band is None and "band" not in icrf.state_dict()
+    curve = icrf.curve.detach()
+    icrf.band = torch.stack([(curve - 0.01).clamp(0, 1), (curve + 0.01).clamp(0, 1)])
+    assert "band" not in icrf.state_dict()
+    icrf.save(tmp_path / "c.json")
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert set(doc["band"]) == {"lower", "upper"}
+    loaded = ICRF.load(tmp_path / "c.json", device=device)
+    assert torch.allclose(loaded.band.cpu(), icrf.band.cpu(), atol=1e-7)
+    assert loaded.band.device.type == device.type
+    plain = ICRF(channels=2, n_points=7)
+    plain.save(tmp_path / "p.json")
+    assert "band" not in json.loads((tmp_path / "p.json").read_text())
+    assert ICRF.load(tmp_path / "p.json").band is None
+
+
+def test_icrf_band_load_rejects_bad_band(tmp_path):
+    icrf = ICRF(channels=1, n_points=4)
+    icrf.save(tmp_path / "c.json")
+    doc = json.loads((tmp_path / "c.json").read_text())
+    doc["band"] = {"lower": [[0, 0.1, 0.2, 1]]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="band"):
+        ICRF.load(tmp_path / "c.json")
+    doc["band"] = {"lower": [[0, 0.1, 0.2, 1]], "upper": [[0, 0.1, 1]]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="band.upper"):
+        ICRF.load(tmp_path / "c.json")
+
+
+def test_plot_icrf_draws_band(tmp_path):
+    from deepinv_icrf.plot import plot_icrf
+
+    grid = torch.linspace(0, 1, 256).expand(3, 256)
+    band = torch.stack([grid**2.3, grid**2.1])
+    fig = plot_icrf(grid**2.2, band=band, path=tmp_path / "f.png")
+    assert len(fig.axes[0].collections) == 3
+    assert (tmp_path / "f.png").exists()
+    with pytest.raises(ValueError, match="band"):
+        plot_icrf(grid**2.2, band=band[:, :2])
