@@ -554,6 +554,42 @@ def _run_demo_args(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- validate
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "folder",
+        help="folder of processed images with their linear captures (IMG.jpg + IMG.tif)",
+    )
+    p.add_argument(
+        "--icrf", required=True, help="ICRF file written by `fit` (icrf.json)"
+    )
+    p.add_argument(
+        "--min-count",
+        type=int,
+        default=20,
+        help="pixels a code needs to be compared (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out", default=None, help="also write the result to this JSON file"
+    )
+
+
+def run_validate(args: argparse.Namespace, stream=None) -> int:
+    r"""``deepinv-icrf validate FOLDER --icrf icrf.json``: compare a fitted curve with the curve
+    measured directly from processed/linear pairs (:func:`deepinv_icrf.validate.validate_folder`).
+    """
+    from deepinv_icrf.io import write_json
+    from deepinv_icrf.validate import format_validation, validate_folder
+
+    stream = sys.stdout if stream is None else stream
+    result = validate_folder(args.folder, args.icrf, min_count=args.min_count)
+    print(format_validation(result), file=stream)
+    if args.out is not None:
+        write_json(args.out, result)
+        print(f"wrote {args.out}", file=stream)
+    return 0
+
+
 # ---------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Subcommand:
@@ -592,6 +628,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "merge a folder of bracketed photos into an HDR radiance map (+ preview)",
         _configure_merge,
         run_merge,
+    ),
+    "validate": Subcommand(
+        "compare a fitted ICRF with the curve measured from processed/linear image pairs",
+        _configure_validate,
+        run_validate,
     ),
 }
 

@@ -144,3 +144,42 @@ def test_validate_folder_raw_needs_rawpy(tmp_path):
     ICRF(init="gamma").save(tmp_path / "curve.json")
     with pytest.raises(ValueError, match="rawpy"):
         validate_folder(tmp_path, tmp_path / "curve.json")
+
+
+def test_validate_cli_prints_errors_and_writes_json(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from deepinv_icrf.cli import main
+
+    proc, lin = _pair(shape=(60, 50, 3))
+    iio.imwrite(tmp_path / "shot1.png", proc)
+    iio.imwrite(tmp_path / "shot1.tif", np.round(lin * 65535).astype(np.uint16))
+    ICRF(init="gamma").save(tmp_path / "curve.json")
+    out_json = tmp_path / "result.json"
+    code = main(
+        [
+            "validate",
+            str(tmp_path),
+            "--icrf",
+            str(tmp_path / "curve.json"),
+            "--out",
+            str(out_json),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "channel 0: rmse" in text and "channel 2" in text
+    result = json.loads(out_json.read_text())
+    assert max(result["rmse"]) < 5e-3
+
+
+def test_validate_cli_bad_folder_is_one_line_error(tmp_path, capsys):
+    from deepinv_icrf.cli import main
+
+    ICRF(init="gamma").save(tmp_path / "curve.json")
+    code = main(
+        ["validate", str(tmp_path / "missing"), "--icrf", str(tmp_path / "curve.json")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deepinv-icrf: error:") and "\n" not in err
