@@ -7,6 +7,13 @@ hold configuration and call these.
 
 from __future__ import annotations
 
+from deepinv_icrf.functional.histogram import (  # noqa: F401
+    ContinuousInputError,
+    LinearityHistogram,
+    build_linearity_histogram,
+    detect_bit_depth,
+    linearity_from_histogram,
+)
 from deepinv_icrf.functional.interp import (
     curve_slope,
     interp_curve,
@@ -16,6 +23,7 @@ from deepinv_icrf.functional.linearity import (  # noqa: F401
     aggregate_pairs,
     exposure_pairs,
     gaussian_value_weights,
+    linearity_residual,  # noqa: F401
     pair_value_weights,
     pixelwise_linearity,
     propagate_std,

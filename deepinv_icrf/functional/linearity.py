@@ -18,14 +18,21 @@ Pipeline of :func:`radiometric_linearity`:
    :math:`\sigma` (see :func:`propagate_std`).
 5. :func:`weighted_spatial_mean`: one value :math:`m_{p, c}` per pair and channel.
 6. :func:`aggregate_pairs`: :math:`L_c = \sqrt{\sum_p m_{p, c}^2}`.
+
+Steps 2 to 5 are evaluated for a few pairs at a time (``pair_chunk``), with recomputation in
+the backward pass (:func:`torch.utils.checkpoint.checkpoint`), so that the memory held for
+the gradient grows with the chunk and not with the number of pairs. For integer-coded stacks,
+:mod:`deepinv_icrf.functional.histogram` gives the same value from joint code histograms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from deepinv_icrf._checks import (
     check_finite,
@@ -42,6 +49,7 @@ __all__ = [
     "gaussian_value_weights",
     "pair_value_weights",
     "propagate_std",
+    "linearity_residual",
     "pixelwise_linearity",
     "weighted_spatial_mean",
     "weighted_spatial_mean_std",
@@ -51,15 +59,34 @@ __all__ = [
 
 #: Stabiliser of the relative residual's denominator and of the uncertainty (clair-torch).
 _RESIDUAL_EPS = 1e-6
+#: Floor of the weight sum of a spatial mean (clair-torch).
+_MEAN_EPS = 1e-8
+#: ``pair_chunk="auto"``: number of pair elements (``B C H W`` per pair) evaluated at once.
+_CHUNK_ELEMENTS = 2**22
 
 
 def _gather_pairs(stack: Tensor, idx: Tensor) -> Tensor:
     r"""Select ``stack[b, idx[b, p]]`` for every sample: ``(B, N, ...)`` -> ``(B, P, ...)``.
 
-    ``idx`` may have a batch size of 1 (shared pairs), which broadcasts over ``stack``'s batch.
+    ``idx`` may have a batch size of 1 (shared pairs), which broadcasts over ``stack``'s batch
+    (and a ``stack`` batch of 1 broadcasts over ``idx``'s). One ``index_select`` on the
+    flattened ``(B N)`` dimension, whose gradient is an ``index_add``.
     """
+    n = stack.shape[1]
     batch = torch.arange(stack.shape[0], device=stack.device).unsqueeze(-1)
-    return stack[batch, idx]
+    flat = batch * n + idx
+    picked = stack.flatten(0, 1).index_select(0, flat.reshape(-1))
+    return picked.view(*flat.shape, *stack.shape[2:])
+
+
+def _in_range(y: Tensor, lower: float, upper: float) -> Tensor:
+    r"""Codes within ``[lower, upper]`` (bounds included), per image."""
+    return (y >= lower) & (y <= upper)
+
+
+def _inverse_uncertainty(sigma: Tensor) -> Tensor:
+    r"""Inverse-uncertainty weight :math:`1 / (\sigma + 10^{-6})` added to the value weights."""
+    return 1.0 / (sigma + _RESIDUAL_EPS)
 
 
 def _pair_view(t: Tensor, ndim: int) -> Tensor:
@@ -161,7 +188,7 @@ def valid_pixel_mask(
     >>> valid_pixel_mask(y, torch.tensor([[0, 1]]), torch.tensor([[1, 1]])).flatten()
     tensor([False,  True])
     """
-    ok = (y >= lower) & (y <= upper)
+    ok = _in_range(y, lower, upper)
     return _gather_pairs(ok, i_idx) & _gather_pairs(ok, j_idx)
 
 
@@ -229,6 +256,66 @@ def propagate_std(y_std: Tensor, slope: Tensor) -> Tensor:
     return slope.abs() * y_std
 
 
+def linearity_residual(
+    x_i: Tensor,
+    x_j: Tensor,
+    ratio: Tensor | float,
+    s_i: Tensor | None = None,
+    s_j: Tensor | None = None,
+    relative: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Linearity residual of matched values of two exposures, and its propagated uncertainty.
+
+    With :math:`e = r X_j + 10^{-6}`, the relative residual (default) and its uncertainty are
+
+    .. math::
+
+        d = \left|\frac{X_i - r X_j}{e}\right|, \qquad
+        \sigma = \sqrt{\left(\frac{s_i}{e}\right)^2
+        + \left(\frac{X_i s_j}{e \max(X_j, 10^{-6})}\right)^2 + 10^{-6}},
+
+    and the absolute ones :math:`d = |X_i - r X_j|`, :math:`\sigma = \sqrt{s_i^2 + (r s_j)^2}`
+    (whose gradient is taken as 0 where :math:`\sigma = 0`). This is the one place where the
+    formula lives: the dense path (:func:`pixelwise_linearity`) applies it to every pixel, the
+    histogram path (:func:`deepinv_icrf.functional.linearity_from_histogram`) to every
+    occupied pair of codes.
+
+    :param torch.Tensor x_i: linearised values :math:`X_i` of the shorter exposure, any shape.
+    :param torch.Tensor x_j: matching values :math:`X_j` of the longer exposure, same shape.
+    :param torch.Tensor, float ratio: :math:`r = t_i / t_j`, broadcastable to ``x_i``.
+    :param torch.Tensor, None s_i: standard deviation of ``x_i`` (broadcastable), or ``None``
+        (no uncertainty). Default ``None``.
+    :param torch.Tensor, None s_j: standard deviation of ``x_j``; given with ``s_i``. Default
+        ``None``.
+    :param bool relative: relative (``True``, default) or absolute (``False``) residuals.
+    :return: (tuple) ``(d, sigma)``, shape of ``x_i``; ``sigma`` is ``None`` without stds.
+
+    :Example:
+
+    >>> import torch
+    >>> d, sigma = linearity_residual(torch.tensor([0.2]), torch.tensor([0.5]), 0.5,
+    ...                               torch.tensor([0.03]), torch.tensor([0.08]),
+    ...                               relative=False)
+    >>> d, sigma
+    (tensor([0.0500]), tensor([0.0500]))
+    """
+    expected = ratio * x_j
+    if relative:
+        denom = expected + _RESIDUAL_EPS
+        d = ((x_i - expected) / denom).abs()
+    else:
+        d = (x_i - expected).abs()
+    if s_i is None or s_j is None:
+        return d, None
+    if relative:
+        term_i = (s_i / denom) ** 2
+        term_j = (x_i * s_j / (denom * x_j.clamp(min=_RESIDUAL_EPS))) ** 2
+        sigma = torch.sqrt(term_i + term_j + _RESIDUAL_EPS)
+    else:
+        sigma = _safe_sqrt(s_i**2 + (ratio * s_j) ** 2)
+    return d, sigma
+
+
 def pixelwise_linearity(
     x: Tensor,
     i_idx: Tensor,
@@ -239,7 +326,8 @@ def pixelwise_linearity(
 ) -> tuple[Tensor, Tensor | None]:
     r"""Per-pixel linearity residual of each exposure pair and its propagated uncertainty.
 
-    With :math:`e = r X_j + 10^{-6}`, the relative residual (default) and its uncertainty are
+    Gathers both images of every pair and applies :func:`linearity_residual`: with
+    :math:`e = r X_j + 10^{-6}`, the relative residual (default) and its uncertainty are
 
     .. math::
 
@@ -272,23 +360,11 @@ def pixelwise_linearity(
     x_i = _gather_pairs(x, i_idx)
     x_j = _gather_pairs(x, j_idx)
     r = _pair_view(ratio, x_i.ndim)
-    expected = r * x_j
-    if relative:
-        denom = expected + _RESIDUAL_EPS
-        d = ((x_i - expected) / denom).abs()
-    else:
-        d = (x_i - expected).abs()
-    if x_std is None:
-        return d, None
-    s_i = _gather_pairs(x_std, i_idx)
-    s_j = _gather_pairs(x_std, j_idx)
-    if relative:
-        term_i = (s_i / denom) ** 2
-        term_j = (x_i * s_j / (denom * x_j.clamp(min=_RESIDUAL_EPS))) ** 2
-        sigma = torch.sqrt(term_i + term_j + _RESIDUAL_EPS)
-    else:
-        sigma = _safe_sqrt(s_i**2 + (r * s_j) ** 2)
-    return d, sigma
+    s_i = s_j = None
+    if x_std is not None:
+        s_i = _gather_pairs(x_std, i_idx)
+        s_j = _gather_pairs(x_std, j_idx)
+    return linearity_residual(x_i, x_j, r, s_i, s_j, relative)
 
 
 def _weighted_mean(
@@ -481,6 +557,56 @@ def _check_options(threshold: float, lower: float, upper: float, scale: float) -
         raise ValueError(f"Expected `gaussian_scale` to be >= 0, but got {scale!r}.")
 
 
+def _resolve_pair_chunk(
+    pair_chunk: int | str | None, n_pairs: int, per_pair: int
+) -> int:
+    r"""Number of pairs evaluated at once (``n_pairs`` means no chunking)."""
+    if pair_chunk is None:
+        return n_pairs
+    if pair_chunk == "auto":
+        return max(1, min(n_pairs, _CHUNK_ELEMENTS // max(per_pair, 1)))
+    return max(1, min(n_pairs, int(pair_chunk)))
+
+
+def _check_pair_chunk(pair_chunk: object) -> None:
+    ok = pair_chunk is None or pair_chunk == "auto"
+    ok = ok or (
+        isinstance(pair_chunk, int)
+        and not isinstance(pair_chunk, bool)
+        and pair_chunk >= 1
+    )
+    if not ok:
+        raise ValueError(
+            "Expected `pair_chunk` to be None, 'auto' or an int >= 1, "
+            f"but got {pair_chunk!r}."
+        )
+
+
+def _pair_means(
+    x: Tensor,
+    ok: Tensor,
+    g: Tensor,
+    x_std: Tensor | None,
+    i_idx: Tensor,
+    j_idx: Tensor,
+    ratio: Tensor,
+    relative: bool,
+    use_uncertainty_weighting: bool,
+) -> Tensor:
+    r"""Weighted spatial means ``m`` ``(B, P', C)`` of the pairs ``(i_idx, j_idx)`` ``(B, P')``.
+
+    ``ok`` and ``g`` are the per-image validity and Gaussian value weights of the raw stack
+    (``(B, N, C, H, W)``), from which each pair's mask and weights are gathered: the same as
+    :func:`valid_pixel_mask` and :func:`pair_value_weights` without evaluating them per pair.
+    """
+    mask = _gather_pairs(ok, i_idx) & _gather_pairs(ok, j_idx)
+    weights = _gather_pairs(g, i_idx) + _gather_pairs(g, j_idx)
+    d, sigma = pixelwise_linearity(x, i_idx, j_idx, ratio, x_std, relative)
+    if sigma is not None and use_uncertainty_weighting:
+        weights = weights + _inverse_uncertainty(sigma)
+    return _weighted_mean(d, weights, mask, (-2, -1), _MEAN_EPS)
+
+
 def _radiometric_linearity(
     y: Tensor,
     x: Tensor,
@@ -492,9 +618,13 @@ def _radiometric_linearity(
     relative: bool,
     use_uncertainty_weighting: bool,
     gaussian_scale: float,
+    pair_chunk: int | str | None = None,
 ) -> Tensor:
     r"""Unchecked core of :func:`radiometric_linearity` (inputs already validated)."""
     dtype = compute_dtype(y, x, x_std, exposure_times)
+    # the raw codes are compared with the bounds in their own precision (a float32 code
+    # 1/255 is valid whatever the dtype of the ICRF), as the histogram path does
+    y_own = y.to(compute_dtype(y))
     y = y.to(dtype)
     x = x.to(dtype)
     times = exposure_times.to(dtype=dtype, device=x.device)
@@ -504,12 +634,44 @@ def _radiometric_linearity(
         x_std = x_std.to(dtype).expand_as(x)
 
     i_idx, j_idx, ratio, pair_valid = exposure_pairs(times, threshold)
-    mask = valid_pixel_mask(y, i_idx, j_idx, lower, upper)
-    weights = pair_value_weights(y, i_idx, j_idx, gaussian_scale)
-    d, sigma = pixelwise_linearity(x, i_idx, j_idx, ratio, x_std, relative)
-    if sigma is not None and use_uncertainty_weighting:
-        weights = weights + 1.0 / (sigma + _RESIDUAL_EPS)
-    m = weighted_spatial_mean(d, weights, mask, dims=(-2, -1))
+    # pairs invalid for every sample contribute 0: skip them (one small device sync, as the
+    # checks of the exposure times already do)
+    keep = pair_valid.any(dim=0)
+    if not bool(keep.all()):
+        cols = keep.nonzero().squeeze(1)
+        i_idx, j_idx = i_idx[:, cols], j_idx[:, cols]
+        ratio, pair_valid = ratio[:, cols], pair_valid[:, cols]
+    # per-image validity and value weights (N images), gathered per pair inside the chunks
+    with torch.no_grad():
+        ok = _in_range(y_own, lower, upper)
+        g = gaussian_value_weights(y, gaussian_scale)
+    kernel = partial(
+        _pair_means,
+        relative=relative,
+        use_uncertainty_weighting=use_uncertainty_weighting,
+    )
+    n_pairs = i_idx.shape[1]
+    per_pair = x.shape[0] * x.shape[2] * x.shape[3] * x.shape[4]
+    chunk = _resolve_pair_chunk(pair_chunk, n_pairs, per_pair)
+    if chunk >= n_pairs:
+        m = kernel(x, ok, g, x_std, i_idx, j_idx, ratio)
+    else:
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or (x_std is not None and x_std.requires_grad)
+        )
+        parts = []
+        for start in range(0, n_pairs, chunk):
+            sel = slice(start, start + chunk)
+            args = (x, ok, g, x_std, i_idx[:, sel], j_idx[:, sel], ratio[:, sel])
+            if needs_graph:
+                # keep only the inputs; recompute this chunk's graph in the backward pass
+                part = checkpoint(
+                    kernel, *args, use_reentrant=False, preserve_rng_state=False
+                )
+            else:
+                part = kernel(*args)
+            parts.append(part)
+        m = torch.cat(parts, dim=1)
     return aggregate_pairs(m, pair_valid)
 
 
@@ -525,6 +687,7 @@ def radiometric_linearity(
     relative: bool = True,
     use_uncertainty_weighting: bool = True,
     gaussian_scale: float = 10.0,
+    pair_chunk: int | str | None = "auto",
 ) -> Tensor:
     r"""Radiometric linearity of a linearised exposure stack, per sample and channel.
 
@@ -556,6 +719,12 @@ def radiometric_linearity(
     :param bool use_uncertainty_weighting: add inverse-uncertainty weights when ``x_std`` is
         given. Default ``True``.
     :param float gaussian_scale: sharpness of the value weights. Default ``10.0``.
+    :param int, str, None pair_chunk: number of exposure pairs evaluated at once. With
+        several chunks and a gradient to compute, each chunk's graph is recomputed in the
+        backward pass instead of being kept, so the memory grows with the chunk, not with the
+        number of pairs (same value and gradient, at the cost of one more forward pass).
+        ``"auto"`` (default) takes about :math:`2^{22}` pixel values (``B C H W`` per pair)
+        at a time, ``None`` all pairs at once, an int that many pairs.
     :return: (:class:`torch.Tensor`) shape ``(B, C)``, float32 (float64 for float64 inputs).
 
     :Example:
@@ -572,6 +741,7 @@ def radiometric_linearity(
     """
     _check_linearity_inputs(y, x, exposure_times, x_std)
     _check_options(threshold, lower, upper, gaussian_scale)
+    _check_pair_chunk(pair_chunk)
     return _radiometric_linearity(
         y,
         x,
@@ -583,4 +753,5 @@ def radiometric_linearity(
         relative,
         use_uncertainty_weighting,
         gaussian_scale,
+        pair_chunk,
     )

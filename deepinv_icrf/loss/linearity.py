@@ -2,15 +2,31 @@ r"""Radiometric linearity loss of a linearised exposure stack, as a deepinv loss
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import weakref
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
 
+import torch
 from deepinv.loss import Loss
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_in, compute_dtype
+from deepinv_icrf.functional.histogram import (
+    ContinuousInputError,
+    LinearityHistogram,
+    _check_bit_depth,
+    _check_max_bins,
+    _code_std,
+    _std_table,
+    build_linearity_histogram,
+    linearity_from_histogram,
+)
+from deepinv_icrf.functional.interp import interp_curve
 from deepinv_icrf.functional.linearity import (
     _check_linearity_inputs,
     _check_options,
+    _check_pair_chunk,
     _check_std_shape,
     _radiometric_linearity,
     propagate_std,
@@ -21,6 +37,62 @@ if TYPE_CHECKING:
     from deepinv.physics import Physics
 
 __all__ = ["RadiometricLinearityLoss"]
+
+_log = logging.getLogger("deepinv_icrf")
+
+PATHS = ("auto", "histogram", "dense")
+#: Pixels per side of the grid on which ``x_net`` is compared with ``ICRF(y)``.
+_SPOT_CHECK = 8
+
+
+class _Ref:
+    r"""Identifies a tensor without keeping it alive: the same object, unmodified
+    (``_version``), else equal values (small tensors only)."""
+
+    __slots__ = ("ref", "version", "values")
+
+    def __init__(self, t: Tensor | None, keep_values: bool) -> None:
+        self.ref = None if t is None else weakref.ref(t)
+        self.version = None if t is None else t._version
+        self.values = t.detach().clone() if (t is not None and keep_values) else None
+
+    def matches(self, t: Tensor | None) -> bool:
+        if t is None or self.ref is None:
+            return t is None and self.ref is None
+        if self.ref() is t and t._version == self.version:
+            return True
+        if self.values is None or self.values.shape != t.shape:
+            return False
+        if self.values.device != t.device or not torch.equal(self.values, t.detach()):
+            return False
+        self.ref, self.version = weakref.ref(t), t._version
+        return True
+
+
+class _Entry:
+    r"""One cached stack: its histogram, or why there is none."""
+
+    __slots__ = ("y", "times", "table", "hist", "reason", "checked")
+
+    def __init__(self, y, times, table, hist, reason) -> None:
+        self.y = _Ref(y, keep_values=False)
+        self.times = _Ref(times, keep_values=True)
+        self.table = _Ref(table, keep_values=True)
+        self.hist: LinearityHistogram | None = hist
+        self.reason: str = reason
+        # id of an ICRF -> whether x_net matched ICRF(y) when first seen with it
+        self.checked: dict[int, bool] = {}
+
+
+def _code_table(y_std: Tensor, channels: int) -> Tensor | None:
+    r"""``y_std`` as a per-channel constant table ``(C', 1)`` when it does not vary with the
+    sample, exposure or pixel (a function of the code), else ``None`` (per-pixel)."""
+    if y_std.ndim > 5:
+        return None
+    shape = (1,) * (5 - y_std.ndim) + tuple(y_std.shape)
+    if shape[0] == shape[1] == shape[3] == shape[4] == 1 and shape[2] in (1, channels):
+        return y_std.reshape(shape[2], 1)
+    return None
 
 
 class RadiometricLinearityLoss(Loss):
@@ -48,6 +120,30 @@ class RadiometricLinearityLoss(Loss):
     :math:`s_X = |\mathrm{ICRF}'(Y)|\, s_Y`, using the ICRF found in ``model`` (see
     :func:`deepinv_icrf.loss.find_icrf`). A ready ``x_std`` keyword is used as it is.
 
+    **Two paths, one value.** The *dense* path evaluates every pixel of every exposure pair,
+    a few pairs at a time (``pair_chunk``, recomputed in the backward pass so that memory
+    grows with the chunk, not with the number of pairs). The *histogram* path evaluates the
+    ICRF's curve on the joint code histograms of the stack
+    (:func:`deepinv_icrf.functional.build_linearity_histogram`, built once per stack), at a
+    cost that does not depend on the image size, with the same value and gradient with
+    respect to the curve (exactly, up to float rounding, when every code has its own bin:
+    always for 8-bit). It needs integer codes (detected: 8 to 16 bits), an ICRF in ``model``
+    whose output is ``x_net`` (checked on a few pixels when a stack is first seen), and no
+    per-pixel stds: stds that depend on the code only (``y_std`` constant per channel, or a
+    ``y_std_table`` keyword) are fine. With ``path="auto"`` (default) the histogram path is
+    used when it applies and the dense path otherwise; ``"histogram"`` raises a
+    :class:`ValueError` saying why it does not apply; ``"dense"`` always evaluates the dense
+    path. The attributes ``last_path`` (``"histogram"`` or ``"dense"``) and ``last_reason``
+    say what the last call did, and every change is logged once (logger ``"deepinv_icrf"``,
+    level INFO).
+
+    **Statistics cache.** The histograms of the last ``cache_size`` stacks are kept, keyed by
+    the identity of ``y`` (the same tensor object, not modified in place since), the values of
+    the exposure times, the std table and the options: a fit loop that passes the same stack
+    at every step builds them once; a new tensor (e.g. a new batch from a data loader, even
+    with the same values) builds them again. Datasets can build them once per item with
+    :meth:`precompute` and pass them as the ``stats`` keyword.
+
     :param bool relative: relative (``True``, default) or absolute residuals.
     :param bool use_uncertainty_weighting: add inverse-uncertainty weights when standard
         deviations are available. Default ``True``.
@@ -60,6 +156,14 @@ class RadiometricLinearityLoss(Loss):
         ``False``.
     :param bool detach_std: treat the propagated standard deviations as constants (no gradient
         through :math:`\mathrm{ICRF}'`), as clair-torch does. Default ``True``.
+    :param str path: ``"auto"`` (default), ``"histogram"`` or ``"dense"``.
+    :param int, None bit_depth: bit depth of the codes for the histogram path, one of (8, 10,
+        12, 14, 16), or ``None`` (default) to detect it.
+    :param int max_bins: most histogram bins per code axis (a power of two); deeper codes are
+        binned (an approximation). Default 4096 (exact up to 12 bits).
+    :param int, str, None pair_chunk: exposure pairs evaluated at once on the dense path:
+        ``"auto"`` (default, about :math:`2^{22}` values at a time), ``None`` (all) or an int.
+    :param int cache_size: stacks whose statistics are kept (0 disables the cache). Default 8.
 
     |sep|
 
@@ -73,6 +177,22 @@ class RadiometricLinearityLoss(Loss):
     >>> loss = RadiometricLinearityLoss()
     >>> loss(x_net=y, y=y, physics=SimpleNamespace(exposure_times=t))
     tensor([1.3036])
+    >>> loss.last_path, loss.last_reason
+    ('dense', 'no ICRF found in `model`')
+
+    On 8-bit codes with an ICRF, the histogram path gives the dense value:
+
+    >>> from deepinv_icrf.models import ICRF
+    >>> icrf = ICRF(channels=1)
+    >>> codes = torch.round(y * 255) / 255
+    >>> physics = SimpleNamespace(exposure_times=t)
+    >>> loss(x_net=icrf(codes), y=codes, physics=physics, model=icrf)
+    tensor([1.3056], grad_fn=<SumBackward1>)
+    >>> loss.last_path
+    'histogram'
+    >>> RadiometricLinearityLoss(path="dense")(
+    ...     x_net=icrf(codes), y=codes, physics=physics, model=icrf)
+    tensor([1.3056], grad_fn=<SumBackward1>)
     """
 
     def __init__(
@@ -85,13 +205,30 @@ class RadiometricLinearityLoss(Loss):
         gaussian_scale: float = 10.0,
         per_channel: bool = False,
         detach_std: bool = True,
+        path: str = "auto",
+        bit_depth: int | None = None,
+        max_bins: int = 4096,
+        pair_chunk: int | str | None = "auto",
+        cache_size: int = 8,
     ):
         super().__init__()
         check_in(relative, "relative", (True, False))
         check_in(use_uncertainty_weighting, "use_uncertainty_weighting", (True, False))
         check_in(per_channel, "per_channel", (True, False))
         check_in(detach_std, "detach_std", (True, False))
+        check_in(path, "path", PATHS)
         _check_options(exposure_ratio_threshold, lower, upper, gaussian_scale)
+        _check_bit_depth(bit_depth)
+        _check_max_bins(max_bins)
+        _check_pair_chunk(pair_chunk)
+        if (
+            isinstance(cache_size, bool)
+            or not isinstance(cache_size, int)
+            or cache_size < 0
+        ):
+            raise ValueError(
+                f"Expected `cache_size` to be an int >= 0, but got {cache_size!r}."
+            )
         self.relative = relative
         self.use_uncertainty_weighting = use_uncertainty_weighting
         self.exposure_ratio_threshold = float(exposure_ratio_threshold)
@@ -100,7 +237,50 @@ class RadiometricLinearityLoss(Loss):
         self.gaussian_scale = float(gaussian_scale)
         self.per_channel = per_channel
         self.detach_std = detach_std
+        self.path = path
+        self.bit_depth = bit_depth
+        self.max_bins = max_bins
+        self.pair_chunk = pair_chunk
+        self.cache_size = cache_size
+        #: ``"histogram"`` or ``"dense"``: the path of the last call (``None`` before any).
+        self.last_path: str | None = None
+        #: why the last call took its path.
+        self.last_reason: str | None = None
+        self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
 
+    # ------------------------------------------------------------------ public helpers
+    def precompute(
+        self,
+        y: Tensor,
+        exposure_times: Tensor,
+        y_std_table: Tensor | None = None,
+    ) -> LinearityHistogram:
+        r"""Build (and cache) the histogram statistics of a stack with this loss's options.
+
+        Pass the result as the ``stats`` keyword of :meth:`forward` (e.g. from a dataset that
+        builds them once per item), or keep passing the same ``y`` tensor (cache hit).
+
+        :param torch.Tensor y: integer-coded raw stack ``(B, N, C, H, W)``.
+        :param torch.Tensor exposure_times: ``(B, N)``, ``(1, N)`` or ``(N,)``.
+        :param torch.Tensor, None y_std_table: per-code std of the raw codes (see
+            :func:`deepinv_icrf.functional.build_linearity_histogram`). Default ``None``.
+        :return: (:class:`deepinv_icrf.functional.LinearityHistogram`) the statistics.
+        :raises ValueError: if ``y`` does not hold integer codes.
+        """
+        entry = self._entry(y, exposure_times, y_std_table, raise_continuous=True)
+        return entry.hist
+
+    def clear_cache(self) -> None:
+        r"""Forget every cached histogram."""
+        self._cache.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the cache holds weak references (not picklable) and is cheap to rebuild
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()
+        return state
+
+    # ------------------------------------------------------------------ forward
     def forward(
         self,
         x_net: Tensor,
@@ -109,6 +289,8 @@ class RadiometricLinearityLoss(Loss):
         model: nn.Module | None = None,
         y_std: Tensor | None = None,
         x_std: Tensor | None = None,
+        y_std_table: Tensor | None = None,
+        stats: LinearityHistogram | None = None,
         **kwargs,
     ) -> Tensor:
         r"""Compute the loss.
@@ -117,12 +299,17 @@ class RadiometricLinearityLoss(Loss):
         :param torch.Tensor y: raw exposure stack :math:`Y` in ``[0, 1]``, same shape.
         :param deepinv.physics.Physics physics: physics with an ``exposure_times`` attribute
             (``(N,)``, ``(1, N)`` or ``(B, N)``) and optionally ``y_std``.
-        :param torch.nn.Module, None model: the model holding the ICRF, needed only to propagate
-            ``y_std``. Default ``None``.
+        :param torch.nn.Module, None model: the model holding the ICRF, needed for the
+            histogram path and to propagate ``y_std``. Default ``None``.
         :param torch.Tensor, None y_std: per-pixel std of ``y`` (overrides ``physics.y_std``),
             shape of ``y`` or broadcastable to it. Default ``None``.
         :param torch.Tensor, None x_std: per-pixel std of ``x_net``, used as given (overrides
-            ``y_std``). Default ``None``.
+            ``y_std``; dense path). Default ``None``.
+        :param torch.Tensor, None y_std_table: std of the raw codes as a function of the code,
+            ``(2**b,)`` or ``(C, 2**b)`` (overrides ``y_std``). Default ``None``.
+        :param deepinv_icrf.functional.LinearityHistogram, None stats: precomputed statistics
+            of ``y`` (:meth:`precompute`); the caller vouches that they are those of ``y``
+            and that ``x_net`` is the model's ICRF applied to ``y``. Default ``None``.
         :return: (:class:`torch.Tensor`) shape ``(B,)``, or ``(B, C)`` with ``per_channel``.
         """
         times = getattr(physics, "exposure_times", None)
@@ -132,27 +319,225 @@ class RadiometricLinearityLoss(Loss):
                 f"but {type(physics).__name__} has none."
             )
         _check_linearity_inputs(y, x_net, times, x_name="x_net")
+        channels = y.shape[2]
+        table = None
         if x_std is not None:
             _check_std_shape(x_std, "x_std", y.shape)
+        elif y_std_table is not None:
+            table = _std_table(y_std_table, channels)
         else:
             if y_std is None:
                 y_std = getattr(physics, "y_std", None)
             if y_std is not None:
                 _check_std_shape(y_std, "y_std", y.shape)
-                x_std = self._propagate(y, y_std, model)
-        value = _radiometric_linearity(
-            y,
-            x_net,
-            times,
-            x_std,
+                table = _code_table(y_std, channels)
+
+        hist, icrf, reason = None, None, "path='dense'"
+        if self.path != "dense":
+            hist, icrf, reason = self._histogram(
+                x_net, y, times, model, x_std, y_std, table, stats
+            )
+            if hist is None and self.path == "histogram":
+                raise ValueError(
+                    f"RadiometricLinearityLoss(path='histogram') cannot use the histogram "
+                    f"path: {reason}. Use path='auto' or path='dense'."
+                )
+        if hist is not None:
+            value = linearity_from_histogram(
+                icrf.curve,
+                hist,
+                relative=self.relative,
+                use_uncertainty_weighting=self.use_uncertainty_weighting,
+                detach_std=self.detach_std,
+            )
+            self._record("histogram", reason)
+        else:
+            if x_std is None:
+                if y_std_table is not None:
+                    y_std = _code_std(y, table)
+                if y_std is not None:
+                    x_std = self._propagate(y, y_std, model)
+            value = _radiometric_linearity(
+                y,
+                x_net,
+                times,
+                x_std,
+                self.exposure_ratio_threshold,
+                self.lower,
+                self.upper,
+                self.relative,
+                self.use_uncertainty_weighting,
+                self.gaussian_scale,
+                self.pair_chunk,
+            )
+            self._record("dense", reason)
+        return value if self.per_channel else value.sum(dim=-1)
+
+    # ------------------------------------------------------------------ internals
+    def _record(self, path: str, reason: str) -> None:
+        if (path, reason) != (self.last_path, self.last_reason):
+            _log.info("RadiometricLinearityLoss: %s path (%s)", path, reason)
+        self.last_path, self.last_reason = path, reason
+
+    def _histogram(
+        self,
+        x_net: Tensor,
+        y: Tensor,
+        times: Tensor,
+        model: nn.Module | None,
+        x_std: Tensor | None,
+        y_std: Tensor | None,
+        table: Tensor | None,
+        stats: LinearityHistogram | None,
+    ) -> tuple[LinearityHistogram | None, nn.Module | None, str]:
+        r"""The statistics to use and the ICRF, or ``None`` and the reason why not."""
+        if x_std is not None:
+            return None, None, "a per-pixel `x_std` is given"
+        if y_std is not None and table is None:
+            return (
+                None,
+                None,
+                "per-pixel `y_std` (stds that are not a function of the code)",
+            )
+        icrf = find_icrf(model)
+        if icrf is None:
+            return None, None, "no ICRF found in `model`"
+        n_curve = icrf.curve.shape[0]
+        if n_curve not in (1, y.shape[2]):
+            return (
+                None,
+                None,
+                (f"the ICRF curve has {n_curve} channels and `y` {y.shape[2]}"),
+            )
+        if stats is not None:
+            self._check_stats(stats, y)
+            return stats, icrf, "precomputed `stats`"
+        entry = self._entry(y, times, table, raise_continuous=False)
+        if entry.hist is None:
+            if table is not None and table.shape[-1] > 1:
+                raise ValueError(
+                    f"`y_std_table` gives one std per code, but {entry.reason}."
+                )
+            return None, None, entry.reason
+        key = id(icrf)
+        if key not in entry.checked:
+            entry.checked[key] = self._matches_icrf(x_net, y, icrf)
+        if not entry.checked[key]:
+            return None, None, "`x_net` is not the ICRF found in `model` applied to `y`"
+        hist = entry.hist
+        return (
+            hist,
+            icrf,
+            (
+                f"{hist.bit_depth}-bit codes, {hist.n_bins} bins, {hist.n_entries} entries"
+            ),
+        )
+
+    def _check_stats(self, stats: LinearityHistogram, y: Tensor) -> None:
+        if not isinstance(stats, LinearityHistogram):
+            raise TypeError(
+                "Expected `stats` to be a LinearityHistogram (from `precompute`), "
+                f"but got {type(stats).__name__}."
+            )
+        if tuple(stats.shape) != tuple(y.shape):
+            raise ValueError(
+                f"Expected `stats` built from a stack of shape {tuple(y.shape)}, but got "
+                f"one built from shape {tuple(stats.shape)}."
+            )
+        mine = (
             self.exposure_ratio_threshold,
             self.lower,
             self.upper,
-            self.relative,
-            self.use_uncertainty_weighting,
             self.gaussian_scale,
         )
-        return value if self.per_channel else value.sum(dim=-1)
+        if stats.options() != mine:
+            raise ValueError(
+                "Expected `stats` built with this loss's (threshold, lower, upper, "
+                f"gaussian_scale) = {mine}, but got {stats.options()}."
+            )
+        if stats.device != y.device:
+            raise ValueError(
+                f"Expected `stats` on the device of `y` ({y.device}), but got {stats.device}."
+            )
+
+    def _key(self, y: Tensor) -> tuple:
+        return (
+            id(y),
+            y.data_ptr(),
+            y.storage_offset(),
+            tuple(y.shape),
+            tuple(y.stride()),
+            y.dtype,
+            str(y.device),
+            self.exposure_ratio_threshold,
+            self.lower,
+            self.upper,
+            self.gaussian_scale,
+            self.bit_depth,
+            self.max_bins,
+        )
+
+    def _entry(
+        self,
+        y: Tensor,
+        times: Tensor,
+        table: Tensor | None,
+        raise_continuous: bool,
+    ) -> _Entry:
+        key = self._key(y)
+        entry = self._cache.get(key)
+        if entry is not None and (
+            entry.y.matches(y)
+            and entry.times.matches(times)
+            and entry.table.matches(table)
+        ):
+            self._cache.move_to_end(key)
+            if entry.hist is None and raise_continuous:
+                raise ContinuousInputError(entry.reason)
+            return entry
+        try:
+            hist = build_linearity_histogram(
+                y,
+                times,
+                threshold=self.exposure_ratio_threshold,
+                lower=self.lower,
+                upper=self.upper,
+                gaussian_scale=self.gaussian_scale,
+                bit_depth=self.bit_depth,
+                max_bins=self.max_bins,
+                y_std_table=table,
+            )
+            reason = "built"
+        except ContinuousInputError as err:
+            if raise_continuous:
+                raise
+            hist = None
+            reason = "`y` holds continuous values, not integer codes" + (
+                "" if self.bit_depth is None else f" of {self.bit_depth} bits"
+            )
+            del err
+        entry = _Entry(y, times, table, hist, reason)
+        if self.cache_size > 0:
+            self._cache[key] = entry
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return entry
+
+    @staticmethod
+    def _matches_icrf(x_net: Tensor, y: Tensor, icrf: nn.Module) -> bool:
+        r"""Whether ``x_net`` is ``interp_curve(y, icrf.curve)`` on a grid of pixels."""
+        with torch.no_grad():
+            h, w = y.shape[-2:]
+            hs = torch.linspace(0, h - 1, min(h, _SPOT_CHECK), device=y.device).long()
+            ws = torch.linspace(0, w - 1, min(w, _SPOT_CHECK), device=y.device).long()
+            y_s = y[..., hs, :][..., ws]
+            x_s = x_net.detach()[..., hs, :][..., ws]
+            want = interp_curve(y_s, icrf.curve.detach(), channel_dim=-3)
+            dtype = compute_dtype(x_s, want)
+            tol = max(1e-4, 4.0 * torch.finfo(x_net.dtype).eps)
+            return bool(
+                torch.allclose(x_s.to(dtype), want.to(dtype), rtol=tol, atol=tol * 1e-2)
+            )
 
     def _propagate(self, y: Tensor, y_std: Tensor, model: nn.Module | None) -> Tensor:
         icrf = find_icrf(model)
