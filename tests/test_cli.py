@@ -259,14 +259,14 @@ def test_cli_subcommand_table_is_extensible(capsys):
         seen.append(args.curve)
         return 0
 
-    register_subcommand("validate", "check a curve file", configure, run)
+    register_subcommand("checkcurve", "check a curve file", configure, run)
     try:
-        assert main(["validate", "icrf.json"]) == 0
+        assert main(["checkcurve", "icrf.json"]) == 0
         assert seen == ["icrf.json"]
         with pytest.raises(ValueError, match="already exists"):
-            register_subcommand("validate", "again", configure, run)
+            register_subcommand("checkcurve", "again", configure, run)
     finally:
-        SUBCOMMANDS.pop("validate")
+        SUBCOMMANDS.pop("checkcurve")
 
 
 # ---------------------------------------------------------------- bad input: exit 2, one line
