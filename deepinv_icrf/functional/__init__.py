@@ -7,6 +7,13 @@ hold configuration and call these.
 
 from __future__ import annotations
 
+from deepinv_icrf.functional.codefit import (  # noqa: F401
+    CodeFitResult,
+    censored_code_nll,
+    estimate_code_noise,
+    fit_code_domain,
+    stratified_pixel_sample,
+)
 from deepinv_icrf.functional.histogram import (  # noqa: F401
     ContinuousInputError,
     LinearityHistogram,

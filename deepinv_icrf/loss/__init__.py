@@ -3,6 +3,7 @@ r"""deepinv losses for ICRF fitting and self-supervised training."""
 from __future__ import annotations
 
 from deepinv_icrf.loss._utils import find_icrf  # noqa: F401
+from deepinv_icrf.loss.codefit import CodeDomainLoss  # noqa: F401
 from deepinv_icrf.loss.curve import (  # noqa: F401
     EndpointLoss,
     MonotonicityLoss,

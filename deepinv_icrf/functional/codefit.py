@@ -1,0 +1,670 @@
+r"""Code-domain fitting: the camera response fitted where the noise lives, in the codes.
+
+Model of one exposure stack (one channel): every pixel :math:`p` has an unknown log radiance
+:math:`s_p`, the camera a monotone response :math:`R` with :math:`R(0) = 0`, :math:`R(1) = 1`,
+and
+
+.. math::
+
+    Y_{k, p} = \eta\Big(R\big(\min(e^{s_p} t_k, 1)\big) + \varepsilon_{k, p}\Big),
+    \qquad \varepsilon \sim \mathcal{N}(0, \sigma^2),
+
+with :math:`\eta` clipping to :math:`[0, 1]` and rounding to :math:`b` bits. Codes
+strictly inside the range are Gaussian observations of :math:`R`; the clipped codes 0 and
+:math:`2^b - 1` are *censored*: they only say that :math:`R + \varepsilon` lies below
+:math:`q / 2` or above :math:`1 - q / 2` (:math:`q = 1 / (2^b - 1)`). The negative
+log-likelihood (:func:`censored_code_nll`) is the Tobit one. Unlike the linearity loss,
+Debevec or Robertson, which push noisy codes through the inverse curve (errors in variables,
+biased near saturation), it is unbiased.
+
+:func:`fit_code_domain` minimises it jointly over the response and the per-pixel radiances
+of a stratified pixel sample by Gauss-Newton: the Hessian is block-arrow (diagonal in the
+radiances, tridiagonal in the knots of the response, which is piecewise linear in
+:math:`v = (e^{s + \log t})^{1/2.2}`), so the radiances are eliminated (Schur complement)
+and each step costs one small solve per channel. The noise level :math:`\sigma` is
+estimated from the residuals of the stack itself (:func:`estimate_code_noise` gives a
+fit-free estimate). The ICRF is the inverse of the fitted response.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from deepinv_icrf._checks import (
+    check_finite,
+    check_float,
+    check_positive,
+    check_shape,
+    compute_dtype,
+)
+from deepinv_icrf.functional.interp import interp_curve, invert_curve
+
+__all__ = [
+    "censored_code_nll",
+    "estimate_code_noise",
+    "stratified_pixel_sample",
+    "CodeFitResult",
+    "fit_code_domain",
+]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+#: Reference exponent of the response grid: knots uniform in ``(radiance * t) ** (1 / 2.2)``.
+_GRID_GAMMA = 2.2
+#: Iterations during which the noise level is re-estimated from the residuals.
+_SIGMA_ITERATIONS = 6
+#: Smallest noise level used (a noise-free stack still has quantisation noise).
+_MIN_SIGMA = 1e-4
+
+
+def _quantum(bit_depth: int | None) -> float:
+    r"""One code step :math:`q = 1 / (2^b - 1)` (0 for continuous values)."""
+    if bit_depth is None:
+        return 0.0
+    if (
+        isinstance(bit_depth, bool)
+        or not isinstance(bit_depth, int)
+        or not 1 <= bit_depth <= 32
+    ):
+        raise ValueError(
+            f"Expected `bit_depth` to be None or an int in [1, 32], but got {bit_depth!r}."
+        )
+    return 1.0 / (2.0**bit_depth - 1.0)
+
+
+def _censoring(y: Tensor, q: float) -> tuple[Tensor, Tensor]:
+    r"""Masks of the codes clipped at the bottom (:math:`y \le q/2`) and top (:math:`y \ge 1 - q/2`)."""
+    return y <= 0.5 * q, y >= 1.0 - 0.5 * q
+
+
+def _censored_terms(
+    z: Tensor, with_derivatives: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    r"""``-log Phi(z)`` and, optionally, its first two derivatives in ``z``:
+    :math:`-\lambda` and :math:`\lambda (z + \lambda)` with :math:`\lambda = \phi / \Phi`.
+    """
+    log_cdf = torch.special.log_ndtr(z)
+    if not with_derivatives:
+        return -log_cdf, None, None
+    mills = torch.exp(-0.5 * z * z - _HALF_LOG_2PI - log_cdf)
+    return -log_cdf, -mills, mills * (z + mills)
+
+
+def censored_code_nll(
+    y: Tensor,
+    y_hat: Tensor,
+    sigma: float | Tensor,
+    bit_depth: int | None = 8,
+) -> Tensor:
+    r"""Censored-Gaussian (Tobit) negative log-likelihood of observed codes, elementwise.
+
+    With :math:`q = 1 / (2^b - 1)`, :math:`r = (\hat y - y) / \sigma` and :math:`\Phi` the
+    standard normal CDF,
+
+    .. math::
+
+        \ell(y, \hat y) = \begin{cases}
+            -\log \Phi\big((q/2 - \hat y) / \sigma\big) & y \le q / 2 \text{ (clipped at 0)} \\
+            -\log \Phi\big((\hat y - 1 + q/2) / \sigma\big) & y \ge 1 - q / 2
+                \text{ (clipped at 1)} \\
+            \tfrac12 r^2 & \text{otherwise,}
+        \end{cases}
+
+    the negative log-likelihood of :math:`y = \eta(\hat y + \varepsilon)`,
+    :math:`\varepsilon \sim \mathcal{N}(0, \sigma^2)`, up to the constant
+    :math:`\log \sigma + \frac12 \log 2\pi` of the uncensored codes. Differentiable in
+    ``y_hat`` (and ``sigma``); computed in a stable way (``log_ndtr``).
+
+    :param torch.Tensor y: observed codes in :math:`[0, 1]`, any shape.
+    :param torch.Tensor y_hat: predicted noise-free codes, broadcastable with ``y``.
+    :param float, torch.Tensor sigma: noise standard deviation :math:`> 0`, broadcastable.
+    :param int, None bit_depth: bits :math:`b` of the codes (default 8); ``None``: continuous
+        values, censored only at exactly 0 and 1.
+    :return: (:class:`torch.Tensor`) the elementwise NLL, broadcast shape, float32 or float64.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> y = torch.tensor([0.0, 0.5, 1.0])
+    >>> censored_code_nll(y, torch.tensor([0.0, 0.52, 1.0]), 0.01)
+    tensor([0.5487, 2.0000, 0.5487])
+    """
+    check_float(y, "y")
+    check_float(y_hat, "y_hat")
+    q = _quantum(bit_depth)
+    if not isinstance(sigma, Tensor):
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(
+                f"Expected `sigma` to be finite and > 0, but got {sigma!r}."
+            )
+        sigma = torch.tensor(sigma)
+    dtype = compute_dtype(y, y_hat, sigma)
+    y, y_hat = y.to(dtype), y_hat.to(dtype)
+    sigma = sigma.to(device=y_hat.device, dtype=dtype)
+    low, high = _censoring(y, q)
+    r = (y_hat - y) / sigma
+    z = torch.where(high, y_hat - (1.0 - 0.5 * q), 0.5 * q - y_hat) / sigma
+    censored, _, _ = _censored_terms(z, with_derivatives=False)
+    return torch.where(low | high, censored, 0.5 * r * r)
+
+
+def _nll_derivatives(
+    y_in: Tensor,
+    y_hat: Tensor,
+    inv_sigma: Tensor,
+    censored_index: Tensor,
+    censored_threshold: Tensor,
+    censored_sign: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""NLL of the censored codes and the first/second derivatives in ``y_hat`` of every term.
+
+    ``y_in`` holds the observed codes with the censored ones set to anything (they are
+    overwritten); ``censored_index`` flat indices of the censored codes, with their threshold
+    (:math:`q/2` or :math:`1 - q/2`) and sign (:math:`-1` bottom, :math:`+1` top). The terms
+    are those of :func:`censored_code_nll`: :math:`z = \pm(\hat y - \text{thr}) / \sigma`.
+    """
+    inv2 = inv_sigma * inv_sigma
+    d1 = (y_hat - y_in) * inv2
+    d2 = inv2.expand_as(d1).contiguous()
+    inv_c = inv_sigma.expand_as(y_hat).reshape(-1).index_select(0, censored_index)
+    y_c = y_hat.reshape(-1).index_select(0, censored_index)
+    z = censored_sign * (y_c - censored_threshold) * inv_c
+    nll, g1, g2 = _censored_terms(z, with_derivatives=True)
+    d1.view(-1).index_copy_(0, censored_index, g1 * censored_sign * inv_c)
+    d2.view(-1).index_copy_(0, censored_index, g2 * inv_c * inv_c)
+    return nll, d1, d2
+
+
+def estimate_code_noise(y: Tensor, bit_depth: int | None = 8) -> Tensor:
+    r"""Noise standard deviation of the codes, estimated from the images themselves.
+
+    Immerkær's estimator: the :math:`3 \times 3` kernel
+    :math:`M = [1, -2, 1]^\top [1, -2, 1]` cancels locally linear image content, and for
+    Gaussian noise :math:`E|M * y| = 6 \sigma \sqrt{2 / \pi}`, so
+
+    .. math::
+
+        \hat\sigma = \sqrt{\frac{\pi}{2}}\, \frac{1}{6 |\Omega|} \sum_{\Omega} |(M * y)|
+
+    over the set :math:`\Omega` of pixels whose whole neighbourhood is unclipped (codes
+    strictly between 0 and 1), pooled over the exposures of each channel. Textured scenes
+    bias it upwards; :func:`fit_code_domain` refines the level from its residuals.
+
+    :param torch.Tensor y: stack ``(B, N, C, H, W)`` (or images ``(B, C, H, W)``), in
+        :math:`[0, 1]`, ``H, W >= 3``.
+    :param int, None bit_depth: bits of the codes (default 8), for the clipping thresholds.
+    :return: (:class:`torch.Tensor`) :math:`\hat\sigma` per sample and channel ``(B, C)``;
+        0 where no pixel qualifies.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> y = 0.5 + 0.02 * torch.randn(1, 4, 1, 64, 64, generator=g)
+    >>> round(float(estimate_code_noise(y, bit_depth=None)), 3)
+    0.02
+    """
+    check_float(y, "y")
+    if y.ndim == 4:
+        y = y.unsqueeze(1)
+    sizes = check_shape(y, "y", ["B", "N", "C", "H", "W"])
+    if sizes["H"] < 3 or sizes["W"] < 3:
+        raise ValueError(
+            f"Expected `y` with H, W >= 3, but got shape {tuple(y.shape)}."
+        )
+    q = _quantum(bit_depth)
+    dtype = compute_dtype(y)
+    b, n, c, h, w = y.shape
+    with torch.no_grad():
+        flat = y.detach().to(dtype).reshape(b * n * c, 1, h, w)
+        row = torch.tensor([1.0, -2.0, 1.0], dtype=dtype, device=y.device)
+        kernel = (row[:, None] * row[None, :]).view(1, 1, 3, 3)
+        response = F.conv2d(flat, kernel).abs()
+        low, high = _censoring(flat, q)
+        clipped = (low | high).to(dtype)
+        ok = F.max_pool2d(clipped, 3, stride=1) == 0
+        total = (response * ok).reshape(b, n, c, -1).sum(dim=(1, 3))
+        count = ok.reshape(b, n, c, -1).sum(dim=(1, 3)).to(dtype)
+        scale = math.sqrt(math.pi / 2.0) / 6.0
+        return torch.where(count > 0, scale * total / count.clamp_min(1.0), 0.0)
+
+
+def stratified_pixel_sample(
+    y: Tensor,
+    n_pixels: int,
+    bit_depth: int | None = 8,
+    n_strata: int = 32,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Indices of pixel positions sampled evenly over brightness (strata of the mean code).
+
+    Pixel positions with fewer than two unclipped codes in some channel carry no
+    information on the response and are left out. The others are grouped in ``n_strata``
+    strata by their mean code over exposures and channels; every stratum gets the same
+    quota (water-filling: small strata are taken whole), drawn at random, so dark and bright
+    parts of the scene are represented whatever their area.
+
+    :param torch.Tensor y: stack ``(N, C, H, W)``, codes in :math:`[0, 1]`.
+    :param int n_pixels: number of positions wanted (fewer if fewer qualify).
+    :param int, None bit_depth: bits of the codes (default 8), for the clipping thresholds.
+    :param int n_strata: number of brightness strata (default 32).
+    :param torch.Generator, None generator: random generator (CPU) for reproducibility.
+    :return: (:class:`torch.Tensor`) flat indices into ``H * W``, int64, on ``y``'s device.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> y = torch.linspace(0, 1, 50).view(1, 1, 5, 10).expand(3, 2, 5, 10)
+    >>> idx = stratified_pixel_sample(y, 10, generator=torch.Generator().manual_seed(0))
+    >>> idx.shape
+    torch.Size([10])
+    """
+    sizes = check_shape(y, "y", ["N", "C", "H", "W"])
+    if isinstance(n_pixels, bool) or not isinstance(n_pixels, int) or n_pixels < 1:
+        raise ValueError(
+            f"Expected `n_pixels` to be an int >= 1, but got {n_pixels!r}."
+        )
+    q = _quantum(bit_depth)
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    with torch.no_grad():
+        flat = y.detach().reshape(n, c, h * w)
+        low, high = _censoring(flat, q)
+        ok = ((~(low | high)).sum(dim=0) >= 2).all(dim=0)
+        key = flat.mean(dim=(0, 1)).clamp(0.0, 1.0)
+        stratum = (key * n_strata).long().clamp_(max=n_strata - 1)
+        stratum = torch.where(ok, stratum, n_strata)
+        noise = torch.rand(h * w, generator=generator).to(y.device)
+        order = torch.argsort(stratum.to(torch.float64) + noise.to(torch.float64))
+        sorted_stratum = stratum.index_select(0, order)
+        counts = torch.bincount(sorted_stratum, minlength=n_strata + 1)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(h * w, device=y.device) - starts.index_select(
+            0, sorted_stratum
+        )
+        # round robin over the strata (random order within a round): water-filling quotas
+        tie = torch.rand(h * w, generator=generator).to(
+            device=y.device, dtype=torch.float64
+        )
+        priority = rank.to(torch.float64) + tie
+        priority = torch.where(sorted_stratum < n_strata, priority, math.inf)
+        n_valid = int(ok.sum())
+        first = torch.argsort(priority)[: min(n_pixels, n_valid)]
+        return order.index_select(0, first)
+
+
+@dataclass
+class CodeFitResult:
+    r"""Result of :func:`fit_code_domain`.
+
+    :param torch.Tensor curve: the fitted ICRF ``(C, L)``, non-decreasing, ``0`` at 0 and
+        ``1`` at 1.
+    :param torch.Tensor response: the fitted response at its knots ``(C, K)``, on the grid
+        :math:`v_j = j / (K - 1)`, :math:`v = (e^{u})^{1/2.2}` with :math:`u` the log exposure
+        relative to saturation.
+    :param torch.Tensor log_radiance: the per-pixel log radiances :math:`s_p` ``(C, P)``
+        (saturation at :math:`s + \log t = 0`, times divided by the longest one).
+    :param torch.Tensor sigma: the estimated code noise per channel ``(C,)``.
+    :param torch.Tensor nll: mean censored NLL per channel at the solution ``(C,)``.
+    :param int iterations: outer iterations run.
+    """
+
+    curve: Tensor
+    response: Tensor
+    log_radiance: Tensor
+    sigma: Tensor
+    nll: Tensor
+    iterations: int
+
+
+def _second_difference_gram(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    r""":math:`D^\top D` of the second-difference operator on ``k`` knots."""
+    eye = torch.eye(k, dtype=dtype, device=device)
+    d = eye[:-2] - 2.0 * eye[1:-1] + eye[2:]
+    return d.T @ d
+
+
+def _response_at(
+    u: Tensor, knots: Tensor, offsets: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Response at log exposures ``u`` ``(C, P, N)`` (piecewise linear in
+    :math:`v = e^{u / 2.2}`, flat at 1 above saturation): value, slope :math:`dR/du`,
+    flat index of the left knot and the interpolation weight of the right one."""
+    k = knots.shape[1]
+    v = torch.exp(u * (1.0 / _GRID_GAMMA))
+    pos = (v * (k - 1)).clamp_(max=k - 1)
+    left = pos.floor().clamp_(max=k - 2)
+    theta = pos - left
+    index = left.long() + offsets
+    flat = knots.reshape(-1)
+    lo = flat.take(index)
+    step = flat.take(index + 1) - lo
+    value = lo + theta * step
+    slope = step * ((k - 1) / _GRID_GAMMA) * v * (pos < k - 1)
+    return value, slope, index, theta
+
+
+def _invert_response(knots: Tensor, n_points: int) -> Tensor:
+    r"""ICRF on ``n_points`` codes from response knots ``(C, K)`` (non-decreasing, 0 to 1)."""
+    c, k = knots.shape
+    codes = torch.linspace(0.0, 1.0, n_points, dtype=knots.dtype, device=knots.device)
+    codes = codes.expand(c, n_points).contiguous()
+    left = (torch.searchsorted(knots.contiguous(), codes, right=True) - 1).clamp(
+        0, k - 2
+    )
+    lo = torch.gather(knots, 1, left)
+    hi = torch.gather(knots, 1, left + 1)
+    frac = ((codes - lo) / (hi - lo).clamp_min(1e-12)).clamp(0.0, 1.0)
+    v = (left.to(knots.dtype) + frac) / (k - 1)
+    curve = v.pow(_GRID_GAMMA)
+    curve[:, 0] = 0.0
+    curve[:, -1] = 1.0
+    return torch.cummax(curve, dim=1).values
+
+
+def _residual_sigma(
+    value: Tensor, y: Tensor, uncensored: Tensor, per_pixel: Tensor
+) -> Tensor:
+    r"""Noise level per channel from the residuals of the codes away from clipping,
+    corrected for the one radiance fitted per pixel (factor :math:`n_p / (n_p - 1)`)."""
+    mid = uncensored & (value > 0.05) & (value < 0.95)
+    r2 = ((value - y) ** 2 * mid).sum(dim=(1, 2))
+    dof = (mid * (1.0 - 1.0 / per_pixel.clamp_min(2.0))).sum(dim=(1, 2))
+    return (r2 / dof.clamp_min(1.0)).sqrt().clamp_min(_MIN_SIGMA)
+
+
+def _radiance_step(
+    s: Tensor,
+    lt: Tensor,
+    knots: Tensor,
+    offsets: Tensor,
+    y_in: Tensor,
+    inv_sigma: Tensor,
+    cens: tuple[Tensor, Tensor, Tensor],
+) -> Tensor:
+    r"""One Gauss-Newton step on every log radiance, the response fixed (clamped to 1)."""
+    value, slope, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+    _, d1, d2 = _nll_derivatives(y_in, value, inv_sigma, *cens)
+    grad = (d1 * slope).sum(-1)
+    hess = (d2 * slope * slope).sum(-1)
+    return s - (grad / (hess + 1e-12)).clamp(-1.0, 1.0)
+
+
+def _joint_step(
+    s: Tensor,
+    lt: Tensor,
+    knots: Tensor,
+    offsets: Tensor,
+    pix: Tensor,
+    y_in: Tensor,
+    inv_sigma: Tensor,
+    cens: tuple[Tensor, Tensor, Tensor],
+    gram: Tensor,
+    smoothness: float,
+) -> tuple[Tensor, Tensor]:
+    r"""Gauss-Newton direction for the response and all radiances jointly.
+
+    The Hessian is block-arrow: diagonal in the radiances, tridiagonal in the knots, with a
+    coupling :math:`B` (pixels by knots). The radiances are eliminated (Schur complement
+    :math:`H_{RR} - B^\top H_{ss}^{-1} B`, one small solve per channel), then back-substituted.
+    The response is then projected onto non-decreasing curves in :math:`[0, 1]`.
+    """
+    c, k = knots.shape
+    p = s.shape[1]
+    dtype, device = knots.dtype, knots.device
+    value, slope, index, theta = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+    _, d1, d2 = _nll_derivatives(y_in, value, inv_sigma, *cens)
+    a = 1.0 - theta
+    # radiance block (diagonal)
+    grad_s = (d1 * slope).sum(-1)
+    d2s = d2 * slope
+    hess_s = (d2s * slope).sum(-1)
+    hess_s = hess_s + 1e-9 * hess_s.mean(dim=1, keepdim=True) + 1e-12
+    # response block (tridiagonal)
+    terms = torch.stack(
+        [d2 * a * a, d2 * theta * theta, d2 * a * theta, d1 * a, d1 * theta], -1
+    )
+    acc = torch.zeros(c * k, 5, dtype=dtype, device=device)
+    acc.index_add_(0, index.reshape(-1), terms.reshape(-1, 5))
+    acc = acc.view(c, k, 5)
+    diag = acc[..., 0].clone()
+    diag[:, 1:] += acc[:, :-1, 1]
+    grad_r = acc[..., 3].clone()
+    grad_r[:, 1:] += acc[:, :-1, 4]
+    off = acc[:, :-1, 2]
+    hess_r = (
+        torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    )
+    # coupling (pixels x knots, dense)
+    local = index - offsets + pix
+    coupling = torch.zeros(c * p * k, dtype=dtype, device=device)
+    coupling.index_add_(0, local.reshape(-1), (d2s * a).reshape(-1))
+    coupling.index_add_(0, (local + 1).reshape(-1), (d2s * theta).reshape(-1))
+    inner = slice(1, k - 1)
+    coupling = coupling.view(c, p, k)[:, :, inner]
+    scaled = coupling / hess_s.unsqueeze(-1)
+    lam = smoothness * diag[:, inner].mean(dim=1).clamp_min(1e-12).view(c, 1, 1)
+    schur = hess_r[:, inner, inner] + lam * gram[inner, inner]
+    schur = schur - coupling.transpose(1, 2) @ scaled
+    rhs = grad_r[:, inner] + lam[:, :, 0] * (knots @ gram.T)[:, inner]
+    rhs = rhs - (scaled.transpose(1, 2) @ grad_s.unsqueeze(-1)).squeeze(-1)
+    damp = 1e-6 * torch.diagonal(schur, dim1=1, dim2=2).mean(-1).view(c, 1, 1)
+    eye = torch.eye(k - 2, dtype=dtype, device=device)
+    step_r = torch.linalg.solve(schur + damp * eye, rhs.unsqueeze(-1))
+    step_s = (grad_s - (coupling @ step_r).squeeze(-1)) / hess_s
+    step_full = torch.zeros_like(knots)
+    step_full[:, inner] = step_r.squeeze(-1)
+    return step_full, step_s.clamp(-1.0, 1.0)
+
+
+def _project(knots: Tensor) -> Tensor:
+    r"""Nearest-from-below non-decreasing curve in :math:`[0, 1]` (running maximum)."""
+    return torch.cummax(knots.clamp(0.0, 1.0), dim=1).values
+
+
+def fit_code_domain(
+    y: Tensor,
+    log_times: Tensor,
+    *,
+    bit_depth: int | None = 8,
+    n_points: int = 256,
+    n_knots: int = 32,
+    iterations: int = 30,
+    radiance_steps: int = 2,
+    smoothness: float = 1e-2,
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    init_curve: Tensor | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> CodeFitResult:
+    r"""Fit a monotone camera response and per-pixel radiances to codes (censored Tobit NLL).
+
+    Minimises over the response :math:`R` (piecewise linear on ``n_knots`` knots uniform in
+    :math:`v = (e^{u})^{1/2.2}`, :math:`R(0) = 0`, :math:`R(1) = 1` pinned, flat at 1 above
+    saturation :math:`u = 0`) and the log radiances :math:`s_p`
+
+    .. math::
+
+        \sum_{c, p, k} \ell\big(Y_{c, p, k}, R_c(s_{c, p} + \log t_{p, k})\big)
+        + \lambda_c \sum_j (R_{c, j-1} - 2 R_{c, j} + R_{c, j+1})^2
+
+    with :math:`\ell` the censored NLL of :func:`censored_code_nll` and :math:`\lambda_c`
+    ``smoothness`` times the mean data curvature per knot. After ``radiance_steps``
+    Gauss-Newton steps on the radiances alone (from a hat-weighted merge with the initial
+    curve), every iteration takes one joint Gauss-Newton step (radiances eliminated through
+    the Schur complement of the block-arrow Hessian, one small solve per channel) and
+    projects :math:`R` onto non-decreasing curves. :math:`\sigma` is re-estimated from the
+    residuals (away from clipping) during the first iterations unless given. Stops when the
+    response moves less than ``tol``, or (after 5 iterations) when its moves stop
+    shrinking. The ICRF is :math:`R^{-1}`, normalised by saturation
+    (:math:`\mathrm{ICRF}(1) = 1`).
+
+    :param torch.Tensor y: codes ``(C, P, N)``: ``P`` pixels of ``N`` exposures per channel,
+        in :math:`[0, 1]` (a sample, see :func:`stratified_pixel_sample`).
+    :param torch.Tensor log_times: log exposure times, ``(N,)`` or per pixel ``(P, N)``
+        (pixels from several stacks); only differences matter.
+    :param int, None bit_depth: bits of the codes (default 8), for censoring.
+    :param int n_points: samples of the returned ICRF (default 256).
+    :param int n_knots: knots of the response (default 32).
+    :param int iterations: most outer iterations (default 30).
+    :param int radiance_steps: Gauss-Newton steps on the radiances alone before the joint
+        steps (default 2).
+    :param float smoothness: relative weight of the second-difference penalty (default 1e-2).
+    :param float, None sigma: code noise std; ``None`` (default) estimates it.
+    :param float tol: stop when the largest change of the response is below (default 1e-4).
+    :param torch.Tensor, None init_curve: initial ICRF ``(C, L)`` or ``(1, L)`` (non-decreasing,
+        0 to 1); ``None`` (default): :math:`y^{2.2}`.
+    :param Callable, None callback: called as ``callback(iteration, change)`` after every
+        iteration (``change``: largest move of the response), e.g. for a progress bar.
+    :return: (:class:`CodeFitResult`) curve, response, radiances, noise level, NLL,
+        iterations.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> radiance = torch.rand(1, 3000, 1, generator=g) * 0.9 + 0.05
+    >>> t = torch.tensor([0.25, 0.5, 1.0, 2.0])
+    >>> codes = torch.round((radiance * t).clamp(max=1) ** (1 / 2.4) * 255) / 255
+    >>> res = fit_code_domain(codes, t.log())
+    >>> truth = torch.linspace(0, 1, 256) ** 2.4
+    >>> bool((res.curve[0, 8:248] - truth[8:248]).abs().max() < 0.01)
+    True
+    """
+    check_float(y, "y")
+    sizes = check_shape(y, "y", ["C", "P", "N"])
+    c, p, n = sizes["C"], sizes["P"], sizes["N"]
+    if n < 2 or p < 1:
+        raise ValueError(
+            f"Expected `y` of shape (C, P, N) with P >= 1 pixels and N >= 2 exposures, but "
+            f"got shape {tuple(y.shape)}."
+        )
+    check_float(log_times, "log_times")
+    check_finite(log_times, "log_times")
+    if log_times.shape not in ((n,), (p, n)):
+        raise ValueError(
+            f"Expected `log_times` of shape ({n},) or ({p}, {n}), but got shape "
+            f"{tuple(log_times.shape)}."
+        )
+    for name, value, low in (
+        ("n_points", n_points, 2),
+        ("n_knots", n_knots, 4),
+        ("iterations", iterations, 1),
+        ("radiance_steps", radiance_steps, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Expected `{name}` to be an int >= {low}, but got {value!r}."
+            )
+    if not (math.isfinite(smoothness) and smoothness >= 0):
+        raise ValueError(f"Expected `smoothness` >= 0, but got {smoothness!r}.")
+    if sigma is not None:
+        check_positive(torch.tensor(float(sigma)), "sigma")
+    if init_curve is not None:
+        check_float(init_curve, "init_curve")
+        if (
+            init_curve.ndim != 2
+            or init_curve.shape[0] not in (1, c)
+            or init_curve.shape[1] < 2
+        ):
+            raise ValueError(
+                f"Expected `init_curve` of shape ({c}, L) or (1, L), but got shape "
+                f"{tuple(init_curve.shape)}."
+            )
+        check_finite(init_curve, "init_curve")
+    q = _quantum(bit_depth)
+    dtype = compute_dtype(y, log_times)
+    device = y.device
+    with torch.no_grad():
+        y = y.detach().to(dtype)
+        lt = log_times.detach().to(device=device, dtype=dtype)
+        lt = (
+            lt - lt.max()
+        )  # saturation of the brightest pixel of the longest exposure: 0
+        lt = lt.expand(p, n)
+
+        low, high = _censoring(y, q)
+        uncensored = ~(low | high)
+        censored_index = (~uncensored).reshape(-1).nonzero().squeeze(1)
+        top = high.reshape(-1).index_select(0, censored_index)
+        sign = torch.where(top, 1.0, -1.0).to(dtype)
+        threshold = torch.where(top, 1.0 - 0.5 * q, 0.5 * q).to(dtype)
+        y_in = torch.where(uncensored, y, 0.0)
+        per_pixel = uncensored.sum(dim=2, keepdim=True).to(dtype)
+
+        # start: the initial ICRF, radiance from a hat-weighted merge
+        v = torch.linspace(0.0, 1.0, n_knots, dtype=dtype, device=device)
+        if init_curve is None:
+            init = torch.linspace(0.0, 1.0, 256, dtype=dtype, device=device).pow(2.2)
+            init = init.expand(c, 256)
+        else:
+            init = init_curve.detach().to(device=device, dtype=dtype).expand(c, -1)
+        init = torch.cummax(init.clamp(0.0, 1.0), dim=1).values.contiguous()
+        lin = interp_curve(y.clamp_min(max(q, 1e-3)), init, channel_dim=0)
+        weight = ((y > 0.02) & (y < 0.98)).to(dtype) + 1e-6
+        lin = lin.clamp_min(1e-8) / lt.exp()
+        s = torch.log((weight * lin).sum(-1) / weight.sum(-1))
+        x = v.pow(_GRID_GAMMA).expand(c, n_knots).contiguous()
+        knots = _project(invert_curve(x, init, channel_dim=0))
+        knots[:, 0] = 0.0
+        knots[:, -1] = 1.0
+        offsets = (torch.arange(c, device=device) * n_knots).view(c, 1, 1)
+        gram = _second_difference_gram(n_knots, dtype, device)
+        cens = (censored_index, threshold, sign)
+        if sigma is None:
+            value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+            sig = _residual_sigma(value, y, uncensored, per_pixel)
+        else:
+            sig = torch.full((c,), float(sigma), dtype=dtype, device=device)
+
+        pix = (torch.arange(c * p, device=device).view(c, p, 1) * n_knots).to(
+            torch.long
+        )
+        done = 0
+        previous = math.inf
+        for it in range(iterations):
+            done = it + 1
+            inv_sigma = (1.0 / sig).view(c, 1, 1)
+            if it == 0:
+                for _ in range(radiance_steps):
+                    s = _radiance_step(s, lt, knots, offsets, y_in, inv_sigma, cens)
+            step_r, step_s = _joint_step(
+                s, lt, knots, offsets, pix, y_in, inv_sigma, cens, gram, smoothness
+            )
+            new = _project(knots - step_r)
+            s = s - step_s
+            change = float((new - knots).abs().max())
+            knots = new
+            if callback is not None:
+                callback(it, change)
+            if sigma is None and it < _SIGMA_ITERATIONS:
+                value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                sig = _residual_sigma(value, y, uncensored, per_pixel)
+            # converged, or no longer contracting (a cycle of the monotone projection)
+            if change < tol or (it >= 5 and change >= 0.95 * previous):
+                break
+            previous = change
+
+        value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+        nll = censored_code_nll(y, value, sig.view(c, 1, 1), bit_depth).mean(dim=(1, 2))
+        curve = _invert_response(knots, n_points)
+    return CodeFitResult(
+        curve=curve,
+        response=knots,
+        log_radiance=s,
+        sigma=sig,
+        nll=nll,
+        iterations=done,
+    )
