@@ -230,6 +230,13 @@ class EquivariantSplittingLoss(Loss):
                 UserWarning,
                 stacklevel=2,
             )
+        ratio = getattr(mask_generator, "split_ratio", None)
+        if isinstance(ratio, (int, float)) and not 0 < ratio < 1:
+            raise ValueError(
+                f"Expected the splitting mask generator's `split_ratio` in (0, 1), but got "
+                f"{ratio!r}: the split leaves nothing to "
+                f"{'predict' if ratio >= 1 else 'reconstruct from'}."
+            )
         # The model validates the splitting configuration; build one to fail early.
         EquivariantSplittingModel(
             nn.Identity(),
@@ -279,6 +286,11 @@ class EquivariantSplittingLoss(Loss):
         for mask in draw.masks:
             mask1 = mask * physics_mask
             mask2 = physics_mask - mask1
+            if not bool((mask2 != 0).any()):  # one check per draw: 0/0 would be NaN
+                raise ValueError(
+                    "The splitting mask leaves nothing to predict: the prediction split "
+                    "(physics mask minus the splitting mask) is empty for the whole batch."
+                )
             y2, physics2 = SplittingLoss.split(mask2, y, physics)
             view2 = _FrozenSplitModel(split_model, draw, y, physics, y2, mask2, model)
             value = self.prediction_loss(

@@ -377,7 +377,7 @@ class ICRF(Reconstructor):
         try:
             with open(path, encoding="utf-8") as fh:
                 doc = json.load(fh)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{where} is not valid JSON: {err}") from err
         if not isinstance(doc, dict):
             raise ValueError(

@@ -315,6 +315,19 @@ class ExposureStack(Physics):
         scaled = (t[:, :, None, None, None] * x.unsqueeze(1)).clamp(0.0, 1.0)
         return self.crf(scaled)
 
+    def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
+        r"""Measured stack: quantised, clipped :math:`A(x)` plus noise (deepinv's forward).
+
+        Raises :class:`ValueError` for NaN or infinite radiance (which clipping and
+        quantisation would otherwise turn silently into codes).
+
+        :param torch.Tensor x: radiance, shape ``(B, C, H, W)``, float, finite.
+        :return: (:class:`torch.Tensor`) codes in :math:`[0, 1]`, shape ``(B, N, C, H, W)``.
+        """
+        check_float(x, "x")
+        check_finite(x, "x")
+        return super().forward(x, **kwargs)
+
     def A_dagger(
         self,
         y: Tensor,

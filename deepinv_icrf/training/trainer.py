@@ -229,6 +229,9 @@ class ChannelOptimizer:
         """
         if closure is not None:
             raise ValueError("ChannelOptimizer.step() does not take a closure.")
+        hook = getattr(self, "before_step", None)
+        if hook is not None:  # e.g. the gradient all-reduce of distributed training
+            hook()
         if self.mode == "per_channel":
             for opt, active in zip(self.optimizers, self.active, strict=True):
                 if active:
@@ -495,6 +498,12 @@ class ICRFTrainer(TermLoggingTrainer):
         per-channel terms per batch).
     :param bool resume: resume from the newest checkpoint under ``save_path`` when
         ``ckpt_pretrained`` is not given (default ``False``).
+    :param bool distributed: data-parallel training under ``torch.distributed`` (default
+        ``False``): each process loads its share of the stacks (e.g.
+        :func:`~deepinv_icrf.training.distributed.distributed_loader`), the gradients are
+        averaged across processes before each step, the per-channel losses (early stopping,
+        ``ReduceLROnPlateau``) are reduced too, and only rank 0 writes checkpoints. Needs an
+        initialised process group.
 
     |sep|
 
@@ -532,6 +541,7 @@ class ICRFTrainer(TermLoggingTrainer):
     true_curve: Tensor | None = None
     channel_losses: bool = True
     resume: bool = False
+    distributed: bool = False
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
@@ -564,6 +574,12 @@ class ICRFTrainer(TermLoggingTrainer):
             )
         check_in(self.channel_losses, "channel_losses", (True, False))
         check_in(self.resume, "resume", (True, False))
+        check_in(self.distributed, "distributed", (True, False))
+        if self.distributed and not torch.distributed.is_initialized():
+            raise ValueError(
+                "Expected an initialised torch.distributed process group with "
+                "distributed=True (run under torchrun), but there is none."
+            )
         if self.resume and not self.save_path:
             raise ValueError(
                 "Expected a `save_path` to resume from with resume=True, but got "
@@ -592,9 +608,16 @@ class ICRFTrainer(TermLoggingTrainer):
         ):
             raise ValueError("ReduceLROnPlateau schedulers need `channel_losses=True`.")
         self.scheduler = _EpochEnd(self, schedulers)
+        if self.distributed:
+            self.optimizer.before_step = self._all_reduce_gradients
         self._base_model: nn.Module = self.model
         self._save_root: Path | None = Path(self.save_path) if self.save_path else None
         self._reset_channel_state()
+
+    def _all_reduce_gradients(self) -> None:
+        from deepinv_icrf.training.distributed import all_reduce_gradients
+
+        all_reduce_gradients(self.model.parameters(), average=True)
 
     @property
     def icrf(self) -> nn.Module:
@@ -803,7 +826,11 @@ class ICRFTrainer(TermLoggingTrainer):
         self.save_path = None
         super().setup_train(train=train, **kwargs)
         self.save_path = (
-            self._make_run_dir() if train and self._save_root is not None else None
+            self._make_run_dir()
+            if train
+            and self._save_root is not None
+            and not (self.distributed and torch.distributed.get_rank() != 0)
+            else None
         )
         if self.true_curve is None:
             self.true_curve = self._dataset_true_curve()
@@ -900,6 +927,8 @@ class ICRFTrainer(TermLoggingTrainer):
         :param dict state: extra objects to save.
         """
         if not self.save_path:
+            return
+        if self.distributed and torch.distributed.get_rank() != 0:
             return
         os.makedirs(str(self.save_path), exist_ok=True)
         state = {} if state is None else dict(state)
@@ -1049,6 +1078,13 @@ class ICRFTrainer(TermLoggingTrainer):
     def _end_epoch(self) -> None:
         epoch = self._epoch
         channel_loss = None
+        if self.distributed and self._channel_sum is not None:
+            count = torch.tensor(
+                float(self._channel_count), device=self._channel_sum.device
+            )
+            torch.distributed.all_reduce(self._channel_sum)
+            torch.distributed.all_reduce(count)
+            self._channel_count = int(count)
         if self._channel_count > 0 and self._channel_sum is not None:
             channel_loss = (self._channel_sum / self._channel_count).tolist()
             self.channel_loss_history.append(channel_loss)

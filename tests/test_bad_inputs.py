@@ -1,0 +1,519 @@
+r"""Bad-input catalogue: every bad input a user can give, what each public entry point does.
+
+One table, :data:`CATALOGUE`, parametrized into one test per row. Each row names the input,
+the entry point, a callable that provokes it (given a temporary folder) and either the exact
+exception type and a regex of its message, or a ``check`` of the documented behaviour (a
+warning, a fallback, an accepted input). Rows whose fix lives in a module still in progress
+are marked ``xfail(strict=True)`` with the fix needed: they turn into failures (XPASS) once
+fixed, so that the marker is removed. The same table is documented in
+``docs/bad_inputs.rst`` (checked by :func:`test_catalogue_documented`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import deepinv as dinv
+import numpy as np
+import pytest
+import torch
+
+from deepinv_icrf import fit_icrf
+from deepinv_icrf.cli import main as cli_main
+from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
+from deepinv_icrf.hdr import merge_hdr
+from deepinv_icrf.loss import (
+    EquivariantSplittingLoss,
+    PROPELLoss,
+    RadiometricLinearityLoss,
+)
+from deepinv_icrf.models import ICRF
+from deepinv_icrf.physics import ExposureStack
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.rst"
+TIMES = torch.tensor([1.0, 2.0, 4.0])
+FAST = dict(progress=False, steps=3)
+
+
+@dataclass(frozen=True)
+class Row:
+    r"""One catalogue row: ``provoke(tmp_path)`` raises ``raises`` matching ``match``, or
+    (``raises=None``) returns a value that ``check`` accepts."""
+
+    id: str
+    what: str
+    entry: str
+    provoke: Callable[[Path], Any]
+    raises: type[BaseException] | None
+    match: str
+    check: Callable[[Any], None] | None = None
+    xfail: str | None = None
+
+
+# ---------------------------------------------------------------------------- inputs
+def _stack(n: int = 3, channels: int = 3, h: int = 13, w: int = 11) -> torch.Tensor:
+    r"""An 8-bit coded stack ``(N, C, H, W)`` of a random scene (gamma camera)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, channels, h, w, generator=g) * 0.3 + 0.02
+    return ExposureStack(TIMES[:n], response="gamma")(x)[0]
+
+
+def _with(value: float) -> torch.Tensor:
+    y = _stack().clone()
+    y[1, 0, 2, 3] = value
+    return y
+
+
+def _folder(tmp: Path, name: str = "stack", **kwargs: Any) -> Path:
+    options = dict(n_exposures=3, height=8, width=10, fmt="png") | kwargs
+    return write_synthetic_folder(tmp / name, **options)
+
+
+def _one_image_folder(tmp: Path) -> Path:
+    folder = _folder(tmp)
+    for path in sorted(folder.glob("*.png"))[1:]:
+        path.unlink()
+    return folder
+
+
+def _sidecar_folder(tmp: Path, rows: str) -> Path:
+    folder = _folder(tmp, exif=False)
+    (folder / "exposures.csv").write_text(rows)
+    return folder
+
+
+def _damaged(tmp: Path, how: str, fmt: str = "png") -> Path:
+    folder = _folder(tmp, fmt=fmt)
+    path = sorted(folder.glob(f"*.{fmt}"))[1]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"not an image")
+    return folder
+
+
+def _resized(tmp: Path) -> Path:
+    from deepinv_icrf.io import read_image, write_image
+
+    folder = _folder(tmp)
+    path = sorted(folder.glob("*.png"))[1]
+    write_image(path, read_image(path)[:-1], exposure_time=0.25)
+    return folder
+
+
+def _curve_file(tmp: Path, edit: Callable[[dict], Any] | None = None) -> Path:
+    path = tmp / "icrf.json"
+    ICRF(channels=3, n_points=16).save(path)
+    if edit is not None:
+        doc = json.loads(path.read_text())
+        out = edit(doc)
+        if isinstance(out, bytes):
+            path.write_bytes(out)
+        else:
+            path.write_text(out if isinstance(out, str) else json.dumps(doc))
+    return path
+
+
+def _nudge(doc: dict) -> None:
+    doc["curve"][0][5] += 1e-3  # still monotone, but no longer what `parameters` give
+
+
+def _dip(doc: dict) -> None:
+    del doc["parameters"]
+    doc["curve"][1][3] = 0.9
+
+
+def _save_nan_curve(tmp: Path) -> None:
+    icrf = ICRF(channels=3, n_points=16, parameterization="free")
+    with torch.no_grad():
+        icrf.channel_parameters(0)[0].fill_(float("nan"))
+    try:
+        icrf.save(tmp / "nan.json")
+    finally:
+        if (tmp / "nan.json").exists() or list(tmp.glob("*.tmp*")):
+            raise AssertionError("ICRF.save left a (partial) file behind")
+
+
+def _linearity(y: torch.Tensor, times: torch.Tensor = TIMES, **kwargs) -> torch.Tensor:
+    y = y.unsqueeze(0) if y.ndim == 4 else y
+    physics = ExposureStack(times)
+    x_net = kwargs.pop("x_net", y)
+    return RadiometricLinearityLoss()(x_net=x_net, y=y, physics=physics, **kwargs)
+
+
+def _mixture(stds: torch.Tensor) -> torch.Tensor:
+    means = torch.linspace(0, 1, stds.numel()).view(stds.shape)
+    return torch.cat([means, stds], dim=-1)  # official layout (B, K, 2D)
+
+
+def _splitting(split_ratio: float, physics_mask: float) -> torch.Tensor:
+    physics = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=physics_mask)
+    generator = dinv.physics.generator.BernoulliSplittingMaskGenerator(
+        (1, 8, 8), split_ratio=split_ratio
+    )
+    loss = EquivariantSplittingLoss(mask_generator=generator, consistency_loss=None)
+    model = loss.adapt_model(dinv.models.ArtifactRemoval(lambda x, sigma: 0 * x))
+    y = physics(torch.ones(2, 1, 8, 8))
+    x_net = model(y, physics, update_parameters=True)
+    return loss(x_net=x_net, y=y, physics=physics, model=model)
+
+
+def _cli(tmp: Path, make: Callable[[Path], Path], command: str = "fit") -> dict:
+    folder = make(tmp)
+    out = tmp / "cli_out"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main([command, str(folder), "--out", str(out), "--no-progress"])
+    return {"code": code, "stderr": err.getvalue(), "out": out}
+
+
+# ---------------------------------------------------------------------------- checks
+def _cli_error(match: str) -> Callable[[dict], None]:
+    def check(result: dict) -> None:
+        assert result["code"] == 2
+        lines = result["stderr"].splitlines()
+        assert len(lines) == 1 and lines[0].startswith("deepinv-icrf: error: ")
+        assert re.search(match, lines[0])
+        assert not result["out"].exists()  # nothing written, not even a folder
+
+    return check
+
+
+def _finite_float_curve(icrf: ICRF) -> None:
+    curve = icrf.curve.detach()
+    assert curve.dtype == torch.float32 and bool(torch.isfinite(curve).all())
+    assert bool((curve.diff(dim=-1) >= 0).all())
+
+
+def _exact_zero(value: torch.Tensor) -> None:
+    assert value.shape == (1,) and float(value[0]) == 0.0
+
+
+def _finite_close_to_clean(value: torch.Tensor) -> None:
+    clean = _linearity(_stack())
+    assert bool(torch.isfinite(value).all())
+    torch.testing.assert_close(value, clean, rtol=0.05, atol=0.0)
+
+
+def _promoted_to_float32(value: torch.Tensor) -> None:
+    assert value.dtype == torch.float32 and bool(torch.isfinite(value).all())
+    torch.testing.assert_close(value, _linearity(_stack()), rtol=0.02, atol=0.0)
+
+
+def _repeated_frames(y: torch.Tensor) -> None:
+    assert y.shape == (1, 3, 3, 13, 11)
+    assert torch.equal(y[:, 0], y[:, 1])
+
+
+def _all_saturated_flagged(out: tuple) -> None:
+    radiance, saturated = out
+    assert bool(saturated.all()) and bool(torch.isfinite(radiance).all())
+
+
+def _read_as_16_bit(folder) -> None:
+    assert folder.images.dtype == np.uint16 and folder.bit_depth == 16
+    assert int(folder.images.max()) > 255
+
+
+def _sign_ignored(value: torch.Tensor) -> None:
+    stds = torch.full((2, 3, 2), 0.2)
+    reference = PROPELLoss(std_activation=None)(x_net=_mixture(stds), x=_TARGET)
+    torch.testing.assert_close(value, reference)
+
+
+_TARGET = torch.tensor([[0.1, 0.9], [0.5, 0.4]])
+
+# ---------------------------------------------------------------------------- the table
+# fmt: off
+CATALOGUE: list[Row] = [
+    # --- fewer than 2 images
+    Row("few_exposures_fit", "stack with 1 image", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[:1], TIMES[:1], **FAST),
+        ValueError, r"`stack` to hold at least 2 exposures, but got 1"),
+    Row("few_exposures_physics", "1 exposure time", "ExposureStack",
+        lambda tmp: ExposureStack([1.0]),
+        ValueError, r"`exposure_times` to have shape \(N,\) or \(B, N\) with N >= 2"),
+    Row("few_exposures_loss", "stack with 1 image", "RadiometricLinearityLoss",
+        lambda tmp: _linearity(_stack()[:1], TIMES[:1]),
+        ValueError, r"N >= 2 exposures"),
+    Row("few_exposures_folder", "folder with 1 image", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_one_image_folder(tmp)),
+        ValueError, r"holds 1 image\(s\) .*an exposure stack needs at least 2"),
+    Row("few_exposures_merge", "stack with 1 image", "merge_hdr",
+        lambda tmp: merge_hdr(_stack()[:1], TIMES[:1], ICRF()),
+        ValueError, r"`stack` to hold at least 2 exposures, but got 1"),
+    # --- exposure times
+    Row("zero_time_fit", "an exposure time of 0", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), [0.0, 1.0, 2.0], **FAST),
+        ValueError, r"`exposure_times` to be > 0 everywhere, but got minimum 0"),
+    Row("negative_time_physics", "a negative exposure time", "ExposureStack",
+        lambda tmp: ExposureStack([-1.0, 1.0]),
+        ValueError, r"`exposure_times` to be > 0, but got \[-1.0, 1.0\]"),
+    Row("nan_time_fit", "a NaN exposure time", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), [float("nan"), 1.0, 2.0], **FAST),
+        ValueError, r"`exposure_times` to be finite, but it holds 1 NaN"),
+    Row("nan_time_merge", "an infinite exposure time", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), torch.tensor([1.0, 2.0, float("inf")]), ICRF()),
+        ValueError, r"`exposure_times` to be finite"),
+    Row("zero_time_sidecar", "a sidecar time of 0", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_sidecar_folder(
+            tmp, "exposure_00.png,0\nexposure_01.png,0.5\nexposure_02.png,1\n")),
+        ValueError, r"row 1: exposure times must be finite and > 0 seconds, but got '0'"),
+    Row("nan_time_sidecar", "a sidecar time 'nan'", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_sidecar_folder(
+            tmp, "exposure_00.png,nan\nexposure_01.png,0.5\nexposure_02.png,1\n")),
+        ValueError, r"exposure time 'nan' is not a number"),
+    Row("duplicate_time_folder", "two images with the same time", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_sidecar_folder(
+            tmp, "exposure_00.png,0.5\nexposure_01.png,0.5\nexposure_02.png,1\n")),
+        ValueError, r"Duplicate exposure times in .* for files \[\('exposure_00.png', "
+        r"'exposure_01.png'\)\]"),
+    Row("duplicate_time_merge", "two exposures with the same time", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), torch.tensor([1.0, 1.0, 2.0]), ICRF()),
+        ValueError, r"Expected distinct `exposure_times`, but got \[1.0, 1.0, 2.0\]"),
+    Row("duplicate_time_fit", "two exposures with the same time", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), [1.0, 1.0, 2.0], **FAST),
+        ValueError, r"Expected distinct `exposure_times`, but got \[1.0, 1.0, (2.0|1.0)\] "
+        r"\(duplicates\)"),
+    Row("duplicate_time_physics", "repeated frames (same time) simulated", "ExposureStack",
+        lambda tmp: ExposureStack([1.0, 1.0, 2.0], response="gamma")(
+            torch.rand(1, 3, 13, 11)),
+        None, "accepted: repeated frames of one exposure are valid measurements",
+        check=_repeated_frames),
+    Row("times_rounded_to_zero", "times in the wrong unit (ms rounded to whole seconds: "
+        "all 0)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), np.round([0.001, 0.002, 0.004]), **FAST),
+        ValueError, r"`exposure_times` to be > 0 everywhere, but got minimum 0"),
+    Row("times_all_equal", "times in the wrong unit (all equal after rounding)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), np.round([1.2, 1.4, 0.9]), **FAST),
+        ValueError, r"Expected distinct `exposure_times`, but got \[1.0, 1.0, (2.0|1.0)\] "
+        r"\(duplicates\)"),
+    Row("times_count_mismatch", "3 images, 2 times", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), [1.0, 2.0], **FAST),
+        ValueError, r"`exposure_times` of shape \(3,\) or \(1, 3\) to match the 3 exposures"),
+    # --- saturation, black, no valid pixel pair
+    Row("all_saturated_fit", "every pixel saturated", "fit_icrf",
+        lambda tmp: fit_icrf(torch.ones(3, 3, 13, 11), TIMES, **FAST),
+        ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
+        r"exposure ratios below the threshold\)"),
+    Row("all_black_fit", "every pixel black", "fit_icrf(method='linearity')",
+        lambda tmp: fit_icrf(torch.zeros(3, 3, 13, 11), TIMES, method="linearity", **FAST),
+        ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
+        r"exposure ratios below the threshold\)"),
+    Row("no_valid_pair_fit", "exposure ratios all below the threshold (1, 100, 10000 s)",
+        "fit_icrf(method='linearity')",
+        lambda tmp: fit_icrf(_stack(), [1.0, 100.0, 1e4], method="linearity", **FAST),
+        ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
+        r"exposure ratios below the threshold\)"),
+    Row("all_saturated_loss", "every pixel saturated", "RadiometricLinearityLoss",
+        lambda tmp: _linearity(torch.ones(3, 3, 13, 11)),
+        None, "documented: 0 for a pair without valid pixels (clair-torch)",
+        check=_exact_zero),
+    Row("no_valid_pair_loss", "exposure ratios all below the threshold",
+        "RadiometricLinearityLoss",
+        lambda tmp: _linearity(_stack(), torch.tensor([1.0, 100.0, 1e4])),
+        None, "documented: 0 (no pair selected)", check=_exact_zero),
+    Row("all_saturated_merge", "every pixel saturated", "merge_hdr",
+        lambda tmp: merge_hdr(torch.ones(3, 3, 5, 7), TIMES, ICRF(), return_saturated=True),
+        None, "documented: finite radiance, every pixel flagged in the saturation mask",
+        check=_all_saturated_flagged),
+    # --- NaN / inf pixels
+    Row("nan_pixel_fit", "a NaN pixel", "fit_icrf",
+        lambda tmp: fit_icrf(_with(float("nan")), TIMES, **FAST),
+        ValueError, r"`stack` to be finite, but it holds 1 NaN or infinite value"),
+    Row("inf_pixel_merge", "an infinite pixel", "merge_hdr",
+        lambda tmp: merge_hdr(_with(float("inf")), TIMES, ICRF()),
+        ValueError, r"`stack` to be finite, but it holds 1 NaN or infinite value"),
+    Row("nan_radiance_physics", "NaN radiance to simulate", "ExposureStack",
+        lambda tmp: ExposureStack(TIMES)(torch.full((1, 3, 4, 5), float("nan"))),
+        ValueError, r"`x` to be finite, but it holds 60 NaN or infinite value"),
+    Row("nan_pixel_loss", "a NaN pixel", "RadiometricLinearityLoss",
+        lambda tmp: _linearity(_with(float("nan"))),
+        None, "documented: the pixel fails the valid mask; the loss stays finite",
+        check=_finite_close_to_clean),
+    # --- dtypes
+    Row("int_tensor_fit", "uint8 tensor of codes", "fit_icrf",
+        lambda tmp: fit_icrf((_stack() * 255).to(torch.uint8), TIMES, **FAST),
+        TypeError, r"`stack` as a float tensor in \[0, 1\] .*got dtype torch.uint8"),
+    Row("int_tensor_loss", "int64 stack", "RadiometricLinearityLoss",
+        lambda tmp: _linearity((_stack() * 255).long()),
+        TypeError, r"`y` to be a floating-point tensor .*got dtype torch.int64"),
+    Row("int_tensor_merge", "uint8 tensor", "merge_hdr",
+        lambda tmp: merge_hdr((_stack() * 255).to(torch.uint8), TIMES, ICRF()),
+        TypeError, r"`stack` as a float tensor .*got dtype torch.uint8"),
+    Row("bf16_fit", "bfloat16 stack", "fit_icrf",
+        lambda tmp: fit_icrf(_stack().bfloat16(), TIMES, **FAST),
+        None, "accepted: promoted, float32 monotone curve", check=_finite_float_curve),
+    Row("bf16_loss", "bfloat16 stack", "RadiometricLinearityLoss",
+        lambda tmp: _linearity(_stack().bfloat16()),
+        None, "accepted: computed and returned in float32", check=_promoted_to_float32),
+    Row("bf16_icrf", "bfloat16 stack", "ICRF",
+        lambda tmp: ICRF()(_stack().bfloat16().unsqueeze(0)),
+        None, "accepted: float32 output",
+        check=lambda x: (x.dtype == torch.float32) or pytest.fail(str(x.dtype))),
+    # --- channel / size mismatch between images, curve and model
+    Row("channel_mismatch_icrf", "1-channel stack, 3-channel ICRF", "ICRF",
+        lambda tmp: ICRF(channels=3)(_stack(channels=1).unsqueeze(0)),
+        ValueError, r"`y` to have 3 channels at dimension -3"),
+    Row("channel_mismatch_merge", "1-channel stack, 3-channel ICRF", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(channels=1), TIMES, ICRF(channels=3)),
+        ValueError, r"`stack` to have 3 channel\(s\) to match the ICRF, but got 1"),
+    Row("channel_mismatch_init", "2-channel initial curve, 3-channel stack", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, init=torch.zeros(2, 256), **FAST),
+        ValueError, r"`init_curve` of shape \(3, L\) or \(1, L\), but got shape \(2, 256\)"),
+    Row("size_mismatch_loss", "x_net smaller than y", "RadiometricLinearityLoss",
+        lambda tmp: _linearity(_stack(), x_net=_stack()[None, ..., :5, :]),
+        ValueError, r"`x_net` to have the shape of `y` \(1, 3, 3, 13, 11\)"),
+    Row("size_mismatch_folder", "images of different sizes", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_resized(tmp)),
+        ValueError, r"have different sizes \(H, W, C\) .*exposure_01.png: \(7, 10, 3\)"),
+    # --- 16-bit images read as 8-bit
+    Row("sixteen_bit_as_8_bit_fit", "16-bit codes divided by 255", "fit_icrf",
+        lambda tmp: fit_icrf(_stack() * 257.0, TIMES, **FAST),
+        ValueError, r"`stack` to hold values in \[0.0, 1.0\], but got values in"),
+    Row("sixteen_bit_as_8_bit_loss", "16-bit codes divided by 255",
+        "RadiometricLinearityLoss",
+        lambda tmp: _linearity(_stack() * 257.0),
+        ValueError, r"`y` to hold values in \[0.0, 1.0\]",
+        xfail="deepinv_icrf/loss/linearity.py: check_range(y) when the stack is first seen "
+        "(once per cached histogram), instead of returning 0 (every pixel invalid)"),
+    Row("sixteen_bit_folder", "16-bit PNG files", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_folder(tmp, bit_depth=16)),
+        None, "accepted: read as uint16, bit_depth 16 (never truncated to 8 bits)",
+        check=_read_as_16_bit),
+    # --- image files
+    Row("truncated_image", "a truncated PNG", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_damaged(tmp, "truncate")),
+        ValueError, r"Cannot read image file .*exposure_01.png.*corrupted or truncated"),
+    Row("corrupted_image", "a file that is not an image (no sidecar)", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_damaged(tmp, "garbage")),
+        ValueError, r"Cannot read image file .*exposure_01.png",
+        xfail="deepinv_icrf/data/folder.py: read (or probe) the images before their EXIF, "
+        "so that an unreadable file is reported as such (today: 'No exposure time for 1 "
+        "image(s)')"),
+    Row("truncated_jpeg", "a truncated JPEG (no sidecar)", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_damaged(tmp, "truncate", fmt="jpg")),
+        ValueError, r"Cannot read image file .*exposure_01.jpg",
+        xfail="deepinv_icrf/data/folder.py: same fix as corrupted_image"),
+    Row("no_exif_no_sidecar", "images without EXIF and no sidecar", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_folder(tmp, exif=False)),
+        ValueError, r"No exposure time for 3 image\(s\) .*Add them to a sidecar file"),
+    Row("sidecar_missing_file", "a sidecar naming a missing file", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_sidecar_folder(
+            tmp, "exposure_00.png,0.1\nexposure_01.png,0.2\nexposure_02.png,0.4\n"
+            "ghost.png,0.8\n")),
+        ValueError, r"names file\(s\) not found among the images .*\['ghost.png'\]"),
+    Row("missing_folder", "a folder that does not exist", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(tmp / "nope"),
+        FileNotFoundError, r"No such folder '.*nope'"),
+    # --- curve files
+    Row("curve_truncated", "a truncated curve file", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_file(tmp, lambda d: json.dumps(d)[:200])),
+        ValueError, r"ICRF file '.*icrf.json' is not valid JSON"),
+    Row("curve_binary", "a binary (non UTF-8) curve file", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_file(tmp, lambda d: b"\x00\xff\xfe")),
+        ValueError, r"ICRF file '.*icrf.json' is not valid JSON"),
+    Row("curve_tampered", "a curve edited by hand (disagrees with its parameters)",
+        "ICRF.load",
+        lambda tmp: ICRF.load(_curve_file(tmp, _nudge)),
+        ValueError, r"`parameters` and `curve` disagree"),
+    Row("curve_not_monotone", "a decreasing curve for the monotone model", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_file(tmp, _dip)),
+        ValueError, r"'monotone' parameterization to be non-decreasing"),
+    Row("curve_short_row", "a curve row with a value missing", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_file(tmp, lambda d: d["curve"][0].pop())),
+        ValueError, r"`curve` row 0 must hold 16 values, got 15"),
+    Row("curve_missing_file", "a curve file that does not exist", "ICRF.load",
+        lambda tmp: ICRF.load(tmp / "nope.json"),
+        FileNotFoundError, r"No such file or directory"),
+    Row("curve_save_nan", "saving a curve holding NaN", "ICRF.save",
+        _save_nan_curve,
+        ValueError, r"Cannot save an ICRF whose curve holds NaN or inf values"),
+    # --- PROPEL
+    Row("propel_odd_width", "official layout with an odd last dimension", "PROPELLoss",
+        lambda tmp: PROPELLoss()(x_net=torch.rand(2, 3, 5), x=torch.rand(2, 2)),
+        ValueError, r"official layout \(B, K, 2D\) to have an even last dimension"),
+    Row("propel_target_shape", "target of the wrong dimension", "PROPELLoss",
+        lambda tmp: PROPELLoss()(x_net=torch.rand(2, 3, 4), x=torch.rand(2, 3)),
+        ValueError, r"`target` to have shape \(2, 2\)"),
+    Row("propel_batch_mismatch", "target with another batch size", "PROPELLoss",
+        lambda tmp: PROPELLoss()(x_net=torch.rand(2, 3, 4), x=torch.rand(3, 2)),
+        ValueError, r"`target` to have shape \(2, 2\) .*but got shape \(3, 2\)"),
+    Row("propel_sigma_zero", "target std 0", "PROPELLoss",
+        lambda tmp: PROPELLoss(sigma=0.0),
+        ValueError, r"`sigma` to be > 0 everywhere, but got minimum 0"),
+    Row("propel_sigma_negative", "negative target std", "PROPELLoss",
+        lambda tmp: PROPELLoss(sigma=torch.tensor([0.1, -1.0])),
+        ValueError, r"`sigma` to be > 0 everywhere, but got minimum -1"),
+    Row("propel_std_zero", "predicted std 0 (std_activation=None)", "PROPELLoss",
+        lambda tmp: PROPELLoss(std_activation=None)(
+            x_net=_mixture(torch.zeros(2, 3, 2)), x=_TARGET),
+        ValueError, r"std",
+        xfail="deepinv_icrf/functional/propel.py or loss/propel.py: with "
+        "std_activation=None add `min_std` (or raise ValueError for stds <= min_std); "
+        "today it returns NaN"),
+    Row("propel_std_negative", "negative predicted std (std_activation=None)", "PROPELLoss",
+        lambda tmp: PROPELLoss(std_activation=None)(
+            x_net=_mixture(torch.full((2, 3, 2), -0.2)), x=_TARGET),
+        None, "documented: stds are used squared (official code), the sign is ignored",
+        check=_sign_ignored),
+    # --- splitting
+    Row("split_nothing_to_predict", "splitting mask keeping every pixel (split_ratio=1)",
+        "EquivariantSplittingLoss",
+        lambda tmp: _splitting(1.0, 0.5),
+        ValueError, r"`split_ratio` in \(0, 1\), but got 1.0: the split leaves nothing to "
+        r"predict"),
+    Row("split_empty_physics_mask", "physics mask with no measured pixel",
+        "EquivariantSplittingLoss",
+        lambda tmp: _splitting(0.9, 0.0),
+        ValueError, r"The splitting mask leaves nothing to predict"),
+    # --- command line
+    Row("cli_no_exif", "fit a folder without EXIF or sidecar", "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, lambda t: _folder(t, exif=False)),
+        None, "exit 2, one line 'deepinv-icrf: error: No exposure time ...', no output",
+        check=_cli_error(r"No exposure time for 3 image\(s\)")),
+    Row("cli_truncated_image", "fit a folder with a truncated image", "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, lambda t: _damaged(t, "truncate")),
+        None, "exit 2, one line 'deepinv-icrf: error: Cannot read image file ...', no output",
+        check=_cli_error(r"Cannot read image file .*corrupted or truncated")),
+    Row("cli_missing_folder", "fit a folder that does not exist", "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, lambda t: t / "nope"),
+        None, "exit 2, one line 'deepinv-icrf: error: No such folder ...', no output",
+        check=_cli_error(r"No such folder")),
+]
+# fmt: on
+
+
+def _param(row: Row):
+    marks = [pytest.mark.xfail(strict=True, reason=row.xfail)] if row.xfail else []
+    return pytest.param(row, id=row.id, marks=marks)
+
+
+def test_catalogue_ids_unique():
+    ids = [row.id for row in CATALOGUE]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z0-9_]+", i) for i in ids)
+
+
+@pytest.mark.parametrize("row", [_param(row) for row in CATALOGUE])
+def test_bad_input(row: Row, tmp_path: Path):
+    if row.raises is not None:
+        with pytest.raises(row.raises, match=row.match) as info:
+            row.provoke(tmp_path)
+        assert type(info.value) is row.raises  # the exact type, not a subclass
+        assert len(str(info.value)) < 600 and "Traceback" not in str(info.value)
+    else:
+        result = row.provoke(tmp_path)
+        row.check(result)
+    assert not list(tmp_path.rglob("*.tmp*"))  # no partial file left behind
+
+
+def test_catalogue_documented():
+    text = DOC.read_text(encoding="utf-8")
+    missing = [row.id for row in CATALOGUE if f"``{row.id}``" not in text]
+    assert not missing, f"rows missing from {DOC.name}: {missing}"
