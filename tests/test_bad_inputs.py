@@ -226,6 +226,13 @@ def _sign_ignored(value: torch.Tensor) -> None:
     torch.testing.assert_close(value, reference)
 
 
+def _floored_std(value: torch.Tensor) -> None:
+    assert torch.isfinite(value).all() and (value > 0).all()
+    stds = torch.full((2, 3, 2), 1e-6)
+    reference = PROPELLoss(std_activation=None)(x_net=_mixture(stds), x=_TARGET)
+    torch.testing.assert_close(value, reference)
+
+
 _TARGET = torch.tensor([[0.1, 0.9], [0.5, 0.4]])
 
 # ---------------------------------------------------------------------------- the table
@@ -379,9 +386,7 @@ CATALOGUE: list[Row] = [
     Row("sixteen_bit_as_8_bit_loss", "16-bit codes divided by 255",
         "RadiometricLinearityLoss",
         lambda tmp: _linearity(_stack() * 257.0),
-        ValueError, r"`y` to hold values in \[0.0, 1.0\]",
-        xfail="deepinv_icrf/loss/linearity.py: check_range(y) when the stack is first seen "
-        "(once per cached histogram), instead of returning 0 (every pixel invalid)"),
+        ValueError, r"`y` to hold values in \[0.0, 1.0\]"),
     Row("sixteen_bit_folder", "16-bit PNG files", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_folder(tmp, bit_depth=16)),
         None, "accepted: read as uint16, bit_depth 16 (never truncated to 8 bits)",
@@ -392,14 +397,10 @@ CATALOGUE: list[Row] = [
         ValueError, r"Cannot read image file .*exposure_01.png.*corrupted or truncated"),
     Row("corrupted_image", "a file that is not an image (no sidecar)", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_damaged(tmp, "garbage")),
-        ValueError, r"Cannot read image file .*exposure_01.png",
-        xfail="deepinv_icrf/data/folder.py: read (or probe) the images before their EXIF, "
-        "so that an unreadable file is reported as such (today: 'No exposure time for 1 "
-        "image(s)')"),
+        ValueError, r"Cannot read image file .*exposure_01.png"),
     Row("truncated_jpeg", "a truncated JPEG (no sidecar)", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_damaged(tmp, "truncate", fmt="jpg")),
-        ValueError, r"Cannot read image file .*exposure_01.jpg",
-        xfail="deepinv_icrf/data/folder.py: same fix as corrupted_image"),
+        ValueError, r"Cannot read image file .*exposure_01.jpg"),
     Row("no_exif_no_sidecar", "images without EXIF and no sidecar", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_folder(tmp, exif=False)),
         ValueError, r"No exposure time for 3 image\(s\) .*Add them to a sidecar file"),
@@ -453,10 +454,8 @@ CATALOGUE: list[Row] = [
     Row("propel_std_zero", "predicted std 0 (std_activation=None)", "PROPELLoss",
         lambda tmp: PROPELLoss(std_activation=None)(
             x_net=_mixture(torch.zeros(2, 3, 2)), x=_TARGET),
-        ValueError, r"std",
-        xfail="deepinv_icrf/functional/propel.py or loss/propel.py: with "
-        "std_activation=None add `min_std` (or raise ValueError for stds <= min_std); "
-        "today it returns NaN"),
+        None, "documented: magnitudes are floored at `min_std` (1e-6): large finite loss",
+        check=_floored_std),
     Row("propel_std_negative", "negative predicted std (std_activation=None)", "PROPELLoss",
         lambda tmp: PROPELLoss(std_activation=None)(
             x_net=_mixture(torch.full((2, 3, 2), -0.2)), x=_TARGET),

@@ -491,7 +491,8 @@ def test_std_from_raw_mappings(device):
         np.exp(raw.cpu().numpy()),
         rtol=1e-12,
     )
-    assert std_from_raw(raw, None) is raw
+    assert std_from_raw(raw, None, 0.0) is raw
+    torch.testing.assert_close(std_from_raw(raw, None), raw.abs().clamp_min(1e-6))
     assert (std_from_raw(torch.tensor([-1e4]), "softplus") > 0).all()
 
 

@@ -209,6 +209,10 @@ def read_exposure_folder(
         missing = [p.name for p, t in zip(paths, times, strict=True) if t is None]
         source = "exif"
     if missing:
+        # an unreadable file has no EXIF either: report it as unreadable, not as untimed
+        for p in paths:
+            if p.name in missing:
+                read_image(p)
         how = (
             f"sidecar {os.fspath(sidecar_path)!r}"
             if sidecar_path is not None

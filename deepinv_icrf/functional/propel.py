@@ -613,13 +613,16 @@ def std_from_raw(
     .. math::
 
         s = \operatorname{softplus}(r) + s_{\min} \quad\text{or}\quad s = e^{r} + s_{\min}
-        \quad\text{or}\quad s = r
+        \quad\text{or}\quad s = \max(|r|, s_{\min})
 
     :param torch.Tensor raw: raw outputs, any shape.
     :param str, None activation: ``"softplus"`` (default, :math:`\log(1 + e^r)`), ``"exp"``, or
-        ``None`` (the values are the stds already, returned unchanged and not checked).
+        ``None`` (the values are the stds already; as they are only used squared, their sign is
+        dropped and their magnitude floored at ``min_std``, so a zero std gives a large finite
+        loss instead of NaN).
     :param float min_std: floor added after the activation (default ``1e-6``, >= 0), which keeps
-        stds > 0 when the activation underflows; ignored with ``activation=None``.
+        stds > 0 when the activation underflows; with ``activation=None``, the smallest
+        magnitude kept.
     :return: (:class:`torch.Tensor`) stds, same shape.
 
     |sep|
@@ -636,7 +639,7 @@ def std_from_raw(
             f"Expected `min_std` to be finite and >= 0, but got {min_std!r}."
         )
     if activation is None:
-        return raw
+        return raw.abs().clamp_min(min_std) if min_std > 0 else raw
     out = F.softplus(raw) if activation == "softplus" else torch.exp(raw)
     return out + min_std if min_std > 0 else out
 

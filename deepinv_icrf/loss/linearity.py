@@ -247,6 +247,7 @@ class RadiometricLinearityLoss(Loss):
         #: why the last call took its path.
         self.last_reason: str | None = None
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._checked_codes: OrderedDict[tuple, bool] = OrderedDict()
 
     # ------------------------------------------------------------------ public helpers
     def precompute(
@@ -273,11 +274,13 @@ class RadiometricLinearityLoss(Loss):
     def clear_cache(self) -> None:
         r"""Forget every cached histogram."""
         self._cache.clear()
+        self._checked_codes.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         # the cache holds weak references (not picklable) and is cheap to rebuild
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()
+        state["_checked_codes"] = OrderedDict()
         return state
 
     # ------------------------------------------------------------------ forward
@@ -332,6 +335,7 @@ class RadiometricLinearityLoss(Loss):
                 _check_std_shape(y_std, "y_std", y.shape)
                 table = _code_table(y_std, channels)
 
+        self._check_codes(y)
         hist, icrf, reason = None, None, "path='dense'"
         if self.path != "dense":
             hist, icrf, reason = self._histogram(
@@ -460,6 +464,24 @@ class RadiometricLinearityLoss(Loss):
                 f"Expected `stats` on the device of `y` ({y.device}), but got {stats.device}."
             )
 
+    def _check_codes(self, y: Tensor) -> None:
+        # once per stack tensor (one device sync, not one per step): values far outside
+        # [0, 1] (e.g. 16-bit codes divided by 255) would all be masked out and give a silent 0
+        key = (*self._key(y), y._version)
+        if key in self._checked_codes:
+            return
+        finite = torch.isfinite(y)
+        tol = 1e-3
+        if bool((finite & ((y < -tol) | (y > 1 + tol))).any()):
+            vals = y[finite]
+            raise ValueError(
+                "Expected `y` to hold values in [0.0, 1.0] (codes divided by 2**bits - 1), "
+                f"but got values in [{float(vals.min()):.6g}, {float(vals.max()):.6g}]."
+            )
+        self._checked_codes[key] = True
+        while len(self._checked_codes) > max(self.cache_size, 1):
+            self._checked_codes.popitem(last=False)
+
     def _key(self, y: Tensor) -> tuple:
         return (
             id(y),
@@ -495,6 +517,9 @@ class RadiometricLinearityLoss(Loss):
             if entry.hist is None and raise_continuous:
                 raise ContinuousInputError(entry.reason)
             return entry
+        # once per stack (cached): codes outside [0, 1] (e.g. 16-bit values not scaled)
+        # would otherwise all be masked out and give a silent 0
+        self._check_codes(y)
         try:
             hist = build_linearity_histogram(
                 y,
