@@ -21,3 +21,7 @@ from deepinv_icrf.loss.scheduler import (  # noqa: F401
     WeightSchedule,
 )
 from deepinv_icrf.loss.splitting import EquivariantSplittingLoss  # noqa: F401
+from deepinv_icrf.loss.stack_splitting import (  # noqa: F401
+    LinearizedStackLoss,
+    StackPredictionLoss,
+)

@@ -28,3 +28,4 @@ __all__ = [
     "SRGBResponse",
     "get_response",
 ]
+from deepinv_icrf.physics.splitting import ExposureSplittingMaskGenerator  # noqa: F401
