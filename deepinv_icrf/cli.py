@@ -47,12 +47,15 @@ def _channel_names(c: int) -> tuple[str, ...]:
     return _CHANNEL_NAMES if c == 3 else tuple(str(k) for k in range(c))
 
 
-def _save_plot(path: Path, curve, reference=None, title: str | None = None) -> None:
+def _save_plot(
+    path: Path, curve, reference=None, title: str | None = None, band=None
+) -> None:
     from deepinv_icrf.io import atomic_path
     from deepinv_icrf.plot import plot_icrf
 
     with atomic_path(path) as tmp:
-        plot_icrf(curve, reference=reference, path=tmp, title=title)
+        extra = {} if band is None else {"band": band}
+        plot_icrf(curve, reference=reference, path=tmp, title=title, **extra)
 
 
 def run_demo(
@@ -245,11 +248,18 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="refine the exposure times together with the curve",
     )
+    p.add_argument(
+        "--band",
+        action="store_true",
+        help="estimate the 95%% confidence band of the curve (saved and plotted)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run_fit(args: argparse.Namespace, stream=None) -> int:
     r"""``deepinv-icrf fit FOLDER``: fit the ICRF of a folder of bracketed photos."""
+    import torch
+
     from deepinv_icrf import fit_icrf
     from deepinv_icrf.data import read_exposure_folder
     from deepinv_icrf.io import write_json
@@ -271,6 +281,10 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
                 "--refine-exposures is not supported by this version of fit_icrf"
             )
         options["refine_exposures"] = True
+    if getattr(args, "band", False):
+        if "band" not in inspect.signature(fit_icrf).parameters:
+            raise CLIError("--band is not supported by this version of fit_icrf")
+        options["band"] = True
     stack = read_exposure_folder(
         args.folder, sidecar=args.sidecar, pattern=args.pattern
     )
@@ -299,8 +313,12 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
         exposure_times=times,
         time_source=stack.time_source,
     )
+    band = getattr(icrf, "band", None)
     _save_plot(
-        out / "icrf_fit.png", curve, title=f"{PROG}: ICRF of {Path(args.folder).name}"
+        out / "icrf_fit.png",
+        curve,
+        title=f"{PROG}: ICRF of {Path(args.folder).name}",
+        band=band.detach().to("cpu") if band is not None else None,
     )
     summary = {
         "folder": str(Path(args.folder).resolve()),
@@ -313,14 +331,28 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
         "seed": args.seed,
         "device": device or "cpu",
         "refine_exposures": bool(args.refine_exposures),
+        "band": band is not None,
         "fit_seconds": round(elapsed, 3),
         "channels": stats,
     }
+    report = getattr(icrf, "fit_report", None)
+    refined = getattr(report, "exposure_times", None)
+    if args.refine_exposures and refined is not None:
+        summary["refined_exposure_times"] = [
+            float(t) for t in torch.as_tensor(refined).reshape(-1)
+        ]
+        extra = getattr(report, "extra", None) or {}
+        if "exponent" in extra:
+            summary["refinement_exponent"] = float(extra["exponent"])
     meta = _jsonable(getattr(icrf, "metadata", None))
     if meta:
         summary["icrf_metadata"] = meta
     write_json(out / "summary.json", summary)
     print(f"fitted in {elapsed:.1f} s", file=stream)
+    if args.refine_exposures and refined is not None:
+        from deepinv_icrf.training.refine import describe_refinement
+
+        print(describe_refinement(icrf), file=stream)
     print("  channel  f(0.25)   f(0.5)    f(0.75)   gamma~   usable", file=stream)
     for s in stats:
         gamma = s["equivalent_gamma"]

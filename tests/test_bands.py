@@ -117,7 +117,15 @@ def test_icrf_confidence_band_with_fake_fit(device, method):
     icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
     fake = _FakeFit()
     lower, upper = icrf_confidence_band(
-        y, t, icrf, n_boot=3, method=method, fit=fake, seed=7, fit_options={"steps": 3}
+        y,
+        t,
+        icrf,
+        n_boot=3,
+        method=method,
+        fit=fake,
+        seed=7,
+        fit_options={"steps": 3},
+        vary_init=True,
     )
     assert lower.shape == (1, 256) and lower.device.type == device.type
     assert bool((lower <= upper).all())
@@ -218,3 +226,71 @@ def test_plot_icrf_draws_band(tmp_path):
     assert (tmp_path / "f.png").exists()
     with pytest.raises(ValueError, match="band"):
         plot_icrf(grid**2.2, band=band[:, :2])
+
+
+def test_bootstrap_band_extra_std_adds_in_quadrature():
+    g = torch.Generator().manual_seed(3)
+    samples = torch.rand(5, 2, 7, generator=g, dtype=torch.float64) * 0.1 + 0.4
+    center = torch.full((2, 7), 0.45, dtype=torch.float64)
+    extra = torch.rand(2, 7, generator=g, dtype=torch.float64) * 0.05
+    lower, upper = bootstrap_band(samples, center, 0.9, extra_std=extra)
+    s, c = samples.numpy(), center.numpy()
+    z = norm.ppf(0.95)
+    spread = np.sqrt(s.std(0, ddof=1) ** 2 + extra.numpy() ** 2)
+    corrected = 2 * c - s.mean(0)
+    lo = np.clip(np.minimum(c, corrected) - z * spread, 0, 1)
+    hi = np.clip(np.maximum(c, corrected) + z * spread, 0, 1)
+    lo[:, 0], hi[:, 0], lo[:, -1], hi[:, -1] = 0, 0, 1, 1
+    np.testing.assert_allclose(lower.numpy(), lo, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(upper.numpy(), hi, rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="extra_std"):
+        bootstrap_band(samples, center, extra_std=torch.zeros(3, 7))
+
+
+def test_icrf_confidence_band_exponent_std_widens(device):
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    lo0, hi0 = icrf_confidence_band(y, t, icrf, n_boot=3, fit=_FakeFit(), store=False)
+    lo1, hi1 = icrf_confidence_band(
+        y, t, icrf, n_boot=3, fit=_FakeFit(), store=False, exponent_std=0.05
+    )
+    f = icrf.curve.detach()[0, 128].double()
+    # half-width grows to sqrt(s^2 + (f log f 0.05)^2) at mid-codes
+    assert float((hi1 - lo1)[0, 128]) > float((hi0 - lo0)[0, 128])
+    assert float((hi1 - lo1)[0, 128]) >= 2 * 1.95 * float((f * f.log()).abs()) * 0.05
+    with pytest.raises(ValueError, match="exponent_std"):
+        icrf_confidence_band(y, t, icrf, n_boot=2, fit=_FakeFit(), exponent_std=-1.0)
+
+
+def test_fit_icrf_band_true_stores_band(device):
+    from deepinv_icrf import fit_icrf
+
+    y, t = _small_stack(device)
+    icrf = fit_icrf(y, t, band=True, max_pixels=150, progress=False, device=device)
+    assert icrf.band.shape == (2, 1, 256)
+    assert icrf.fit_report.band is icrf.band
+    curve = icrf.curve.detach()
+    assert bool((icrf.band[0] <= curve + 1e-6).all())
+    assert bool((curve <= icrf.band[1] + 1e-6).all())
+    plain = fit_icrf(y, t, max_pixels=150, progress=False, device=device)
+    assert plain.band is None and plain.fit_report.band is None
+
+
+def test_fit_icrf_band_with_refined_exposures_uses_exponent_std():
+    from deepinv_icrf import fit_icrf
+
+    true = torch.tensor([0.125, 0.26, 0.48, 1.05], dtype=torch.float64)
+    x = demo_scene(24, 30, channels=1, dynamic_range_stops=6)
+    y = ExposureStack(true, response="gamma")(x)[0]
+    nominal = torch.tensor([0.125, 0.25, 0.5, 1.0], dtype=torch.float64)
+    icrf = fit_icrf(
+        y, nominal, refine_exposures=True, band=True, max_pixels=300, progress=False
+    )
+    report = icrf.fit_report
+    assert report.extra["exponent_std"] > 0
+    assert report.band is icrf.band and icrf.band.shape == (2, 1, 256)
+    width = (icrf.band[1] - icrf.band[0])[0, 128]
+    f = icrf.curve.detach()[0, 128].double()
+    assert float(width) >= 3.9 * float((f * f.log()).abs()) * report.extra[
+        "exponent_std"
+    ] * (1 - 1e-3)

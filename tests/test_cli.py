@@ -467,3 +467,55 @@ def test_cli_single_channel_icrf_applies_to_every_channel(tmp_path, photos, caps
     )
     np.testing.assert_allclose(rad, expect, rtol=1e-6)
     assert torch.is_tensor(ICRF.load(tmp_path / "one.json").curve)
+
+
+def test_cli_fit_band_and_refined_times(photos, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fit(
+        stack,
+        exposure_times,
+        *,
+        steps=1,
+        seed=0,
+        progress=True,
+        refine_exposures=False,
+        band=False,
+    ):
+        from types import SimpleNamespace
+
+        calls.append((refine_exposures, band))
+        icrf = ICRF.from_response("gamma", channels=3)
+        curve = icrf.curve.detach()
+        icrf.band = torch.stack([curve * 0.9, (curve * 1.1).clamp(max=1.0)])
+        nominal = torch.as_tensor(exposure_times, dtype=torch.float64)
+        icrf.fit_report = SimpleNamespace(
+            exposure_times=nominal * torch.tensor([1.0, 1.05, 0.97, 1.02]),
+            nominal_exposure_times=nominal,
+            extra={"exponent": 1.01},
+        )
+        return icrf
+
+    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+    out = tmp_path / "o"
+    args = ["fit", str(photos), "--out", str(out), "--refine-exposures", "--band"]
+    assert main(args) == 0
+    assert calls == [(True, True)]
+    text = capsys.readouterr().out
+    assert "nominal (s)" in text and "refined (s)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    np.testing.assert_allclose(
+        summary["refined_exposure_times"],
+        [0.125 * 1.0, 0.25 * 1.05, 0.5 * 0.97, 1.0 * 1.02],
+        rtol=1e-6,
+    )
+    assert summary["band"] is True and summary["refinement_exponent"] == 1.01
+    saved = json.loads((out / "icrf.json").read_text())
+    assert set(saved["band"]) == {"lower", "upper"}
+    assert (out / "icrf_fit.png").stat().st_size > 0
+
+
+def test_cli_fit_band_unsupported(photos, tmp_path, fake_fit, capsys):
+    assert main(["fit", str(photos), "--out", str(tmp_path / "o"), "--band"]) == 2
+    assert "--band" in _error_line(capsys)
+    assert fake_fit == []

@@ -206,7 +206,8 @@ def test_fit_refined_with_fit_icrf_end_to_end(device):
     assert torch.all(report.exposure_times > 0)
     assert "refined" in report.method
     text = describe_refinement(icrf)
-    assert len(text.splitlines()) == 5 and "%" in text
+    assert len(text.splitlines()) == 6 and "%" in text
+    assert "t**g" in text.splitlines()[-1] and report.extra["exponent_std"] > 0
 
 
 def test_fit_refined_bad_inputs():
@@ -224,3 +225,36 @@ def test_fit_refined_bad_inputs():
 def test_describe_refinement_needs_report():
     with pytest.raises(ValueError, match="refine_exposures"):
         describe_refinement(ICRF(channels=1, n_points=4))
+
+
+def test_fit_icrf_refine_without_times_warns_and_explains(device):
+    from deepinv_icrf import fit_icrf
+
+    true = torch.tensor([0.1, 0.2, 0.4, 0.8], dtype=torch.float64)
+    y = _stack(true)[..., :24, :30].to(device)
+    with pytest.warns(UserWarning, match="not identifiable"):
+        icrf = fit_icrf(
+            y, None, refine_exposures=True, max_iter=1, max_pixels=400, progress=False
+        )
+    report = icrf.fit_report
+    assert report.nominal_exposure_times is None
+    assert report.extra["exponent_std"] == 0.0
+    assert torch.argsort(report.exposure_times).tolist() == [0, 1, 2, 3]
+    text = describe_refinement(icrf)
+    assert text.splitlines()[1].split()[1] == "-"
+    assert "t**g" in text.splitlines()[-1] and "no exposure times" in text
+
+
+def test_describe_refinement_exponent_note_value():
+    from types import SimpleNamespace
+
+    icrf = ICRF(channels=1, n_points=4)
+    refined = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    icrf.fit_report = SimpleNamespace(
+        exposure_times=refined,
+        nominal_exposure_times=refined,
+        extra={"exponent_std": 0.02},
+    )
+    last = describe_refinement(icrf).splitlines()[-1]
+    # the extreme times sit log(2) from the geometric mean: expm1(0.02 log 2) = 1.4%
+    assert "+-2.0%" in last and f"+-{100 * math.expm1(0.02 * math.log(2)):.1f}%" in last

@@ -15,7 +15,10 @@ _MAD_TO_STD = 1.4826
 
 
 def bootstrap_band(
-    samples: Tensor, center: Tensor, level: float = 0.95
+    samples: Tensor,
+    center: Tensor,
+    level: float = 0.95,
+    extra_std: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""A bias-aware confidence band of a curve from bootstrap refits.
 
@@ -36,6 +39,8 @@ def bootstrap_band(
     :param torch.Tensor samples: refitted curves ``(B, C, L)``, ``B >= 2``.
     :param torch.Tensor center: the fitted curve ``(C, L)``.
     :param float level: coverage level in ``(0, 1)`` (default 0.95).
+    :param torch.Tensor, None extra_std: an independent uncertainty ``(C, L)`` the refits do not
+        hold (e.g. of the exposure exponent), added to :math:`s` in quadrature (default None).
     :return: (tuple) ``(lower, upper)``, each ``(C, L)``, dtype of ``center``.
 
     |sep|
@@ -63,6 +68,9 @@ def bootstrap_band(
     z = NormalDist().inv_cdf(0.5 + level / 2.0)
     bias = s.mean(0) - c
     spread = s.std(0, unbiased=True)
+    if extra_std is not None:
+        check_shape(extra_std, "extra_std", [dims["C"], dims["L"]])
+        spread = (spread**2 + extra_std.to(s.device, work) ** 2).sqrt()
     corrected = c - bias
     lower = torch.minimum(c, corrected) - z * spread
     upper = torch.maximum(c, corrected) + z * spread

@@ -58,7 +58,8 @@ def icrf_confidence_band(
     max_pixels: int = 50_000,
     seed: int = 0,
     store: bool = True,
-    vary_init: bool = True,
+    vary_init: bool = False,
+    exponent_std: float = 0.0,
     fit_options: dict[str, Any] | None = None,
     fit: Callable[..., ICRF] | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -95,9 +96,15 @@ def icrf_confidence_band(
     :param bool store: also keep the band on the model, ``icrf.band`` ``(2, C, L)``, which
         :meth:`~deepinv_icrf.models.ICRF.save` writes (default True).
     :param bool vary_init: start refit :math:`b` from the gamma curve :math:`y^{\gamma_b}`,
-        :math:`\gamma_b` spread over :math:`[1.5, 3]` (default True), so that the band also
-        holds the optimisation error of a fit that depends on its start (no effect on a fit
-        that converges).
+        :math:`\gamma_b` spread over :math:`[1.5, 3]` (default False), so that the band also
+        holds the optimisation error of a fit that depends on its start. Leave it off for the
+        default code-domain fit: it converges from its own start, and a far start (gamma 3)
+        can stall it, which would only widen the band.
+    :param float exponent_std: std :math:`\sigma_g` of the exponent of the exposure times
+        after a refinement (``fit_report.extra["exponent_std"]``; default 0: times known).
+        The images cannot tell :math:`f` from :math:`f^g` (with times :math:`t^g`), so the
+        refits at fixed times miss this part; it widens the band by
+        :math:`|\hat f \log \hat f|\, \sigma_g` in quadrature.
     :param dict fit_options: options of the refits (use the fit's own options).
     :param Callable fit: the fitting function (default :func:`~deepinv_icrf.training.fit_icrf`,
         called with ``refine_exposures=False, band=False`` where it takes them).
@@ -129,6 +136,8 @@ def icrf_confidence_band(
             )
     if not 0.0 < level < 1.0:
         raise ValueError(f"Expected `level` in (0, 1), but got {level!r}.")
+    if not (isinstance(exponent_std, (int, float)) and exponent_std >= 0):
+        raise ValueError(f"Expected `exponent_std` >= 0, but got {exponent_std!r}.")
     if noise_std is not None and not noise_std >= 0:
         raise ValueError(f"Expected `noise_std` >= 0 or None, but got {noise_std!r}.")
     if not isinstance(icrf, ICRF):
@@ -180,29 +189,41 @@ def icrf_confidence_band(
                 )
             sigma = sigma.to(device, torch.float32).view(1, 1, -1, 1, 1)
     noise_gen = torch.Generator(device=device).manual_seed(seed)
-    refits = []
-    for b in range(n_boot):
-        with torch.no_grad():
-            if method == "parametric":
-                eps = torch.randn(clean.shape, generator=noise_gen, device=device)
-                y_star = (clean + sigma * eps).clamp(0.0, 1.0)
-                if bit_depth is not None:
-                    y_star = quantize_to_bit_depth(y_star, bit_depth)
-                y_star = y_star[0]
-            else:
-                p = sample.shape[-1]
-                idx = torch.randint(p, (p,), generator=noise_gen, device=device)
-                y_star = sample.index_select(-1, idx)
-        options = dict(call, seed=seed + b)
-        if vary_init:
-            gamma = _INIT_GAMMAS[0] * (_INIT_GAMMAS[1] / _INIT_GAMMAS[0]) ** (
-                (b + 0.5) / n_boot
-            )
-            grid = torch.linspace(0.0, 1.0, icrf.n_points, dtype=torch.float64)
-            options["init"] = (grid**gamma).expand(icrf.channels, -1).to(torch.float32)
-        refit = fit(y_star, times, **options)
-        refits.append(refit.curve.detach().to(device))
-    lower, upper = bootstrap_band(torch.stack(refits), center, level)
+
+    def refit_worlds(world: Tensor | None, count: int, first: int) -> Tensor:
+        # `count` refits of stacks simulated from the clean codes `world` (parametric) or of
+        # resampled pixels (world None)
+        out = []
+        for b in range(first, first + count):
+            with torch.no_grad():
+                if world is not None:
+                    eps = torch.randn(world.shape, generator=noise_gen, device=device)
+                    y_star = (world + sigma * eps).clamp(0.0, 1.0)
+                    if bit_depth is not None:
+                        y_star = quantize_to_bit_depth(y_star, bit_depth)
+                    y_star = y_star[0]
+                else:
+                    p = sample.shape[-1]
+                    idx = torch.randint(p, (p,), generator=noise_gen, device=device)
+                    y_star = sample.index_select(-1, idx)
+            options = dict(call, seed=seed + b)
+            if vary_init:
+                gamma = _INIT_GAMMAS[0] * (_INIT_GAMMAS[1] / _INIT_GAMMAS[0]) ** (
+                    (b + 0.5) / n_boot
+                )
+                grid = torch.linspace(0.0, 1.0, icrf.n_points, dtype=torch.float64)
+                options["init"] = (
+                    (grid**gamma).expand(icrf.channels, -1).to(torch.float32)
+                )
+            out.append(fit(y_star, times, **options).curve.detach().to(device))
+        return torch.stack(out)
+
+    refits = refit_worlds(clean if method == "parametric" else None, n_boot, 0)
+    extra = None
+    if exponent_std > 0:
+        f = center.to(torch.float64).clamp(1e-12, 1.0)
+        extra = (f * f.log()).abs() * float(exponent_std)
+    lower, upper = bootstrap_band(refits, center, level, extra_std=extra)
     if store:
         icrf.band = torch.stack([lower, upper]).to(center.dtype)
     return lower, upper

@@ -74,8 +74,9 @@ class FitReport:
     :param torch.Tensor, None exposure_times: the exposure times used, ``(N,)`` or ``(B, N)``
         (the refined ones after an exposure refinement).
     :param torch.Tensor, None nominal_exposure_times: the times as given (``None`` if none).
-    :param torch.Tensor, None band: per-code standard deviation of the curve ``(C, L)``, filled
-        by a confidence-band estimate; ``None`` otherwise.
+    :param torch.Tensor, None band: the confidence band of the curve ``(2, C, L)`` (lower and
+        upper edges, as ``icrf.band``), filled by ``fit_icrf(..., band=True)``; ``None``
+        otherwise.
     :param dict extra: method-specific values (code: ``sigma``, the estimated code noise per
         channel, and ``pixels``).
     """
@@ -288,6 +289,7 @@ def fit_icrf(
     n_knots: int = 32,
     noise_sigma: float | None = None,
     refine_exposures: bool = False,
+    band: bool = False,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -346,6 +348,11 @@ def fit_icrf(
     :param bool refine_exposures: refine the exposure times with the curve (default False),
         through :func:`deepinv_icrf.training.refine.fit_refined`; the refined times are in
         ``icrf.fit_report.exposure_times``.
+    :param bool band: also estimate the 95% confidence band of the curve (default False),
+        with :func:`deepinv_icrf.training.bands.icrf_confidence_band` (refits without band or
+        refinement, at the refined times after a refinement); stored in ``icrf.band``
+        ``(2, C, L)`` (saved by :meth:`~deepinv_icrf.models.ICRF.save`) and
+        ``icrf.fit_report.band``.
     :param str, torch.device device: where to fit (default: the stack's device).
     :param int seed: seed of the pixel sampling (default 0).
     :param bool progress: show a tqdm progress bar (default True).
@@ -406,7 +413,7 @@ def fit_icrf(
         )
         if callback is not None:
             options["callback"] = callback
-        return fit_refined(
+        icrf = fit_refined(
             stack,
             exposure_times,
             device=device,
@@ -415,6 +422,12 @@ def fit_icrf(
             **options,
             **refine_options,
         )
+        if band:
+            options.pop("callback", None)
+            _attach_band(
+                icrf, stack, icrf.fit_report.exposure_times, options, device, seed
+            )
+        return icrf
     if refine_options:
         raise TypeError(
             f"fit_icrf() got unexpected option(s) {sorted(refine_options)} (they are only "
@@ -471,7 +484,55 @@ def fit_icrf(
     report.wall_time_s = time.perf_counter() - start
     icrf.fit_report = report
     icrf.eval()
+    if band:
+        options = dict(
+            method=method,
+            n_points=n_points,
+            parameterization=parameterization,
+            steps=steps,
+            lr=lr,
+            max_pixels=max_pixels,
+            smoothness_weight=smoothness_weight,
+            relative=relative,
+            n_knots=n_knots,
+            noise_sigma=noise_sigma,
+        )
+        _attach_band(icrf, stack, report.exposure_times, options, device, seed)
     return icrf
+
+
+def _attach_band(
+    icrf: ICRF,
+    stack: np.ndarray | Tensor,
+    times: Tensor | None,
+    options: dict[str, Any],
+    device: str | torch.device | None,
+    seed: int,
+) -> None:
+    r"""Estimate the confidence band of a fit and store it on the model and its report."""
+    from deepinv_icrf.training.bands import icrf_confidence_band
+
+    if times is None or times.ndim != 1:
+        raise ValueError(
+            "Expected one stack (not a batch) with exposure times for band=True, but got "
+            f"times of shape {None if times is None else tuple(times.shape)}."
+        )
+    options = {k: v for k, v in options.items() if k != "init"}
+    if device is not None:
+        options["device"] = device
+    report = getattr(icrf, "fit_report", None)
+    extra = getattr(report, "extra", None) or {}
+    icrf_confidence_band(
+        stack,
+        times,
+        icrf,
+        seed=seed,
+        fit_options=options,
+        store=True,
+        exponent_std=float(extra.get("exponent_std", 0.0)),
+    )
+    if report is not None:
+        report.band = icrf.band
 
 
 def _fit_code(

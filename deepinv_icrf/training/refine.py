@@ -303,6 +303,9 @@ def fit_refined(
     :return: (:class:`~deepinv_icrf.models.ICRF`) the fitted ICRF; ``icrf.fit_report`` holds
         ``exposure_times`` (refined, float64 ``(N,)``), ``nominal_exposure_times`` (the given
         ones or ``None``) and in ``extra``: ``exponent`` (total :math:`g` applied),
+        ``exponent_std`` (std of the exponent, which only the prior sets:
+        :math:`\sigma_p / \lVert \tau - \bar\tau \rVert`; 0 without times, where it is
+        assumed),
         ``iterations``, ``log_time_std``, ``assumed_exposure_times`` (without times).
 
     |sep|
@@ -400,8 +403,17 @@ def fit_refined(
         icrf = fit(y[0], tau.exp(), **call)
         inner = getattr(icrf, "fit_report", None)
         steps += _steps_of(inner, fit_options)
+    # the exponent of the log-times is set by the prior only: its std is that of the slope of
+    # a regression of the prior log-times on the (centred) refined ones
+    centred = tau - tau.mean()
+    exponent_std = (
+        0.0
+        if nominal is None
+        else prior_std / max(float(centred.square().sum().sqrt()), 1e-12)
+    )
     extra: dict[str, Any] = {
         "exponent": exponent,
+        "exponent_std": exponent_std,
         "iterations": iterations,
         "converged": converged,
         "log_time_std": log_std.tolist(),
@@ -439,7 +451,9 @@ def describe_refinement(icrf: ICRF) -> str:
 
     :param deepinv_icrf.models.ICRF icrf: a model returned by :func:`fit_refined`.
     :return: (str) one line per exposure: index, nominal, refined, change in percent (relative
-        to the geometric mean, so a common scale does not count).
+        to the geometric mean, so a common scale does not count); then, when the report says
+        how well the prior pins the exponent (``extra["exponent_std"]``) or that there were no
+        times, a note on the exponent ambiguity.
 
     |sep|
 
@@ -465,10 +479,17 @@ def describe_refinement(icrf: ICRF) -> str:
         )
     refined = torch.as_tensor(refined, dtype=torch.float64)
     nominal = getattr(report, "nominal_exposure_times", None)
+    extra = getattr(report, "extra", None) or {}
     lines = [f"{'exposure':>8}  {'nominal (s)':>11}  {'refined (s)':>11}  change"]
     if nominal is None:
         for k, t in enumerate(refined.tolist()):
             lines.append(f"{k:>8}  {'-':>11}  {t:>11.4g}  {'-':>7}")
+        if "assumed_exposure_times" in extra:
+            lines.append(
+                "note: no exposure times: the images fix the times only up to a common "
+                "power t**g (with the curve f**g); the spacing of the assumed times sets g, "
+                "so these times are relative and valid only up to that power."
+            )
         return "\n".join(lines)
     nominal = torch.as_tensor(nominal, dtype=torch.float64)
     rel = (refined.log() - refined.log().mean()) - (
@@ -478,4 +499,13 @@ def describe_refinement(icrf: ICRF) -> str:
         zip(nominal.tolist(), refined.tolist(), rel.tolist(), strict=True)
     ):
         lines.append(f"{k:>8}  {t0:>11.4g}  {t1:>11.4g}  {100 * math.expm1(r):>+6.2f}%")
+    std = extra.get("exponent_std")
+    if isinstance(std, (int, float)) and std > 0:
+        spread = float((refined.log() - refined.log().mean()).abs().max())
+        lines.append(
+            "note: the images fix the times only up to a common power t**g (with the curve "
+            f"f**g); the EXIF prior sets g to +-{100 * std:.1f}%, about "
+            f"+-{100 * math.expm1(std * spread):.1f}% on the extreme times. The ratios of "
+            "consecutive exposures are fixed by the images."
+        )
     return "\n".join(lines)
