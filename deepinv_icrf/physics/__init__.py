@@ -14,9 +14,11 @@ from deepinv_icrf.physics.responses import (
     SRGBResponse,
     get_response,
 )
+from deepinv_icrf.physics.splitting import ExposureSplittingMaskGenerator
 
 __all__ = [
     "BitDepthQuantizer",
+    "ExposureSplittingMaskGenerator",
     "ExposureStack",
     "RESPONSE_NAMES",
     "ExpResponse",
@@ -28,4 +30,3 @@ __all__ = [
     "SRGBResponse",
     "get_response",
 ]
-from deepinv_icrf.physics.splitting import ExposureSplittingMaskGenerator  # noqa: F401

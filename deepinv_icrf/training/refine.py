@@ -19,7 +19,6 @@ import inspect
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,27 +45,6 @@ AMBIGUITY_WARNING = (
 )
 # smallest number of well-exposed pixel values for a pair of exposures to count
 _MIN_PAIR_PIXELS = 20
-
-
-@dataclass
-class _RefineReport:
-    # stand-in with the fields of training.fit.FitReport, used while fit.py has none
-    method: str
-    steps: int
-    wall_time_s: float
-    final_loss: float | None
-    exposure_times: Tensor | None
-    nominal_exposure_times: Tensor | None
-    band: Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _report_class() -> type:
-    try:
-        from deepinv_icrf.training.fit import FitReport  # type: ignore[attr-defined]
-    except ImportError:
-        return _RefineReport
-    return FitReport
 
 
 def pairwise_log_ratios(
@@ -431,10 +409,9 @@ def fit_refined(
         "band": None,
         "extra": extra,
     }
-    try:
-        icrf.fit_report = _report_class()(**fields)
-    except TypeError:  # a FitReport with other fields: keep the agreed ones
-        icrf.fit_report = _RefineReport(**fields)
+    from deepinv_icrf.training.fit import FitReport
+
+    icrf.fit_report = FitReport(**fields)
     return icrf
 
 
