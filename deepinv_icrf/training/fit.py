@@ -389,30 +389,29 @@ def fit_icrf(
             exposure_times = folder.exposure_times
     check_in(method, "method", METHODS)
     check_in(parameterization, "parameterization", ("monotone", "free"))
+    # the fit's own options, passed on to the refinement and to the band's refits
+    options = dict(
+        method=method,
+        n_points=n_points,
+        parameterization=parameterization,
+        init=init,
+        steps=steps,
+        lr=lr,
+        max_pixels=max_pixels,
+        smoothness_weight=smoothness_weight,
+        relative=relative,
+        n_knots=n_knots,
+        noise_sigma=noise_sigma,
+    )
     if refine_exposures:
         try:
             from deepinv_icrf.training.refine import fit_refined
-        except (
-            ImportError
-        ) as err:  # pragma: no cover - the module ships with the package
+        # pragma: no cover - the module ships with the package
+        except ImportError as err:
             raise NotImplementedError(
                 "refine_exposures=True needs deepinv_icrf.training.refine, which is missing."
             ) from err
-        options = dict(
-            method=method,
-            n_points=n_points,
-            parameterization=parameterization,
-            init=init,
-            steps=steps,
-            lr=lr,
-            max_pixels=max_pixels,
-            smoothness_weight=smoothness_weight,
-            relative=relative,
-            n_knots=n_knots,
-            noise_sigma=noise_sigma,
-        )
-        if callback is not None:
-            options["callback"] = callback
+        extra = {} if callback is None else {"callback": callback}
         icrf = fit_refined(
             stack,
             exposure_times,
@@ -420,10 +419,10 @@ def fit_icrf(
             seed=seed,
             progress=progress,
             **options,
+            **extra,
             **refine_options,
         )
         if band:
-            options.pop("callback", None)
             _attach_band(
                 icrf, stack, icrf.fit_report.exposure_times, options, device, seed
             )
@@ -485,18 +484,6 @@ def fit_icrf(
     icrf.fit_report = report
     icrf.eval()
     if band:
-        options = dict(
-            method=method,
-            n_points=n_points,
-            parameterization=parameterization,
-            steps=steps,
-            lr=lr,
-            max_pixels=max_pixels,
-            smoothness_weight=smoothness_weight,
-            relative=relative,
-            n_knots=n_knots,
-            noise_sigma=noise_sigma,
-        )
         _attach_band(icrf, stack, report.exposure_times, options, device, seed)
     return icrf
 
