@@ -128,6 +128,13 @@ def check_range(x: Tensor, name: str, low: float = 0.0, high: float = 1.0) -> Te
     return x
 
 
+def check_int(value: object, name: str, low: int = 0) -> int:
+    r"""Raise :class:`ValueError` unless ``value`` is an ``int`` (not a ``bool``) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"Expected `{name}` to be an int >= {low}, but got {value!r}.")
+    return value
+
+
 def check_positive(x: Tensor, name: str) -> Tensor:
     r"""Raise :class:`ValueError` unless every value of ``x`` is finite and ``> 0``."""
     check_finite(x, name)

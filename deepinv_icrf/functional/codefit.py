@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from deepinv_icrf._checks import (
     check_finite,
     check_float,
+    check_int,
     check_positive,
     check_shape,
     compute_dtype,
@@ -271,10 +272,7 @@ def stratified_pixel_sample(
     torch.Size([10])
     """
     sizes = check_shape(y, "y", ["N", "C", "H", "W"])
-    if isinstance(n_pixels, bool) or not isinstance(n_pixels, int) or n_pixels < 1:
-        raise ValueError(
-            f"Expected `n_pixels` to be an int >= 1, but got {n_pixels!r}."
-        )
+    check_int(n_pixels, "n_pixels", 1)
     q = _quantum(bit_depth)
     n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
     with torch.no_grad():
@@ -564,10 +562,7 @@ def fit_code_domain(
         ("iterations", iterations, 1),
         ("radiance_steps", radiance_steps, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"Expected `{name}` to be an int >= {low}, but got {value!r}."
-            )
+        check_int(value, name, low)
     if not (math.isfinite(smoothness) and smoothness >= 0):
         raise ValueError(f"Expected `smoothness` >= 0, but got {smoothness!r}.")
     if sigma is not None:

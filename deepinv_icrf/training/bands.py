@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_in, check_positive
+from deepinv_icrf._checks import check_in, check_int, check_positive
 from deepinv_icrf.functional.merge import weighted_radiance_merge
 from deepinv_icrf.functional.response import quantize_to_bit_depth
 from deepinv_icrf.functional.uncertainty import bootstrap_band, residual_code_std
@@ -130,10 +130,7 @@ def icrf_confidence_band(
 
     check_in(method, "method", BAND_METHODS)
     for name, value, low in (("n_boot", n_boot, 2), ("max_pixels", max_pixels, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"Expected `{name}` to be an int >= {low}, but got {value!r}."
-            )
+        check_int(value, name, low)
     if not 0.0 < level < 1.0:
         raise ValueError(f"Expected `level` in (0, 1), but got {level!r}.")
     if not (isinstance(exponent_std, (int, float)) and exponent_std >= 0):

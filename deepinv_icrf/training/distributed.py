@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from deepinv_icrf._checks import check_in
+from deepinv_icrf._checks import check_in, check_int
 from deepinv_icrf.functional.histogram import (
     LinearityHistogram,
     build_linearity_histogram,
@@ -350,8 +350,7 @@ def fit_icrf_distributed(
     check_in(shard, "shard", SHARDS)
     check_in(dtype, "dtype", (torch.float32, torch.float64))
     check_in(parameterization, "parameterization", ("monotone", "free"))
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"Expected `steps` to be an int >= 1, but got {steps!r}.")
+    check_int(steps, "steps", 1)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"Expected `lr` > 0, but got {lr!r}.")
     y, _ = as_stack_tensor(stack)

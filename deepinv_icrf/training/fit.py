@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_in, check_positive, check_range, check_shape
+from deepinv_icrf._checks import (
+    check_in,
+    check_int,
+    check_positive,
+    check_range,
+    check_shape,
+)
 from deepinv_icrf.functional.codefit import fit_code_domain, stratified_pixel_sample
 from deepinv_icrf.functional.histogram import (
     ContinuousInputError,
@@ -203,12 +209,6 @@ def _exposure_times(exposure_times: object, batch: int, n: int) -> Tensor:
                 "repeated frames of one exposure carry no exposure ratio."
             )
     return times.contiguous()
-
-
-def _check_int(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Expected `{name}` to be an int >= {low}, but got {value!r}.")
-    return value
 
 
 def _code_sample(
@@ -432,11 +432,11 @@ def fit_icrf(
             f"fit_icrf() got unexpected option(s) {sorted(refine_options)} (they are only "
             "accepted with refine_exposures=True, for fit_refined)."
         )
-    steps = _DEFAULT_STEPS[method] if steps is None else _check_int(steps, "steps", 1)
+    steps = _DEFAULT_STEPS[method] if steps is None else check_int(steps, "steps", 1)
     if max_pixels is not None:
-        _check_int(max_pixels, "max_pixels", 1)
-    _check_int(n_points, "n_points", 2)
-    _check_int(n_knots, "n_knots", 4)
+        check_int(max_pixels, "max_pixels", 1)
+    check_int(n_points, "n_points", 2)
+    check_int(n_knots, "n_knots", 4)
     if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
         raise ValueError(
             f"Expected `noise_sigma` > 0 or None, but got {noise_sigma!r}."

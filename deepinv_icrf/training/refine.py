@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_positive
+from deepinv_icrf._checks import check_int, check_positive
 from deepinv_icrf.models import ICRF
 
 __all__ = [
@@ -304,8 +304,7 @@ def fit_refined(
 
     start = time.perf_counter()
     for name, value in (("max_iter", max_iter), ("ratio_pixels", ratio_pixels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Expected `{name}` to be an int >= 1, but got {value!r}.")
+        check_int(value, name, 1)
     if not tol > 0:
         raise ValueError(f"Expected `tol` > 0, but got {tol!r}.")
     if not assumed_stops > 0:
