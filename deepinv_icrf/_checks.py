@@ -128,10 +128,16 @@ def check_range(x: Tensor, name: str, low: float = 0.0, high: float = 1.0) -> Te
     return x
 
 
-def check_int(value: object, name: str, low: int = 0) -> int:
-    r"""Raise :class:`ValueError` unless ``value`` is an ``int`` (not a ``bool``) ``>= low``."""
+def check_int(
+    value: object, name: str, low: int = 0, optional: bool = False
+) -> int | None:
+    r"""Raise :class:`ValueError` unless ``value`` is an ``int`` (not a ``bool``) ``>= low``
+    (or ``None`` when ``optional``)."""
+    if optional and value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Expected `{name}` to be an int >= {low}, but got {value!r}.")
+        what = "None or an int" if optional else "an int"
+        raise ValueError(f"Expected `{name}` to be {what} >= {low}, but got {value!r}.")
     return value
 
 

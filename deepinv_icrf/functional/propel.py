@@ -75,7 +75,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from deepinv_icrf._checks import check_float, check_in, check_shape, compute_dtype
+from deepinv_icrf._checks import (
+    check_float,
+    check_in,
+    check_int,
+    check_shape,
+    compute_dtype,
+)
 
 __all__ = [
     "PROPEL_CONVENTIONS",
@@ -676,14 +682,7 @@ def split_mixture(
     torch.Size([2, 4, 3, 5, 5])
     """
     check_float(x_net, "x_net")
-    if n_components is not None and (
-        isinstance(n_components, bool)
-        or not isinstance(n_components, int)
-        or n_components < 1
-    ):
-        raise ValueError(
-            f"Expected `n_components` to be None or an int >= 1, but got {n_components!r}."
-        )
+    check_int(n_components, "n_components", 1, optional=True)
     if x_net.ndim == 4:
         if n_components is None or x_net.shape[1] % (2 * n_components) != 0:
             raise ValueError(

@@ -13,7 +13,7 @@ import torch
 from deepinv.loss import Loss
 from torch import Tensor
 
-from deepinv_icrf._checks import check_float, check_in, check_positive
+from deepinv_icrf._checks import check_float, check_in, check_int, check_positive
 from deepinv_icrf.functional.propel import (
     PROPEL_CONVENTIONS,
     STD_ACTIVATIONS,
@@ -127,14 +127,7 @@ class PROPELLoss(Loss):
             raise ValueError(
                 f"Expected `min_std` to be finite and >= 0, but got {min_std!r}."
             )
-        if n_components is not None and (
-            isinstance(n_components, bool)
-            or not isinstance(n_components, int)
-            or n_components < 1
-        ):
-            raise ValueError(
-                f"Expected `n_components` to be None or an int >= 1, but got {n_components!r}."
-            )
+        check_int(n_components, "n_components", 1, optional=True)
         if isinstance(sigma, Tensor):
             check_float(sigma, "sigma")
             if sigma.ndim > 1:
