@@ -7,7 +7,8 @@ gain drift by a few percent between frames. A fit that trusts such times bends t
 absorb their errors. :func:`deepinv_icrf.fit_icrf` with ``refine_exposures=True`` estimates the
 relative exposures together with the curve, the EXIF times acting as a prior, and with
 ``band=True`` it adds a 95% confidence band of the curve (a parametric bootstrap of the whole
-fit), stored in ``icrf.band`` and saved with the curve.
+fit, widened by refits that each leave one exposure out), stored in ``icrf.band`` and saved
+with the curve.
 
 One thing no method can do: the curve :math:`f` with the times :math:`t_k` explains the photos
 exactly as well as :math:`f^g` with :math:`t_k^g`, for every exponent :math:`g > 0`. The

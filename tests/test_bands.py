@@ -11,6 +11,7 @@ from deepinv_icrf.data import demo_scene
 from deepinv_icrf.functional.uncertainty import (
     band_coverage,
     bootstrap_band,
+    jackknife_std,
     residual_code_std,
 )
 from deepinv_icrf.models import ICRF
@@ -126,6 +127,7 @@ def test_icrf_confidence_band_with_fake_fit(device, method):
         seed=7,
         fit_options={"steps": 3},
         vary_init=True,
+        exposure_jackknife=False,
     )
     assert lower.shape == (1, 256) and lower.device.type == device.type
     assert bool((lower <= upper).all())
@@ -150,7 +152,9 @@ def test_icrf_confidence_band_covers_known_spread(device):
     def fit(stack, times, **options):
         return ICRF(channels=1, init="gamma", gamma=next(gammas)).to(stack.device)
 
-    lower, upper = icrf_confidence_band(y, t, icrf, n_boot=4, fit=fit, vary_init=False)
+    lower, upper = icrf_confidence_band(
+        y, t, icrf, n_boot=4, fit=fit, vary_init=False, exposure_jackknife=False
+    )
     cov = band_coverage(lower.cpu(), upper.cpu(), truth.curve.detach(), low=1, high=254)
     assert cov.item() == 1.0
 
@@ -250,9 +254,10 @@ def test_bootstrap_band_extra_std_adds_in_quadrature():
 def test_icrf_confidence_band_exponent_std_widens(device):
     y, t = _small_stack(device)
     icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
-    lo0, hi0 = icrf_confidence_band(y, t, icrf, n_boot=3, fit=_FakeFit(), store=False)
+    options = {"n_boot": 3, "store": False, "exposure_jackknife": False}
+    lo0, hi0 = icrf_confidence_band(y, t, icrf, fit=_FakeFit(), **options)
     lo1, hi1 = icrf_confidence_band(
-        y, t, icrf, n_boot=3, fit=_FakeFit(), store=False, exponent_std=0.05
+        y, t, icrf, fit=_FakeFit(), exponent_std=0.05, **options
     )
     f = icrf.curve.detach()[0, 128].double()
     # half-width grows to sqrt(s^2 + (f log f 0.05)^2) at mid-codes
@@ -294,3 +299,78 @@ def test_fit_icrf_band_with_refined_exposures_uses_exponent_std():
     assert float(width) >= 3.9 * float((f * f.log()).abs()) * report.extra[
         "exponent_std"
     ] * (1 - 1e-3)
+
+
+def test_jackknife_std_matches_loop(device):
+    gen = np.random.default_rng(5)
+    samples = gen.normal(0.0, 1.0, (5, 2, 7))
+    out = jackknife_std(torch.tensor(samples, device=device)).cpu().numpy()
+    m = samples.shape[0]
+    ref = np.zeros((2, 7))
+    for c in range(2):
+        for j in range(7):
+            vals = samples[:, c, j]
+            mean = sum(vals) / m
+            ref[c, j] = np.sqrt((m - 1) / m * sum((v - mean) ** 2 for v in vals))
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    # equal leave-one-out estimates: no spread
+    assert float(jackknife_std(torch.ones(4, 3)).abs().max()) == 0.0
+    with pytest.raises(ValueError, match="m >= 2"):
+        jackknife_std(torch.ones(1, 3))
+    with pytest.raises(TypeError):
+        jackknife_std(torch.ones(3, 2, dtype=torch.int64))
+
+
+def test_icrf_confidence_band_exposure_jackknife(device):
+    # the fit is called once more without each exposure, with the matching times, and the
+    # jackknife std of those curves widens the bootstrap band in quadrature
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    fake = _FakeFit()
+    seen = []
+
+    def fit(stack, times, **options):
+        seen.append((stack.shape[0], [round(float(v), 6) for v in times]))
+        return fake(stack, times, **options)
+
+    lower, upper = icrf_confidence_band(y, t, icrf, n_boot=3, fit=fit, seed=1)
+    assert [n for n, _ in seen] == [4, 4, 4, 3, 3, 3, 3]
+    assert seen[3][1] == [0.25, 0.5, 1.0] and seen[6][1] == [0.125, 0.25, 0.5]
+    refits, left_out = torch.stack(fake.curves[:3]), torch.stack(fake.curves[3:])
+    extra = jackknife_std(left_out.double())
+    assert float(extra.max()) > 0
+    ref_lo, ref_hi = bootstrap_band(refits, icrf.curve.detach(), extra_std=extra)
+    assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
+    plain_lo, plain_hi = icrf_confidence_band(
+        y, t, icrf, n_boot=3, fit=_FakeFit(), seed=1, exposure_jackknife=False
+    )
+    assert float((upper - lower)[0, 128]) > float((plain_hi - plain_lo)[0, 128])
+
+
+def test_icrf_confidence_band_jackknife_skips_unusable_subsets(device):
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    fake = _FakeFit()
+
+    def fit(stack, times, **options):
+        if stack.shape[0] == 3 and float(times.min()) > 0.2:
+            raise ValueError("no usable pair")
+        return fake(stack, times, **options)
+
+    lower, upper = icrf_confidence_band(y, t, icrf, n_boot=2, fit=fit)
+    # the subset without the shortest exposure failed: 3 leave-one-out curves remain
+    extra = jackknife_std(torch.stack(fake.curves[2:]).double())
+    assert len(fake.curves) == 5
+    ref_lo, ref_hi = bootstrap_band(
+        torch.stack(fake.curves[:2]), icrf.curve.detach(), extra_std=extra
+    )
+    assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
+    # two exposures: nothing to leave out
+    calls = []
+
+    def counting(stack, times, **options):
+        calls.append(stack.shape[0])
+        return fake(stack, times, **options)
+
+    icrf_confidence_band(y[:2], t[:2], icrf, n_boot=2, fit=counting, store=False)
+    assert calls == [2, 2]

@@ -84,5 +84,6 @@ from deepinv_icrf.functional.schedules import (  # noqa: F401
 from deepinv_icrf.functional.uncertainty import (  # noqa: F401
     band_coverage,
     bootstrap_band,
+    jackknife_std,
     residual_code_std,
 )

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from deepinv_icrf._checks import check_float, check_shape
 
-__all__ = ["bootstrap_band", "band_coverage", "residual_code_std"]
+__all__ = ["bootstrap_band", "band_coverage", "jackknife_std", "residual_code_std"]
 
 _MAD_TO_STD = 1.4826
 
@@ -81,6 +81,44 @@ def bootstrap_band(
     lower[:, -1] = 1.0
     upper[:, -1] = 1.0
     return lower.to(center.dtype), upper.to(center.dtype)
+
+
+def jackknife_std(samples: Tensor) -> Tensor:
+    r"""Delete-one jackknife standard deviation of an estimate from its leave-one-out values.
+
+    With :math:`\hat\theta_{(i)}` the estimate computed without observation unit :math:`i`
+    (:math:`i = 1..m`) and :math:`\bar\theta` their mean,
+
+    .. math::
+
+        \mathrm{sd}_J = \sqrt{\frac{m - 1}{m} \sum_{i=1}^m
+            \big(\hat\theta_{(i)} - \bar\theta\big)^2},
+
+    the factor :math:`m - 1` compensating for leave-one-out estimates being much closer to
+    each other than independent ones. Applied to curves refitted without one exposure, it
+    measures how much the fit depends on which exposures pin it (the top of a soft-shouldered
+    curve is set by the few exposures that reach saturation).
+
+    :param torch.Tensor samples: leave-one-out estimates ``(m, ...)``, ``m >= 2``.
+    :return: (:class:`torch.Tensor`) elementwise :math:`\mathrm{sd}_J`, shape ``samples.shape[1:]``.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> jackknife_std(torch.tensor([[1.0], [2.0], [3.0]]))
+    tensor([1.1547])
+    """
+    check_float(samples, "samples")
+    if samples.ndim < 1 or samples.shape[0] < 2:
+        raise ValueError(
+            f"Expected `samples` of shape (m, ...) with m >= 2 leave-one-out estimates, "
+            f"but got shape {tuple(samples.shape)}."
+        )
+    m = samples.shape[0]
+    centred = samples - samples.mean(dim=0, keepdim=True)
+    return ((m - 1) / m * centred.square().sum(dim=0)).sqrt()
 
 
 def band_coverage(

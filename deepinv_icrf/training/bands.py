@@ -13,7 +13,11 @@ from torch import Tensor
 from deepinv_icrf._checks import check_in, check_int, check_positive
 from deepinv_icrf.functional.merge import weighted_radiance_merge
 from deepinv_icrf.functional.response import quantize_to_bit_depth
-from deepinv_icrf.functional.uncertainty import bootstrap_band, residual_code_std
+from deepinv_icrf.functional.uncertainty import (
+    bootstrap_band,
+    jackknife_std,
+    residual_code_std,
+)
 from deepinv_icrf.models import ICRF
 
 __all__ = ["icrf_confidence_band", "BAND_METHODS"]
@@ -60,6 +64,7 @@ def icrf_confidence_band(
     store: bool = True,
     vary_init: bool = False,
     exponent_std: float = 0.0,
+    exposure_jackknife: bool = True,
     fit_options: dict[str, Any] | None = None,
     fit: Callable[..., ICRF] | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -105,6 +110,14 @@ def icrf_confidence_band(
         The images cannot tell :math:`f` from :math:`f^g` (with times :math:`t^g`), so the
         refits at fixed times miss this part; it widens the band by
         :math:`|\hat f \log \hat f|\, \sigma_g` in quadrature.
+    :param bool exposure_jackknife: also refit the stack once without each exposure (stacks of
+        at least 3 exposures) and add the delete-one jackknife std of those curves
+        (:func:`~deepinv_icrf.functional.jackknife_std`) in quadrature (default True). The
+        bootstrap refits happen in a world simulated from the fit itself, so they miss how
+        weakly the real stack pins parts of the curve: the top of a soft-shouldered curve is
+        set by the few exposures that reach saturation, and with noisy codes the fit's
+        scale there can be off by far more than the bootstrap spread. Refits without one
+        exposure see that dependence directly.
     :param dict fit_options: options of the refits (use the fit's own options).
     :param Callable fit: the fitting function (default :func:`~deepinv_icrf.training.fit_icrf`,
         called with ``refine_exposures=False, band=False`` where it takes them).
@@ -216,10 +229,27 @@ def icrf_confidence_band(
         return torch.stack(out)
 
     refits = refit_worlds(clean if method == "parametric" else None, n_boot, 0)
-    extra = None
+    variance = torch.zeros(center.shape, dtype=torch.float64, device=device)
     if exponent_std > 0:
         f = center.to(torch.float64).clamp(1e-12, 1.0)
-        extra = (f * f.log()).abs() * float(exponent_std)
+        variance = variance + ((f * f.log()).abs() * float(exponent_std)) ** 2
+    if exposure_jackknife and n >= 3:
+        left_out = []
+        for i in range(n):
+            keep = torch.tensor([j for j in range(n) if j != i], device=y.device)
+            try:
+                refit = fit(
+                    y[0].index_select(0, keep),
+                    times[keep.cpu()],
+                    **dict(call, seed=seed),
+                )
+            except ValueError:
+                # without this exposure the stack may have no usable pair: skip it
+                continue
+            left_out.append(refit.curve.detach().to(device, torch.float64))
+        if len(left_out) >= 2:
+            variance = variance + jackknife_std(torch.stack(left_out)) ** 2
+    extra = variance.sqrt() if bool((variance > 0).any()) else None
     lower, upper = bootstrap_band(refits, center, level, extra_std=extra)
     if store:
         icrf.band = torch.stack([lower, upper]).to(center.dtype)
