@@ -272,7 +272,8 @@ def main() -> None:
         f"  (identifiable part, after the best exponent t**g: {'met' if ok_t_g else 'NOT met'})"
     )
     print(
-        f"  (ratios of consecutive exposures within 1%: {'met' if ok_step else 'NOT met'})"
+        f"  (ratios of consecutive exposures within 1%: {'met' if ok_step else 'NOT met'}; "
+        "they too are raised to the unidentifiable power g)"
     )
     print(
         f"target refined RMSE <= 1.2x exact-time RMSE: {'met' if ok_rmse else 'NOT met'}"

@@ -481,7 +481,7 @@ def describe_refinement(icrf: ICRF) -> str:
         lines.append(
             "note: the images fix the times only up to a common power t**g (with the curve "
             f"f**g); the EXIF prior sets g to +-{100 * std:.1f}%, about "
-            f"+-{100 * math.expm1(std * spread):.1f}% on the extreme times. The ratios of "
-            "consecutive exposures are fixed by the images."
+            f"+-{100 * math.expm1(std * spread):.1f}% on the extreme times (and every ratio of "
+            "two times is raised to the same power g)."
         )
     return "\n".join(lines)
