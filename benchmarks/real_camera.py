@@ -8,8 +8,9 @@ no times at all. For each stack:
   times, with refinement (``fit_refined``, nominal times as prior) and with no times;
 - the "prior oracle": the refined times an estimator would get if the identifiable part were
   exact, the exponent set by the nominal times (the bound of any method: the images say
-  nothing about the exponent), for each case and over 2000 random jitters, with the share of jitters for which the
-  exponents consistent with the images and the +-bounds leave more than 1% of room;
+  nothing about the exponent), for each case and over 2000 random jitters, with the share of
+  jitters for which the exponents consistent with the images and the +-bounds leave more than
+  1% of room;
 - relative-time error: the largest error of a time after removing the common scale (which no
   method can know), for the nominal and the refined times, and for the refined times after also
   removing the best exponent ``t**g`` (the part the data cannot identify, see ``refine.py``);
@@ -41,7 +42,7 @@ from deepinv_icrf.functional.uncertainty import band_coverage
 from deepinv_icrf.physics import ExposureStack, get_response
 from deepinv_icrf.training import fit_icrf
 from deepinv_icrf.training.bands import icrf_confidence_band
-from deepinv_icrf.training.refine import fit_refined
+from deepinv_icrf.training.refine import estimate_log_exposures, fit_refined
 
 
 def _time_error(
@@ -55,13 +56,14 @@ def _time_error(
 
 
 def _prior_oracle(nominal: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    # the best the EXIF prior can do even with the identifiable part exact: the true centred
-    # log-times u, the exponent g and offset c fitted to the nominal log-times (least squares,
-    # the MAP of a Gaussian prior); the images carry no information on g
-    u = true.log() - true.log().mean()
-    tau0 = nominal.log()
-    g = float((u @ (tau0 - tau0.mean())) / (u @ u))
-    return torch.exp(g * u + tau0.mean())
+    # the best the EXIF prior can do even with the identifiable part exact: the package's own
+    # MAP (estimate_log_exposures) fed the exact pairwise log ratios with negligible errors,
+    # so only the exponent and offset come from the nominal times
+    a_idx, b_idx = torch.triu_indices(true.shape[0], true.shape[0], offset=1)
+    rho = true.log()[a_idx] - true.log()[b_idx]
+    se = torch.full_like(rho, 1e-9)
+    tau, _, _ = estimate_log_exposures(a_idx, b_idx, rho, se, nominal.log())
+    return tau.exp()
 
 
 def _exponent_interval(nominal: torch.Tensor, true: torch.Tensor, perturb: float):
