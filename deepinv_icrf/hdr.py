@@ -19,7 +19,10 @@ from torch import Tensor
 
 from deepinv_icrf._checks import check_in, check_positive, check_range
 from deepinv_icrf.functional.interp import curve_slope, interp_curve
-from deepinv_icrf.functional.merge import merge_weights, weighted_radiance_merge
+from deepinv_icrf.functional.merge import (
+    weighted_radiance_merge,
+    weighted_radiance_merge_std,
+)
 from deepinv_icrf.models import ICRF
 
 __all__ = ["linearize", "merge_hdr", "tonemap", "save_radiance", "TONEMAP_METHODS"]
@@ -163,7 +166,8 @@ def merge_hdr(
     where :math:`\sigma_y^2 = \Delta^2/12 + \sigma_{\text{code}}^2` (quantisation step
     :math:`\Delta = 1/(2^b - 1)` plus ``code_std``) and :math:`\beta` the ICRF confidence band
     (``band``, per-code std of the curve; zero when ``None``). The weights are treated as
-    fixed. Pixels with no valid exposure take one exposure's estimate
+    fixed (:func:`~deepinv_icrf.functional.weighted_radiance_merge_std`). Pixels with no
+    valid exposure take one exposure's estimate
     (:func:`~deepinv_icrf.functional.weighted_radiance_merge`): pixels saturated (:math:`y > u`)
     in every exposure take the shortest exposure's :math:`x/t` (a lower bound) and are
     flagged: their std is ``inf`` and they are ``True`` in the saturation mask. The stack is
@@ -297,7 +301,10 @@ def merge_hdr(
         sat = (unit > upper).all(dim=1)
         saturated[..., part, :] = sat
         if std is not None:
-            std[..., part, :] = _merge_std(unit, var, times, sat, weights, lower, upper)
+            part_std = weighted_radiance_merge_std(
+                unit, var, times, weights=weights, lower=lower, upper=upper
+            )
+            std[..., part, :] = part_std.masked_fill(sat, math.inf)
     outputs = [radiance] + ([std] if std is not None else [])
     if return_saturated:
         outputs.append(saturated)
@@ -316,29 +323,6 @@ def merge_hdr(
 
 # elements of the (B, N, C, rows, W) stack merged at once: bounds the peak memory
 _BLOCK_ELEMENTS = 1 << 22
-
-
-def _merge_std(
-    unit: Tensor,
-    var_x: Tensor,
-    times: Tensor,
-    saturated: Tensor,
-    weights: str,
-    lower: float,
-    upper: float,
-) -> Tensor:
-    r"""Std of :func:`weighted_radiance_merge` for independent :math:`x_k` of variance ``var_x``."""
-    n = unit.shape[1]
-    t_b = times.reshape(-1, n, 1, 1, 1)
-    w = merge_weights(unit, weights) * ((unit >= lower) & (unit <= upper))
-    wsum = w.sum(dim=1)
-    merged = (w**2 * var_x / t_b**2).sum(dim=1).sqrt() / wsum.clamp_min(1e-8)
-    # pixels without a valid exposure: the std of the one estimate the merge falls back on
-    fallback = weighted_radiance_merge(
-        unit, var_x.sqrt(), times, weights=weights, lower=lower, upper=upper
-    )
-    std = torch.where(wsum > 1e-8, merged, fallback)
-    return std.masked_fill(saturated, math.inf)
 
 
 def tonemap(

@@ -5,6 +5,7 @@ import pytest
 import torch
 from deepinv.loss.measplit import SplittingLoss
 
+from deepinv_icrf.functional import stack_prediction_error
 from deepinv_icrf.loss import (
     EquivariantSplittingLoss,
     LinearizedStackLoss,
@@ -13,7 +14,6 @@ from deepinv_icrf.loss import (
     StackPredictionLoss,
     WeightedLossScheduler,
 )
-from deepinv_icrf.loss.stack_splitting import stack_prediction_error
 from deepinv_icrf.models import ICRF, StackReconstructor
 from deepinv_icrf.models.stack_reconstructor import stack_split_parts
 from deepinv_icrf.physics import ExposureSplittingMaskGenerator, ExposureStack
@@ -202,6 +202,73 @@ def test_stack_prediction_error_matches_loop_reference(device):
                         total += float(wc[b, k, 0, i, j]) * e
         ref[b] = total / (N * C * H * W)
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-6, atol=1e-12)
+
+
+def test_stack_prediction_error_old_import_path_is_the_functional():
+    from deepinv_icrf.loss import stack_splitting
+
+    assert stack_splitting.stack_prediction_error is stack_prediction_error
+    assert "stack_prediction_error" in stack_splitting.__all__
+
+
+@pytest.mark.parametrize(
+    ("x_net_shape", "x_lin_shape", "t_shape", "w_shape", "match"),
+    [
+        ((2, C, H, W), (2, C, H, W), (N,), None, r"`x_lin` to have shape \(B, N, C"),
+        ((2, C, H, W), (2, 1, N, C, H, W), (N,), None, r"`x_lin` to have shape"),
+        (
+            (2, C, H),
+            (2, N, C, H, W),
+            (N,),
+            None,
+            r"`x_net` to have shape \(B, C, H, W\)",
+        ),
+        (
+            (1, C, H, W),
+            (2, N, C, H, W),
+            (N,),
+            None,
+            r"\(2, 2, 13, 11\) to match `x_lin`",
+        ),
+        ((2, C, W, H), (2, N, C, H, W), (N,), None, r"got shape \(2, 2, 11, 13\)"),
+        (
+            (2, C, H, W),
+            (2, N, C, H, W),
+            (N - 1,),
+            None,
+            r"`exposure_times` to have shape",
+        ),
+        ((2, C, H, W), (2, N, C, H, W), (3, N), None, r"\(3,\) or \(2, 3\)"),
+        (
+            (2, C, H, W),
+            (2, N, C, H, W),
+            (N,),
+            (2, N, 4, H, W),
+            r"`weights` to be broad",
+        ),
+    ],
+)
+def test_stack_prediction_error_rejects_bad_shapes(
+    device, x_net_shape, x_lin_shape, t_shape, w_shape, match
+):
+    x_net = torch.rand(x_net_shape, device=device)
+    x_lin = torch.rand(x_lin_shape, device=device)
+    t = torch.rand(t_shape, device=device) + 0.5
+    weights = None if w_shape is None else torch.rand(w_shape, device=device)
+    with pytest.raises(ValueError, match=match):
+        stack_prediction_error(x_net, x_lin, t, weights)
+
+
+def test_stack_prediction_error_accepts_per_sample_times(device):
+    gen = torch.Generator(device).manual_seed(1)
+    x_net = torch.rand(2, C, H, W, generator=gen, device=device, dtype=torch.float64)
+    x_lin = torch.rand(2, N, C, H, W, generator=gen, device=device, dtype=torch.float64)
+    t = torch.tensor([TIMES, (2.0, 0.1, 0.3)], device=device, dtype=torch.float64)
+    out = stack_prediction_error(x_net, x_lin, t)
+    for b in range(2):
+        single = stack_prediction_error(x_net[b : b + 1], x_lin[b : b + 1], t[b])
+        torch.testing.assert_close(out[b : b + 1], single)
+    assert not torch.allclose(out[1], stack_prediction_error(x_net, x_lin, t[0])[1])
 
 
 def test_stack_prediction_loss_weights_by_resimulated_codes(device):

@@ -41,7 +41,9 @@ from deepinv_icrf.functional.linearity import (  # noqa: F401
 )
 from deepinv_icrf.functional.merge import (
     merge_weights,
+    stack_prediction_error,
     weighted_radiance_merge,
+    weighted_radiance_merge_std,
 )  # noqa: F401
 from deepinv_icrf.functional.metrics import curve_rmse  # noqa: F401
 from deepinv_icrf.functional.penalties import (  # noqa: F401

@@ -1,13 +1,27 @@
-r"""Weighted merge of a linearised exposure stack into one HDR radiance map."""
+r"""Weighted merge of a linearised exposure stack into one HDR radiance map.
+
+Also the std of that merge and the error of a radiance against the stack it re-exposes.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_float, check_in, check_tensor
+from deepinv_icrf._checks import (
+    check_float,
+    check_in,
+    check_shape,
+    check_tensor,
+    compute_dtype,
+)
 
-__all__ = ["merge_weights", "weighted_radiance_merge"]
+__all__ = [
+    "merge_weights",
+    "stack_prediction_error",
+    "weighted_radiance_merge",
+    "weighted_radiance_merge_std",
+]
 
 MERGE_WEIGHTS = ("hat", "gaussian")
 
@@ -93,44 +107,198 @@ def weighted_radiance_merge(
     >>> weighted_radiance_merge(x, x, t).flatten()
     tensor([0.2000])
     """
-    check_float(y, "y")
+    dtype, t = _check_stack(y, x_lin, "x_lin", exposure_times, lower, upper)
+    t_b = t.reshape(*t.shape, *([1] * (y.ndim - 2)))
+    yc = y.to(dtype)
+    est = x_lin.to(dtype) / t_b
+    w = _masked_weights(yc, weights, dtype, lower, upper)
+    wsum = w.sum(dim=1)
+    merged = (w * est).sum(dim=1) / wsum.clamp_min(eps)
+    return torch.where(wsum > eps, merged, _fallback(yc, est, t, upper))
+
+
+def weighted_radiance_merge_std(
+    y: Tensor,
+    var_x: Tensor,
+    exposure_times: Tensor,
+    weights: str | Tensor | None = None,
+    lower: float = 1.0 / 255.0,
+    upper: float = 254.0 / 255.0,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Standard deviation of :func:`weighted_radiance_merge` for independent exposures.
+
+    With the weights :math:`w(y_k)\, m_k` of :func:`weighted_radiance_merge` held fixed and
+    independent linearised values :math:`x_k` of variance :math:`\sigma_k^2`,
+
+    .. math::
+
+        \sigma_E = \frac{\sqrt{\sum_k w(y_k)^2\, m_k\, \sigma_k^2 / t_k^2}}
+        {\sum_k w(y_k)\, m_k}, \qquad m_k = [\ell \le y_k \le u].
+
+    Pixels with no valid exposure (weight sum :math:`\le` ``eps``) get the std
+    :math:`\sigma_{k^*} / t_{k^*}` of the one exposure :math:`k^*` the merge falls back on
+    (the shortest one if it is saturated, else the longest one). Pixels saturated in every
+    exposure therefore get a finite std although their radiance is only a lower bound; mask
+    them (:math:`y_k > u` for all :math:`k`) if that matters, as
+    :func:`deepinv_icrf.hdr.merge_hdr` does with ``inf``.
+
+    :param torch.Tensor y: raw codes in :math:`[0, 1]`, shape ``(B, N, C, H, W)`` (any
+        ``(B, N, ...)``).
+    :param torch.Tensor var_x: variance :math:`\sigma_k^2 \ge 0` of each linearised value,
+        shape of ``y`` (not checked for sign here).
+    :param torch.Tensor exposure_times: exposure times in seconds, ``(B, N)`` or ``(N,)``,
+        ``> 0``, any order (not checked here).
+    :param str, torch.Tensor, None weights: ``"hat"`` (default when ``None``), ``"gaussian"``
+        (see :func:`merge_weights`), or a non-negative tensor broadcastable to ``y``; those
+        given to :func:`weighted_radiance_merge`.
+    :param float lower: smallest valid code :math:`\ell` (inclusive). Default ``1/255``.
+    :param float upper: largest valid code :math:`u` (inclusive). Default ``254/255``.
+    :param float eps: smallest weight sum treated as valid. Default ``1e-8``.
+    :return: (:class:`torch.Tensor`) std of the radiance, shape ``(B, *y.shape[2:])``,
+        float32 or float64.
+
+    :Example:
+
+    >>> import torch
+    >>> t = torch.tensor([1.0, 2.0])
+    >>> y = torch.tensor([0.2, 0.4]).view(1, 2, 1, 1, 1)
+    >>> var = torch.tensor([0.01, 0.04]).view(1, 2, 1, 1, 1)
+    >>> # sqrt(0.4^2 * 0.01 + 0.8^2 * 0.04 / 2^2) / (0.4 + 0.8)
+    >>> weighted_radiance_merge_std(y, var, t).flatten()
+    tensor([0.0745])
+    """
+    dtype, t = _check_stack(y, var_x, "var_x", exposure_times, lower, upper)
+    t_b = t.reshape(*t.shape, *([1] * (y.ndim - 2)))
+    yc = y.to(dtype)
+    var = var_x.to(dtype)
+    w = _masked_weights(yc, weights, dtype, lower, upper)
+    wsum = w.sum(dim=1)
+    merged = (w**2 * var / t_b**2).sum(dim=1).sqrt() / wsum.clamp_min(eps)
+    return torch.where(wsum > eps, merged, _fallback(yc, var.sqrt() / t_b, t, upper))
+
+
+def stack_prediction_error(
+    x_net: Tensor,
+    x_lin: Tensor,
+    exposure_times: Tensor,
+    weights: Tensor | None = None,
+) -> Tensor:
+    r"""Weighted squared error between a radiance and a linearised exposure stack.
+
+    The radiance :math:`\hat x` is re-exposed, :math:`z_k = t_k \hat x`, and compared with
+    the linearised codes :math:`X_k = g(y_k)`, in radiance units:
+
+    .. math::
+
+        e = \frac{1}{N C H W} \sum_{k, c, h, w} w_k \left(\frac{z_k - X_k}{t_k}\right)^2
+
+    per sample (the mean over all entries, so that a split loss divides by the mean of the
+    mask, as :class:`deepinv.loss.SplittingLoss` does). Per pixel, its minimiser over
+    :math:`\hat x` is the weighted merge :func:`weighted_radiance_merge` with the same
+    weights.
+
+    :param torch.Tensor x_net: radiance ``(B, C, H, W)``.
+    :param torch.Tensor x_lin: linearised stack :math:`g(y)` ``(B, N, C, H, W)``.
+    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)``, ``> 0`` (not checked here).
+    :param torch.Tensor, None weights: per-entry weights :math:`w_k \ge 0` broadcastable to
+        the stack (e.g. a splitting mask times validity); default all ones.
+    :return: (:class:`torch.Tensor`) shape ``(B,)``, float32 or float64.
+
+    :Example:
+
+    >>> import torch
+    >>> x_lin = torch.tensor([0.5, 0.8]).view(1, 2, 1, 1, 1)
+    >>> x = torch.full((1, 1, 1, 1), 0.3)
+    >>> stack_prediction_error(x, x_lin, torch.tensor([1.0, 2.0]))  # ((0.2)^2 + (0.1)^2) / 2
+    tensor([0.0250])
+    """
+    check_float(x_net, "x_net")
     check_float(x_lin, "x_lin")
+    size = check_shape(x_lin, "x_lin", ["B", "N", "C", "H", "W"])
+    batch, n = size["B"], size["N"]
+    expected = (batch, size["C"], size["H"], size["W"])
+    if tuple(x_net.shape) != expected:
+        raise ValueError(
+            f"Expected `x_net` to have shape (B, C, H, W) = {expected} to match `x_lin` "
+            f"{tuple(x_lin.shape)}, but got shape {tuple(x_net.shape)}."
+        )
+    if weights is not None:
+        check_float(weights, "weights")
+        try:
+            torch.broadcast_shapes(weights.shape, x_lin.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"Expected `weights` to be broadcastable to the stack {tuple(x_lin.shape)}, "
+                f"but got shape {tuple(weights.shape)}."
+            ) from None
+    dtype = compute_dtype(x_net, x_lin)
+    t = _times(exposure_times, batch, n).to(device=x_lin.device, dtype=dtype)
+    t = t[:, :, None, None, None]
+    err = (x_net.to(dtype).unsqueeze(1) - x_lin.to(dtype) / t) ** 2
+    if weights is not None:
+        err = err * weights.to(dtype)
+    return err.reshape(batch, -1).mean(dim=1)
+
+
+def _check_stack(
+    y: Tensor,
+    x: Tensor,
+    name: str,
+    exposure_times: Tensor,
+    lower: float,
+    upper: float,
+) -> tuple[torch.dtype, Tensor]:
+    r"""Validate a merge's arguments; return the compute dtype and the ``(B, N)`` times."""
+    check_float(y, "y")
+    check_float(x, name)
     if y.ndim < 3:
         raise ValueError(
             f"Expected `y` to have shape (B, N, C, H, W), but got shape {tuple(y.shape)}."
         )
-    if x_lin.shape != y.shape:
+    if x.shape != y.shape:
         raise ValueError(
-            f"Expected `x_lin` to have the shape of `y` {tuple(y.shape)}, but got shape "
-            f"{tuple(x_lin.shape)}."
+            f"Expected `{name}` to have the shape of `y` {tuple(y.shape)}, but got shape "
+            f"{tuple(x.shape)}."
         )
     if not lower < upper:
         raise ValueError(
             f"Expected `lower` < `upper`, but got lower={lower} and upper={upper}."
         )
-    dtype = torch.float64 if torch.float64 in (y.dtype, x_lin.dtype) else torch.float32
+    dtype = torch.float64 if torch.float64 in (y.dtype, x.dtype) else torch.float32
     batch, n = y.shape[:2]
     t = _times(exposure_times, batch, n).to(device=y.device, dtype=dtype)
-    t_b = t.reshape(batch, n, *([1] * (y.ndim - 2)))
-    yc = y.to(dtype)
-    est = x_lin.to(dtype) / t_b
+    return dtype, t
 
+
+def _masked_weights(
+    yc: Tensor,
+    weights: str | Tensor | None,
+    dtype: torch.dtype,
+    lower: float,
+    upper: float,
+) -> Tensor:
+    r"""The merge weights :math:`w(y_k)\, m_k`, zero outside ``[lower, upper]``."""
     if weights is None or isinstance(weights, str):
         w = merge_weights(yc, "hat" if weights is None else weights)
     else:
         check_float(weights, "weights")
         w = weights.to(dtype)
-    w = w * ((yc >= lower) & (yc <= upper)).to(dtype)
-    wsum = w.sum(dim=1)
-    merged = (w * est).sum(dim=1) / wsum.clamp_min(eps)
+    return w * ((yc >= lower) & (yc <= upper)).to(dtype)
 
-    rest = [1] * (y.ndim - 2)
-    i_short = t.argmin(dim=1).view(batch, 1, *rest).expand(batch, 1, *y.shape[2:])
-    i_long = t.argmax(dim=1).view(batch, 1, *rest).expand(batch, 1, *y.shape[2:])
+
+def _fallback(yc: Tensor, est: Tensor, t: Tensor, upper: float) -> Tensor:
+    r"""``est`` of the exposure a pixel without a valid exposure falls back on.
+
+    The shortest exposure if it is saturated (:math:`y > u`), else the longest one.
+    """
+    batch = t.shape[0]
+    rest = [1] * (yc.ndim - 2)
+    i_short = t.argmin(dim=1).view(batch, 1, *rest).expand(batch, 1, *yc.shape[2:])
+    i_long = t.argmax(dim=1).view(batch, 1, *rest).expand(batch, 1, *yc.shape[2:])
     short_sat = torch.gather(yc, 1, i_short).squeeze(1) > upper
-    fallback = torch.where(
+    return torch.where(
         short_sat,
         torch.gather(est, 1, i_short).squeeze(1),
         torch.gather(est, 1, i_long).squeeze(1),
     )
-    return torch.where(wsum > eps, merged, fallback)

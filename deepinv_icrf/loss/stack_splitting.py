@@ -9,57 +9,16 @@ from deepinv.loss import Loss
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_in, compute_dtype
-from deepinv_icrf.functional.merge import merge_weights
+from deepinv_icrf.functional.merge import merge_weights, stack_prediction_error
 from deepinv_icrf.loss._utils import find_icrf
 from deepinv_icrf.models.stack_reconstructor import stack_split_parts
 
 if TYPE_CHECKING:
     from deepinv.physics import Physics
 
+# stack_prediction_error lives in deepinv_icrf.functional; re-exported here for
+# backward compatibility.
 __all__ = ["StackPredictionLoss", "LinearizedStackLoss", "stack_prediction_error"]
-
-
-def stack_prediction_error(
-    x_net: Tensor,
-    x_lin: Tensor,
-    exposure_times: Tensor,
-    weights: Tensor | None = None,
-) -> Tensor:
-    r"""Weighted squared error between a radiance and a linearised exposure stack.
-
-    The radiance :math:`\hat x` is re-exposed, :math:`z_k = t_k \hat x`, and compared with
-    the linearised codes :math:`X_k = g(y_k)`, in radiance units:
-
-    .. math::
-
-        e = \frac{1}{N C H W} \sum_{k, c, h, w} w_k \left(\frac{z_k - X_k}{t_k}\right)^2
-
-    per sample (the mean over all entries, so that a split loss divides by the mean of the
-    mask, as :class:`deepinv.loss.SplittingLoss` does).
-
-    :param torch.Tensor x_net: radiance ``(B, C, H, W)``.
-    :param torch.Tensor x_lin: linearised stack :math:`g(y)` ``(B, N, C, H, W)``.
-    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)``.
-    :param torch.Tensor, None weights: per-entry weights :math:`w_k \ge 0` broadcastable to
-        the stack (e.g. a splitting mask times validity); default all ones.
-    :return: (:class:`torch.Tensor`) shape ``(B,)``.
-
-    :Example:
-
-    >>> import torch
-    >>> x_lin = torch.tensor([0.5, 0.8]).view(1, 2, 1, 1, 1)
-    >>> x = torch.full((1, 1, 1, 1), 0.3)
-    >>> stack_prediction_error(x, x_lin, torch.tensor([1.0, 2.0]))  # ((0.2)^2 + (0.1)^2) / 2
-    tensor([0.0250])
-    """
-    batch, n = x_lin.shape[:2]
-    dtype = compute_dtype(x_net, x_lin)
-    t = exposure_times.to(device=x_lin.device, dtype=dtype).reshape(-1, n)
-    t = t[:, :, None, None, None]
-    err = (x_net.to(dtype).unsqueeze(1) - x_lin.to(dtype) / t) ** 2
-    if weights is not None:
-        err = err * weights.to(dtype)
-    return err.reshape(batch, -1).mean(dim=1)
 
 
 class StackPredictionLoss(Loss):
@@ -70,7 +29,8 @@ class StackPredictionLoss(Loss):
     ``prediction_loss``), compares the re-exposed reconstruction :math:`t_k \hat x` with the
     held-out codes linearised by the physics' inverse response :math:`g = f^{-1}` (the true
     ICRF, or a learned :class:`deepinv_icrf.models.ICRF` given as the physics' response), in
-    radiance units (those of the radiance PSNR), see :func:`stack_prediction_error`, with the
+    radiance units (those of the radiance PSNR), see
+    :func:`deepinv_icrf.functional.stack_prediction_error`, with the
     weights
 
     .. math::
