@@ -470,6 +470,43 @@ def _project(knots: Tensor) -> Tensor:
     return torch.cummax(knots.clamp(0.0, 1.0), dim=1).values
 
 
+def _unflatten_top(knots: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Move saturation to where the response first reaches 1 (no flat top).
+
+    A response that reaches 1 at :math:`v^* < 1` and stays flat explains a stack exactly as
+    well as the same response stretched to reach 1 at :math:`v = 1`, with every radiance
+    multiplied by :math:`v^{*\,2.2}`: the clipping of the sensor and that of the response cannot
+    be told apart (for any curve with a hard clip: linear, gamma, sRGB). The convention
+    :math:`\mathrm{ICRF}(1) = 1` at the first point the response reaches 1 picks the stretched
+    one, whose ICRF has no jump at the top code: :math:`R'(v) = R(v v^*)`,
+    :math:`s' = s - 2.2 \log v^*`. Channels without a flat top are unchanged.
+    """
+    c, k = knots.shape
+    flat = knots[:, -2] >= 1.0 - 1e-6
+    if not bool(flat.any()):
+        return knots, s
+    grid = torch.linspace(0.0, 1.0, k, dtype=knots.dtype, device=knots.device)
+    first = torch.argmax((knots >= 1.0 - 1e-6).to(torch.uint8), dim=1).clamp_min(1)
+    lo = torch.gather(knots, 1, (first - 1).unsqueeze(1)).squeeze(1)
+    hi = torch.gather(knots, 1, first.unsqueeze(1)).squeeze(1)
+    frac = ((1.0 - lo) / (hi - lo).clamp_min(1e-12)).clamp(0.0, 1.0)
+    v_sat = (first.to(knots.dtype) - 1.0 + frac) / (k - 1)
+    v_sat = torch.where(flat, v_sat.clamp_min(1.0 / (k - 1)), 1.0)
+    pos = (grid.unsqueeze(0) * v_sat.unsqueeze(1) * (k - 1)).clamp(max=k - 1)
+    left = pos.floor().clamp(max=k - 2)
+    theta = pos - left
+    left = left.long()
+    stretched = (
+        torch.gather(knots, 1, left) * (1.0 - theta)
+        + torch.gather(knots, 1, left + 1) * theta
+    )
+    stretched[:, 0] = 0.0
+    stretched[:, -1] = 1.0
+    stretched = _project(stretched)
+    s = s - (_GRID_GAMMA * torch.log(v_sat)).unsqueeze(1)
+    return stretched, s
+
+
 def fit_code_domain(
     y: Tensor,
     log_times: Tensor,
@@ -505,7 +542,12 @@ def fit_code_domain(
     residuals (away from clipping) during the first iterations unless given. Stops when the
     response moves less than ``tol``, or (after 5 iterations) when its moves stop
     shrinking. The ICRF is :math:`R^{-1}`, normalised by saturation
-    (:math:`\mathrm{ICRF}(1) = 1`).
+    (:math:`\mathrm{ICRF}(1) = 1`). Saturation is where the response first reaches 1: a
+    response that reaches 1 earlier and stays flat fits a stack exactly as well as the same
+    response stretched to reach 1 at :math:`u = 0` with every radiance scaled (the clipping of
+    the sensor and that of the response cannot be told apart for a hard-clipped curve such as
+    a linear camera's), so after every step such a response is stretched; otherwise the ICRF
+    would jump at the top code.
 
     :param torch.Tensor y: codes ``(C, P, N)``: ``P`` pixels of ``N`` exposures per channel,
         in :math:`[0, 1]` (a sample, see :func:`stratified_pixel_sample`).
@@ -640,6 +682,8 @@ def fit_code_domain(
             )
             new = _project(knots - step_r)
             s = s - step_s
+            # keep the gauge: saturation where the response first reaches 1
+            new, s = _unflatten_top(new, s)
             change = float((new - knots).abs().max())
             knots = new
             if callback is not None:
