@@ -97,6 +97,27 @@ def test_stratified_sample_balances_strata_and_skips_clipped(device):
     assert int((cols < 2).sum()) == 10
 
 
+def test_stratified_sample_prefers_positions_without_clipped_codes(device):
+    n, c, h, w = 3, 1, 13, 11
+    # one brightness stratum (mean code 0.5): rows 0-5 unclipped, rows 6-12 with the
+    # longest exposure clipped; and a darker stratum in column 0
+    y = torch.full((n, c, h, w), 0.5, device=device)
+    y[:, :, 6:, :] = torch.tensor([0.25, 0.25, 1.0], device=device).view(3, 1, 1, 1)
+    y[:, :, :, 0] = 0.1
+    gen = torch.Generator().manual_seed(0)
+    idx = stratified_pixel_sample(y, 40, generator=gen)
+    rows, cols = idx // w, idx % w
+    # the dark stratum (13 positions) is taken whole, the other 27 are all unclipped
+    assert int((cols == 0).sum()) == 13
+    assert bool((rows[cols > 0] < 6).all()) and int((cols > 0).sum()) == 27
+    # without the preference the clipped positions compete at random
+    idx = stratified_pixel_sample(
+        y, 40, generator=torch.Generator().manual_seed(0), prefer_unclipped=False
+    )
+    rows, cols = idx // w, idx % w
+    assert int(((rows >= 6) & (cols > 0)).sum()) > 5
+
+
 def test_stratified_sample_bad_count():
     with pytest.raises(ValueError, match="n_pixels"):
         stratified_pixel_sample(torch.zeros(2, 1, 3, 3), 0)
