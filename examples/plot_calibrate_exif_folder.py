@@ -121,8 +121,9 @@ print(
 # ---------------------------------
 # :func:`deepinv_icrf.training.icrf_confidence_band` refits the curve on stacks simulated from
 # the fit and its measured code noise (a parametric bootstrap), refits it once without each
-# exposure (a jackknife: how much the curve depends on which exposures pin it), and returns a
-# per-code band, kept on the model (``icrf.band``, saved with the curve) and drawn by
+# exposure (a jackknife: how much the curve depends on which exposures pin it), refits it on
+# a pixel sample that avoids partly clipped pixels (where the two fits disagree, the stack
+# does not pin the curve, typically where saturation lies), and returns a per-code band, kept on the model (``icrf.band``, saved with the curve) and drawn by
 # :func:`~deepinv_icrf.plot.plot_icrf` (16 refits by default). The simulated stacks carry
 # the measured code noise and the quantisation, not JPEG compression error: on these small
 # JPEGs the printed coverage shows how much of the real error the band leaves out.

@@ -374,3 +374,67 @@ def test_icrf_confidence_band_jackknife_skips_unusable_subsets(device):
 
     icrf_confidence_band(y[:2], t[:2], icrf, n_boot=2, fit=counting, store=False)
     assert calls == [2, 2]
+
+
+def test_bootstrap_band_alternatives_move_the_band():
+    g = torch.Generator().manual_seed(5)
+    samples = torch.rand(4, 2, 9, generator=g, dtype=torch.float64) * 0.1 + 0.4
+    center = torch.full((2, 9), 0.45, dtype=torch.float64)
+    alt = center + torch.linspace(-0.2, 0.2, 9, dtype=torch.float64)
+    alts = torch.stack([alt, center + 0.01])
+    lower, upper = bootstrap_band(samples, center, 0.9, alternatives=alts)
+    s, c, a = samples.numpy(), center.numpy(), alts.numpy()
+    z = norm.ppf(0.95)
+    spread = s.std(0, ddof=1)
+    corrected = 2 * c - s.mean(0)
+    lo = np.minimum(c, corrected) - z * spread
+    hi = np.maximum(c, corrected) + z * spread
+    # the union of the band and its copies moved onto each alternative
+    lo = np.min([lo] + [lo + a[j] - c for j in range(2)], axis=0)
+    hi = np.max([hi] + [hi + a[j] - c for j in range(2)], axis=0)
+    lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+    lo[:, 0], hi[:, 0], lo[:, -1], hi[:, -1] = 0, 0, 1, 1
+    np.testing.assert_allclose(lower.numpy(), lo, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(upper.numpy(), hi, rtol=1e-6, atol=1e-12)
+    # the band now reaches the alternative curve on both sides
+    assert bool((lower[:, 1:-1] <= alt[:, 1:-1] + 1e-12).all())
+    assert bool((upper[:, 1:-1] >= alt[:, 1:-1] - 1e-12).all())
+    with pytest.raises(ValueError, match="alternatives"):
+        bootstrap_band(samples, center, alternatives=alt)
+
+
+class _FakeCodeFit(_FakeFit):
+    # a fit that, like fit_icrf, takes clip_priority: "global" gives a steeper curve
+    def __call__(self, stack, exposure_times, clip_priority="stratum", **options):
+        options["clip_priority"] = clip_priority
+        self.calls.append(options)
+        gamma = 2.0 + 0.01 * options["seed"] + (0.3 if clip_priority == "global" else 0)
+        icrf = ICRF(channels=stack.shape[1], init="gamma", gamma=gamma).to(stack.device)
+        self.curves.append(icrf.curve.detach())
+        return icrf
+
+
+def test_icrf_confidence_band_clip_sensitivity(device):
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    fake = _FakeCodeFit()
+    options = {"n_boot": 3, "store": False, "exposure_jackknife": False, "seed": 2}
+    lower, upper = icrf_confidence_band(y, t, icrf, fit=fake, **options)
+    # three bootstrap refits, then one refit of the stack with clip_priority="global"
+    assert [c["clip_priority"] for c in fake.calls] == ["stratum"] * 3 + ["global"]
+    assert fake.calls[-1]["seed"] == 2
+    ref_lo, ref_hi = bootstrap_band(
+        torch.stack(fake.curves[:3]),
+        icrf.curve.detach(),
+        alternatives=fake.curves[3].unsqueeze(0),
+    )
+    assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
+    # switched off, or with another method: no second opinion
+    fake = _FakeCodeFit()
+    icrf_confidence_band(y, t, icrf, fit=fake, clip_sensitivity=False, **options)
+    assert len(fake.calls) == 3
+    fake = _FakeCodeFit()
+    icrf_confidence_band(
+        y, t, icrf, fit=fake, fit_options={"method": "linearity"}, **options
+    )
+    assert len(fake.calls) == 3

@@ -104,18 +104,36 @@ def test_stratified_sample_prefers_positions_without_clipped_codes(device):
     y = torch.full((n, c, h, w), 0.5, device=device)
     y[:, :, 6:, :] = torch.tensor([0.25, 0.25, 1.0], device=device).view(3, 1, 1, 1)
     y[:, :, :, 0] = 0.1
-    gen = torch.Generator().manual_seed(0)
-    idx = stratified_pixel_sample(y, 40, generator=gen)
+    idx = stratified_pixel_sample(y, 40, generator=torch.Generator().manual_seed(0))
     rows, cols = idx // w, idx % w
     # the dark stratum (13 positions) is taken whole, the other 27 are all unclipped
     assert int((cols == 0).sum()) == 13
     assert bool((rows[cols > 0] < 6).all()) and int((cols > 0).sum()) == 27
-    # without the preference the clipped positions compete at random
+    # "none": the clipped positions compete at random
     idx = stratified_pixel_sample(
-        y, 40, generator=torch.Generator().manual_seed(0), prefer_unclipped=False
+        y, 40, generator=torch.Generator().manual_seed(0), clip_priority="none"
     )
     rows, cols = idx // w, idx % w
     assert int(((rows >= 6) & (cols > 0)).sum()) > 5
+
+
+def test_stratified_sample_global_clip_priority(device):
+    n, c, h, w = 3, 2, 13, 11
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(n, c, h, w, generator=g) * 0.8 + 0.1).to(device)
+    y[-1, 0, :6, :] = 1.0  # rows 0-5: the longest exposure clipped in channel 0
+    y[-1, :, :3, :] = 1.0  # rows 0-2: clipped in both channels
+    gen = torch.Generator().manual_seed(0)
+    # 77 positions have no clipped code: a sample of 70 takes only those
+    idx = stratified_pixel_sample(y, 70, generator=gen, clip_priority="global")
+    assert idx.numel() == 70 and bool((idx // w >= 6).all())
+    # 100 = the 77 unclipped, then 23 of the 33 with one clipped code (rows 3-5)
+    idx = stratified_pixel_sample(y, 100, generator=gen, clip_priority="global")
+    rows = idx // w
+    assert int((rows >= 6).sum()) == 77
+    assert int(((rows >= 3) & (rows < 6)).sum()) == 23
+    with pytest.raises(ValueError, match="clip_priority"):
+        stratified_pixel_sample(y, 10, clip_priority="first")
 
 
 def test_stratified_sample_bad_count():

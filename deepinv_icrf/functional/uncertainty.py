@@ -19,6 +19,7 @@ def bootstrap_band(
     center: Tensor,
     level: float = 0.95,
     extra_std: Tensor | None = None,
+    alternatives: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""A bias-aware confidence band of a curve from bootstrap refits.
 
@@ -34,13 +35,19 @@ def bootstrap_band(
     clamped to :math:`[0, 1]` with the endpoints pinned (:math:`0` at code 0, :math:`1` at the
     last). The band spans the fitted curve and its bias-corrected version (the basic
     bootstrap centre), widened by the spread: a fit whose error is mostly bias (noise in the
-    codes biases every irradiance-domain method) is still covered.
+    codes biases every irradiance-domain method) is still covered. With ``alternatives``
+    :math:`a_j` (the same curve from other estimators), the band is also moved onto each of
+    them, :math:`\mathrm{lower} \leftarrow \min(\mathrm{lower}, \mathrm{lower} + a_j -
+    \hat f)` and likewise for the upper bound: where reasonable estimators disagree, the
+    data do not pin the curve.
 
     :param torch.Tensor samples: refitted curves ``(B, C, L)``, ``B >= 2``.
     :param torch.Tensor center: the fitted curve ``(C, L)``.
     :param float level: coverage level in ``(0, 1)`` (default 0.95).
     :param torch.Tensor, None extra_std: an independent uncertainty ``(C, L)`` the refits do not
         hold (e.g. of the exposure exponent), added to :math:`s` in quadrature (default None).
+    :param torch.Tensor, None alternatives: curves ``(J, C, L)`` of other estimators the
+        band must also cover, shifted by its own widths (default None).
     :return: (tuple) ``(lower, upper)``, each ``(C, L)``, dtype of ``center``.
 
     |sep|
@@ -74,6 +81,12 @@ def bootstrap_band(
     corrected = c - bias
     lower = torch.minimum(c, corrected) - z * spread
     upper = torch.maximum(c, corrected) + z * spread
+    if alternatives is not None:
+        check_float(alternatives, "alternatives")
+        check_shape(alternatives, "alternatives", ["J", dims["C"], dims["L"]])
+        shift = alternatives.to(s.device, work) - c
+        lower = lower + shift.amin(dim=0).clamp(max=0.0)
+        upper = upper + shift.amax(dim=0).clamp(min=0.0)
     lower = lower.clamp(0.0, 1.0)
     upper = upper.clamp(0.0, 1.0)
     lower[:, 0] = 0.0

@@ -34,7 +34,11 @@ from deepinv_icrf._checks import (
     check_range,
     check_shape,
 )
-from deepinv_icrf.functional.codefit import fit_code_domain, stratified_pixel_sample
+from deepinv_icrf.functional.codefit import (
+    CLIP_PRIORITIES,
+    fit_code_domain,
+    stratified_pixel_sample,
+)
 from deepinv_icrf.functional.histogram import (
     ContinuousInputError,
     build_linearity_histogram,
@@ -216,6 +220,7 @@ def _code_sample(
     bits: int | None,
     n_pixels: int,
     generator: torch.Generator,
+    clip_priority: str = "stratum",
 ) -> tuple[list[Tensor], int]:
     r"""Stratified pixel sample of every stack of a batch, as ``(C, P_b, N)`` float tensors.
 
@@ -241,7 +246,13 @@ def _code_sample(
             stacks.append(flat.unsqueeze(2))
     out = []
     for s in stacks:
-        idx = stratified_pixel_sample(s, n_pixels, bit_depth=bits, generator=generator)
+        idx = stratified_pixel_sample(
+            s,
+            n_pixels,
+            bit_depth=bits,
+            generator=generator,
+            clip_priority=clip_priority,
+        )
         out.append(s[:, :, 0, :].index_select(-1, idx).permute(1, 2, 0))  # (C, P, N)
     return out, c
 
@@ -288,6 +299,7 @@ def fit_icrf(
     relative: bool = True,
     n_knots: int = 32,
     noise_sigma: float | None = None,
+    clip_priority: str = "stratum",
     refine_exposures: bool = False,
     band: bool = False,
     device: str | torch.device | None = None,
@@ -345,6 +357,9 @@ def fit_icrf(
     :param int n_knots: knots of the response of the code fit (default 32).
     :param float, None noise_sigma: code noise std for the code fit; ``None`` (default)
         estimates it from the stack.
+    :param str clip_priority: how the code fit's pixel sample treats positions with clipped
+        codes: ``"stratum"`` (default), ``"global"`` or ``"none"``, see
+        :func:`~deepinv_icrf.functional.stratified_pixel_sample`.
     :param bool refine_exposures: refine the exposure times with the curve (default False),
         through :func:`deepinv_icrf.training.refine.fit_refined`; the refined times are in
         ``icrf.fit_report.exposure_times``.
@@ -402,6 +417,7 @@ def fit_icrf(
         relative=relative,
         n_knots=n_knots,
         noise_sigma=noise_sigma,
+        clip_priority=clip_priority,
     )
     if refine_exposures:
         try:
@@ -437,6 +453,12 @@ def fit_icrf(
         check_int(max_pixels, "max_pixels", 1)
     check_int(n_points, "n_points", 2)
     check_int(n_knots, "n_knots", 4)
+    check_in(clip_priority, "clip_priority", CLIP_PRIORITIES)
+    if method != "code" and clip_priority != "stratum":
+        raise ValueError(
+            f"Expected `clip_priority` only with method='code' (it orders the code fit's "
+            f"pixel sample), but got clip_priority={clip_priority!r} with method={method!r}."
+        )
     if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
         raise ValueError(
             f"Expected `noise_sigma` > 0 or None, but got {noise_sigma!r}."
@@ -459,6 +481,7 @@ def fit_icrf(
             max_pixels=max_pixels or _DEFAULT_PIXELS["code"],
             n_knots=n_knots,
             noise_sigma=noise_sigma,
+            clip_priority=clip_priority,
             device=device,
             generator=generator,
             progress=progress,
@@ -533,6 +556,7 @@ def _fit_code(
     max_pixels: int,
     n_knots: int,
     noise_sigma: float | None,
+    clip_priority: str,
     device: str | torch.device | None,
     generator: torch.Generator,
     progress: bool,
@@ -553,7 +577,9 @@ def _fit_code(
         stack_device = stack.device
     times = _exposure_times(exposure_times, batch, n)
     device = torch.device(device) if device is not None else stack_device
-    samples, channels = _code_sample(stack, bits, max_pixels, generator)
+    samples, channels = _code_sample(
+        stack, bits, max_pixels, generator, clip_priority=clip_priority
+    )
     log_times = torch.cat(
         [times[k].log().expand(s.shape[1], n) for k, s in enumerate(samples)]
     )
