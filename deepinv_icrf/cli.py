@@ -60,7 +60,7 @@ def _save_plot(
 
 def run_demo(
     out: str | Path = "deepinv_icrf_demo",
-    steps: int = 300,
+    steps: int | None = None,
     noise: float = 0.004,
     progress: bool = True,
     stream=None,
@@ -72,7 +72,8 @@ def run_demo(
 
     :param str, pathlib.Path out: output folder (created): ``icrf.json`` (the fitted curve),
         ``icrf_fit.png`` (fitted vs true curves and the error) and ``summary.json``.
-    :param int steps: optimisation steps (default 300).
+    :param int, None steps: most optimisation steps (default ``None``: the fit's own, at most
+        30 Gauss-Newton iterations for the default code-domain fit).
     :param float noise: standard deviation of the Gaussian noise on the codes (default 0.004).
     :param bool progress: show a progress bar.
     :param stream: where to print (default ``sys.stdout``).
@@ -234,8 +235,9 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps",
         type=int,
-        default=300,
-        help="optimisation steps (default: %(default)s)",
+        default=None,
+        help="most optimisation steps (default: the fit's own, at most 30 Gauss-Newton "
+        "iterations for the default code-domain fit)",
     )
     p.add_argument(
         "--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)"
@@ -265,14 +267,15 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
     from deepinv_icrf.io import write_json
 
     stream = stream if stream is not None else sys.stdout
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
     device = _check_device(args.device)
     options: dict[str, object] = {
-        "steps": args.steps,
         "seed": args.seed,
         "progress": not args.no_progress,
     }
+    if args.steps is not None:
+        options["steps"] = args.steps
     if device is not None:
         options["device"] = device
     if args.refine_exposures:
@@ -564,8 +567,9 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps",
         type=int,
-        default=300,
-        help="optimisation steps (default: %(default)s)",
+        default=None,
+        help="most optimisation steps (default: the fit's own, at most 30 Gauss-Newton "
+        "iterations for the default code-domain fit)",
     )
     p.add_argument(
         "--noise",
@@ -579,7 +583,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 def _run_demo_args(args: argparse.Namespace) -> int:
     run_demo(
         out=getattr(args, "out", "deepinv_icrf_demo"),
-        steps=getattr(args, "steps", 300),
+        steps=getattr(args, "steps", None),
         noise=getattr(args, "noise", 0.004),
         progress=not getattr(args, "no_progress", False),
     )

@@ -127,7 +127,7 @@ def test_cli_no_arguments_runs_the_demo(monkeypatch):
     assert main([]) == 0
     assert seen == {
         "out": "deepinv_icrf_demo",
-        "steps": 300,
+        "steps": None,
         "noise": 0.004,
         "progress": True,
     }
@@ -519,3 +519,12 @@ def test_cli_fit_band_unsupported(photos, tmp_path, fake_fit, capsys):
     assert main(["fit", str(photos), "--out", str(tmp_path / "o"), "--band"]) == 2
     assert "--band" in _error_line(capsys)
     assert fake_fit == []
+
+
+def test_cli_fit_without_steps_leaves_the_fit_its_default(photos, tmp_path, fake_fit):
+    # no --steps: the fit keeps its own iteration count (the code fit's 30 at most)
+    assert main(["fit", str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    ((_, _, options),) = fake_fit
+    assert "steps" not in options
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["steps"] is None
