@@ -311,10 +311,10 @@ def stratified_pixel_sample(
         stratum = torch.where(ok, stratum, n_groups)
         # order: by group, then ("stratum") by clipped codes, then at random
         noise = torch.rand(h * w, generator=generator).to(y.device, torch.float64)
-        key = stratum.to(torch.float64) * float(n * c + 2)
+        sort_key = stratum.to(torch.float64) * float(n * c + 2)
         if clip_priority == "stratum":
-            key = key + clipped.to(torch.float64)
-        order = torch.argsort(key + noise)
+            sort_key = sort_key + clipped.to(torch.float64)
+        order = torch.argsort(sort_key + noise)
         sorted_stratum = stratum.index_select(0, order)
         counts = torch.bincount(sorted_stratum, minlength=n_groups + 1)
         starts = torch.cumsum(counts, 0) - counts
@@ -526,14 +526,7 @@ def _unflatten_top(knots: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     frac = ((1.0 - lo) / (hi - lo).clamp_min(1e-12)).clamp(0.0, 1.0)
     v_sat = (first.to(knots.dtype) - 1.0 + frac) / (k - 1)
     v_sat = torch.where(flat, v_sat.clamp_min(1.0 / (k - 1)), 1.0)
-    pos = (grid.unsqueeze(0) * v_sat.unsqueeze(1) * (k - 1)).clamp(max=k - 1)
-    left = pos.floor().clamp(max=k - 2)
-    theta = pos - left
-    left = left.long()
-    stretched = (
-        torch.gather(knots, 1, left) * (1.0 - theta)
-        + torch.gather(knots, 1, left + 1) * theta
-    )
+    stretched = interp_curve(grid * v_sat.unsqueeze(1), knots, channel_dim=0)
     stretched[:, 0] = 0.0
     stretched[:, -1] = 1.0
     stretched = _project(stretched)

@@ -128,7 +128,7 @@ def icrf_confidence_band(
         pull it one way: the two samples disagree exactly there, and the bootstrap of either
         alone misses it. ``benchmarks/real_camera.py`` (36 five-exposure stacks): codes
         covered at least 90% on 36 stacks with it, 33 without; around fits with exact
-        times, 33 and 21.
+        times, 35 and 21.
     :param dict fit_options: options of the refits (use the fit's own options).
     :param Callable fit: the fitting function (default :func:`~deepinv_icrf.training.fit_icrf`,
         called with ``refine_exposures=False, band=False`` where it takes them).
