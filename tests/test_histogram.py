@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_linearity import ref_linearity
 
+import deepinv_icrf.functional.histogram as histogram_module
 import deepinv_icrf.loss.linearity as loss_module
 from deepinv_icrf.functional import (
     ContinuousInputError,
@@ -402,6 +404,59 @@ def test_histogram_moves_between_devices(device):
     want, _ = dense_value_grad(y.to(device), curve, t.to(device))
     got, _ = hist_value_grad(curve, hist)
     assert_parity(got, want, 1e-10)
+
+
+# ------------------------------------------------------------------ compact index tensors
+@pytest.mark.parametrize("max_bins", [4096, 256], ids=["exact", "coarse"])
+def test_index_tensors_are_int32_with_dense_parity(device, max_bins):
+    y, t = coded_stack(12, torch.float64, device)
+    curve = random_curve(device=device)
+    hist = build_linearity_histogram(y, t, max_bins=max_bins)
+    halves = LinearityHistogram.merge(
+        build_linearity_histogram(y[..., :6, :], t, bit_depth=12, max_bins=max_bins),
+        build_linearity_histogram(y[..., 6:, :], t, bit_depth=12, max_bins=max_bins),
+    )
+    for h in (hist, halves, hist.to(device)):
+        assert h.index_i.dtype == h.index_j.dtype == h.group.dtype == torch.int32
+    # no stored per-entry pair index: 4 + 4 + 4 + 8 + 8 bytes per entry
+    assert "pair" not in {f.name for f in dataclasses.fields(hist)}
+    # `pair` (derived from `group`) indexes (B, P): its weight sums are the channel sums
+    bsz, n_pairs, channels = hist.weight_sum.shape
+    assert hist.pair.shape == hist.group.shape
+    assert int(hist.pair.min()) >= 0 and int(hist.pair.max()) < bsz * n_pairs
+    per_pair = torch.zeros(bsz * n_pairs, dtype=torch.float64, device=device)
+    per_pair.index_add_(0, hist.pair.long(), hist.weight)
+    torch.testing.assert_close(
+        per_pair, hist.weight_sum.sum(-1).reshape(-1), rtol=1e-12, atol=0
+    )
+    got, grad = hist_value_grad(curve, hist)
+    if max_bins == 4096:  # exact bins: the dense value and gradient
+        want, want_grad = dense_value_grad(y, curve, t)
+        assert_parity(got, want, RTOL[torch.float64])
+        assert_parity(grad, want_grad, RTOL[torch.float64])
+    # the same histogram with int64 indices evaluates identically; merge narrows them back
+    wide = dataclasses.replace(
+        hist,
+        index_i=hist.index_i.long(),
+        index_j=hist.index_j.long(),
+        group=hist.group.long(),
+    )
+    got64, grad64 = hist_value_grad(curve, wide)
+    assert torch.equal(got64, got) and torch.equal(grad64, grad)
+    assert LinearityHistogram.merge(wide, hist).group.dtype == torch.int32
+
+
+def test_index_dtype_falls_back_to_int64_beyond_int32():
+    big = 2**31
+    assert histogram_module._index_dtype(1) == torch.int32
+    assert histogram_module._index_dtype(big) == torch.int32  # indices 0 .. 2**31 - 1
+    assert histogram_module._index_dtype(big + 1) == torch.int64
+    index = torch.tensor([0, 5, big - 1])
+    small = histogram_module._compact_index(index, big)
+    assert small.dtype == torch.int32 and torch.equal(small.long(), index)
+    index = torch.tensor([0, big, 3 * big])
+    wide = histogram_module._compact_index(index, 3 * big + 1)
+    assert wide.dtype == torch.int64 and torch.equal(wide, index)
 
 
 # ------------------------------------------------------------------ chunked dense path

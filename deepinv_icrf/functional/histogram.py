@@ -92,12 +92,12 @@ class LinearityHistogram:
     :param torch.Tensor, None std_points: standard deviation of the raw codes at ``points``
         ``(C, T)``, or ``None``.
     :param torch.Tensor index_i: ``(M,)`` flat index into ``points`` of the shorter exposure's
-        code of each entry.
+        code of each entry; int32 when ``points`` has at most :math:`2^{31}` values, else
+        int64.
     :param torch.Tensor index_j: ``(M,)`` same for the longer exposure.
     :param torch.Tensor group: ``(M,)`` flat index of the entry's ``(sample, pair, channel)``
-        in ``(B, P, C)``.
-    :param torch.Tensor pair: ``(M,)`` flat index of the entry's ``(sample, pair)`` in
-        ``(B, P)``.
+        in ``(B, P, C)``; int32 when :math:`BPC \le 2^{31}`, else int64. The entry's
+        ``(sample, pair)`` index in ``(B, P)`` is :attr:`pair` (``group // C``).
     :param torch.Tensor count: ``(M,)`` float64 number of pixels.
     :param torch.Tensor weight: ``(M,)`` float64 sum of the value weights
         :math:`g(Y_i) + g(Y_j)` of its pixels.
@@ -117,7 +117,6 @@ class LinearityHistogram:
     index_i: Tensor
     index_j: Tensor
     group: Tensor
-    pair: Tensor
     count: Tensor
     weight: Tensor
     weight_sum: Tensor
@@ -134,6 +133,12 @@ class LinearityHistogram:
     def exact(self) -> bool:
         r"""``True`` when every code has its own bin (then the value is the dense one)."""
         return self.n_bins == 2**self.bit_depth
+
+    @property
+    def pair(self) -> Tensor:
+        r"""``(M,)`` flat index of each entry's ``(sample, pair)`` in ``(B, P)`` (computed from
+        :attr:`group`, dtype of :attr:`group`)."""
+        return self.group // self.shape[2]
 
     @property
     def n_entries(self) -> int:
@@ -171,7 +176,7 @@ class LinearityHistogram:
         if not self.exact or self.n_entries == 0:
             return self
         t = self.points.shape[1]
-        key = (self.group * t + self.index_i % t) * t + self.index_j % t
+        key = (self.group.long() * t + self.index_i % t) * t + self.index_j % t
         keys, inverse = torch.unique(key, return_inverse=True)
         if keys.numel() == key.numel():
             return self
@@ -185,7 +190,6 @@ class LinearityHistogram:
             index_i=self.index_i.take(first),
             index_j=self.index_j.take(first),
             group=self.group.take(first),
-            pair=self.pair.take(first),
             count=sums[:, 0].contiguous(),
             weight=sums[:, 1].contiguous(),
         )
@@ -250,8 +254,11 @@ class LinearityHistogram:
             shape = (*first.shape[:3], 1, sum(sizes))
         cat = {
             name: torch.cat([getattr(h, name) for h in hists])
-            for name in ("group", "pair", "count", "weight")
+            for name in ("count", "weight")
         }
+        cat["group"] = _compact_index(
+            torch.cat([h.group for h in hists]), first.weight_sum.numel()
+        )
         weight_sum = torch.stack([h.weight_sum for h in hists]).sum(dim=0)
         if first.exact:
             points, std_points = first.points, first.std_points
@@ -264,6 +271,7 @@ class LinearityHistogram:
             offsets = [sum(widths[:k]) for k in range(len(hists))]
 
             def remap(idx: Tensor, width: int, offset: int) -> Tensor:
+                idx = idx.long()
                 return (idx // width) * total + offset + idx % width
 
             points = torch.cat([h.points for h in hists], dim=1)
@@ -286,13 +294,26 @@ class LinearityHistogram:
             first,
             points=points,
             std_points=std_points,
-            index_i=index_i,
-            index_j=index_j,
+            index_i=_compact_index(index_i, points.numel()),
+            index_j=_compact_index(index_j, points.numel()),
             weight_sum=weight_sum,
             shape=shape,
             **cat,
         )
         return merged.coalesce()
+
+
+def _index_dtype(size: int) -> torch.dtype:
+    r"""The index dtype of a tensor of ``size`` elements: int32 when every index
+    ``0 .. size - 1`` fits in it, else int64."""
+    return torch.int32 if size <= torch.iinfo(torch.int32).max + 1 else torch.int64
+
+
+def _compact_index(index: Tensor, size: int) -> Tensor:
+    r"""``index`` (values in ``[0, size)``) in :func:`_index_dtype` of ``size``: int32 halves
+    the memory of the histogram's index tensors; ``index_select`` and ``index_add`` take it
+    as it is."""
+    return index.to(_index_dtype(size))
 
 
 def _check_mergeable(a: LinearityHistogram, b: LinearityHistogram, k: int) -> None:
@@ -738,10 +759,9 @@ def build_linearity_histogram(
     return LinearityHistogram(
         points=points,
         std_points=std_points,
-        index_i=index_i,
-        index_j=index_j,
-        group=group,
-        pair=pair,
+        index_i=_compact_index(index_i, points.numel()),
+        index_j=_compact_index(index_j, points.numel()),
+        group=_compact_index(group, weight_sum.numel()),
         count=count,
         weight=weight,
         weight_sum=weight_sum.view(bsz, n_pairs, channels),
@@ -865,7 +885,9 @@ def linearity_from_histogram(
     _, _, ratio, pair_valid = exposure_pairs(
         hist.exposure_times.to(dtype), hist.threshold
     )
-    r = ratio.reshape(-1).take(hist.pair)
+    # the ratio of every entry's pair, through its group (no per-entry pair index stored)
+    ratio_groups = ratio.unsqueeze(-1).expand(*ratio.shape, channels).reshape(-1)
+    r = ratio_groups.index_select(0, hist.group)
     s_i = s_j = None
     if hist.std_points is not None:
         slope = curve_slope(hist.points, curve, channel_dim=0).to(dtype)
