@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +20,8 @@ from deepinv_icrf.functional import (
     build_linearity_histogram,
     curve_slope,
     detect_bit_depth,
+    exposure_pairs,
+    gaussian_value_weights,
     interp_curve,
     linearity_from_histogram,
     propagate_std,
@@ -457,6 +460,93 @@ def test_index_dtype_falls_back_to_int64_beyond_int32():
     index = torch.tensor([0, big, 3 * big])
     wide = histogram_module._compact_index(index, 3 * big + 1)
     assert wide.dtype == torch.int64 and torch.equal(wide, index)
+
+
+# ------------------------------------------------------------------ build, entry by entry
+def reference_cells(y, times, shift, lower=LOWER, upper=UPPER):
+    """The histogram's cells written out: for every pair (exposure_pairs order), sample and
+    channel, the sorted (bin_i, bin_j) of the pixels valid in both images, with their flat
+    (sample, pair, channel) group, their pixel count and their pixels (in pixel order).
+    """
+    i_idx, j_idx, _, _ = exposure_pairs(times)
+    bsz, _, channels = y.shape[:3]
+    n_pairs = i_idx.shape[1]
+    levels = 2**12 - 1
+    cells = []
+    for p in range(n_pairs):
+        for s in range(bsz):
+            i, j = int(i_idx[s, p]), int(j_idx[s, p])
+            for c in range(channels):
+                found = {}
+                pixels = zip(
+                    y[s, i, c].reshape(-1).tolist(),
+                    y[s, j, c].reshape(-1).tolist(),
+                    strict=True,
+                )
+                for v_i, v_j in pixels:
+                    if lower <= v_i <= upper and lower <= v_j <= upper:
+                        key = (
+                            round(v_i * levels) >> shift,
+                            round(v_j * levels) >> shift,
+                        )
+                        found.setdefault(key, []).append((v_i, v_j))
+                group = (s * n_pairs + p) * channels + c
+                cells += [(group, c, a, b, found[a, b]) for a, b in sorted(found)]
+    return cells
+
+
+def test_build_lists_every_cell_in_order_exact_bins():
+    y, t = coded_stack(12, torch.float64, seed=5)
+    hist = build_linearity_histogram(y, t)
+    assert hist.exact and hist.weight_sum.shape == (2, 6, 3)  # every pair kept
+    cells = reference_cells(y, t, shift=0)
+    group, channel, bin_i, bin_j, pixels = zip(*cells, strict=True)
+    as_index = lambda v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
+    count = torch.tensor([float(len(px)) for px in pixels], dtype=torch.float64)
+    assert torch.equal(hist.group, as_index(group))
+    assert torch.equal(
+        hist.index_i,
+        as_index([c * 4096 + a for c, a in zip(channel, bin_i, strict=True)]),
+    )
+    assert torch.equal(
+        hist.index_j,
+        as_index([c * 4096 + b for c, b in zip(channel, bin_j, strict=True)]),
+    )
+    assert torch.equal(hist.count, count)
+    assert count.max() > 1 and hist.n_entries < count.sum()  # some cells shared
+    g = gaussian_value_weights(hist.points.double(), 10.0).reshape(-1)
+    weight = count * (g[hist.index_i.long()] + g[hist.index_j.long()])
+    assert torch.equal(hist.weight, weight)
+    weight_sum = torch.zeros(36, dtype=torch.float64).index_add_(0, hist.group, weight)
+    assert torch.equal(hist.weight_sum.reshape(-1), weight_sum)
+
+
+def test_build_lists_every_cell_in_order_coarse_bins():
+    y, t = coded_stack(12, torch.float64, seed=5)
+    hist = build_linearity_histogram(y, t, max_bins=256)
+    cells = reference_cells(y, t, shift=4)
+    group, channel, _, _, pixels = zip(*cells, strict=True)
+    assert torch.equal(hist.group, torch.tensor(group, dtype=torch.int32))
+    count = torch.tensor([float(len(px)) for px in pixels], dtype=torch.float64)
+    assert torch.equal(hist.count, count)
+    # channel c holds its entries' centroids in entry order: v_i at c T + k, v_j after them
+    width = hist.points.shape[1]
+    channel = torch.tensor(channel)
+    for c in range(3):
+        k = torch.arange(int((channel == c).sum()))
+        assert torch.equal(hist.index_i[channel == c].long(), c * width + k)
+        assert torch.equal(hist.index_j[channel == c].long(), c * width + len(k) + k)
+    # the weighted mean codes of each cell's pixels, weights g(v_i) + g(v_j)
+    g = lambda v: math.exp(-10.0 * (v - 0.5) ** 2)  # noqa: E731
+    want = []
+    for px in pixels:
+        w = [g(v_i) + g(v_j) for v_i, v_j in px]
+        sums = [sum(wk * v[k] for wk, v in zip(w, px, strict=True)) for k in (0, 1)]
+        want.append([sums[0] / sum(w), sums[1] / sum(w)])
+    points = hist.points.reshape(-1)
+    got = torch.stack([points[hist.index_i.long()], points[hist.index_j.long()]], 1)
+    want = torch.tensor(want, dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
 
 
 # ------------------------------------------------------------------ chunked dense path

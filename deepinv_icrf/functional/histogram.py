@@ -670,6 +670,8 @@ def build_linearity_histogram(
         row_base = (row_base * n_bins).view(bsz, 1, channels, 1, 1)
         rows_img = torch.where(ok, row_base + bins, n_rows)
         cols_img = torch.where(ok, bins, -1)
+        # the per-pixel codes are only needed through rows_img and cols_img from here on
+        del codes, bins, ok, row_base
         g_img = std_img = None
         if not exact:
             g_img = gaussian_value_weights(yw.double(), gaussian_scale)
@@ -678,7 +680,24 @@ def build_linearity_histogram(
 
         i_idx, j_idx, pairs = _pair_selection(times, threshold)
         n_pairs = i_idx.shape[1]
-        parts: dict[str, list[Tensor]] = {k: [] for k in ("row", "col", "pair", "sums")}
+        device = y.device
+        layout = (n_bins, channels, n_pairs, bsz * n_pairs * channels)
+        g_points = std_points = None
+        if exact:
+            values = _code_values(yw, levels)  # (levels,), dtype of yw
+            points = values.unsqueeze(0).expand(channels, levels).contiguous()
+            g_points = gaussian_value_weights(points.double(), gaussian_scale)
+            if table is not None:
+                std_points = (
+                    table.expand(channels, levels) if table.shape[1] == 1 else table
+                )
+                std_points = std_points.contiguous()
+        dtypes = (yw.dtype, None if table is None else table.dtype)
+        # no per-entry int64 work tensor spans all pairs (that was the build peak): each
+        # pair is kept compact once counted (exact bins: its cells and int counts, 12 bytes
+        # an entry; else its finished entries), then finished and copied into place, one
+        # pair at a time
+        pending: list[tuple[int, Tensor, Tensor, Tensor] | dict[str, Tensor]] = []
         for p in pairs:
             ip, jp = i_idx[:, p : p + 1], j_idx[:, p : p + 1]
             row = _gather_pairs(rows_img, ip).reshape(-1).long()
@@ -687,7 +706,11 @@ def build_linearity_histogram(
             keep = (cell_row < n_rows) & (cell_col >= 0)
             if exact:
                 # counts only: every pixel of an entry has the same codes
-                source = torch.ones_like(row, dtype=torch.float64).unsqueeze(1)
+                count = torch.bincount(inverse, minlength=cell_row.shape[0])[keep]
+                count = count.to(_index_dtype(row.numel() + 1))
+                cells = [_compact_index(v[keep], n_rows) for v in (cell_row, cell_col)]
+                pending.append((p, *cells, count))
+                del count, cells
             else:
                 # weighted sums: weights, weighted codes (centroids), weighted stds
                 w = (_gather_pairs(g_img, ip) + _gather_pairs(g_img, jp)).reshape(-1)
@@ -701,56 +724,63 @@ def build_linearity_histogram(
                     cols.append(w * _gather_pairs(std_img, ip).reshape(-1))
                     cols.append(w * _gather_pairs(std_img, jp).reshape(-1))
                 source = torch.stack(cols, dim=1)
-            sums = torch.zeros(
-                cell_row.shape[0], source.shape[1], dtype=torch.float64, device=y.device
-            )
-            sums.index_add_(0, inverse, source)
-            parts["row"].append(cell_row[keep])
-            parts["col"].append(cell_col[keep])
-            parts["sums"].append(sums[keep])
-            parts["pair"].append(torch.full_like(cell_row[keep], p))
-
-        device = y.device
-        if pairs:
-            row = torch.cat(parts["row"])
-            col_bin = torch.cat(parts["col"])
-            pair_p = torch.cat(parts["pair"])
-            sums = torch.cat(parts["sums"])
-        else:
-            row = col_bin = pair_p = torch.zeros(0, dtype=torch.int64, device=device)
-            sums = torch.zeros(0, 6, dtype=torch.float64, device=device)
-        sample_channel = row // n_bins
-        row_bin = row % n_bins
-        sample = sample_channel // channels
-        channel = sample_channel % channels
-        pair = sample * n_pairs + pair_p
-        group = pair * channels + channel
-        count = sums[:, 0]
+                del w, cols
+                sums = torch.zeros(
+                    cell_row.shape[0],
+                    source.shape[1],
+                    dtype=torch.float64,
+                    device=device,
+                )
+                sums.index_add_(0, inverse, source)
+                cells = (cell_row[keep], cell_col[keep], sums[keep])
+                pending.append(_pair_entries(*cells, p, layout, g_points, dtypes))
+                del source, sums, cells
+            del row, col, cell_row, cell_col, inverse, keep
+        del rows_img, cols_img, g_img, std_img
+        if not pending:
+            empty = torch.zeros(0, dtype=torch.int64, device=device)
+            if exact:
+                pending.append((0, empty, empty, empty))
+            else:
+                width = 4 if table is None else 6
+                sums = torch.zeros(0, width, dtype=torch.float64, device=device)
+                pending.append(
+                    _pair_entries(empty, empty, sums, 0, layout, g_points, dtypes)
+                )
+        total = sum(
+            part[-1].shape[0] if exact else part["count"].shape[0] for part in pending
+        )
+        cat: dict[str, Tensor] = {}
+        start = 0
+        while pending:
+            part = pending.pop(0)
+            if exact:
+                p, cell_row, cell_col, count = part
+                part = _pair_entries(
+                    cell_row.long(), cell_col.long(), count, p, layout, g_points, dtypes
+                )
+                del cell_row, cell_col, count
+            stop = start + part["count"].shape[0]
+            for name, value in part.items():
+                if name not in cat:
+                    cat[name] = torch.empty(total, dtype=value.dtype, device=device)
+                cat[name][start:stop] = value
+            start = stop
+            del part
+        group, count, weight = cat.pop("group"), cat.pop("count"), cat.pop("weight")
 
         if exact:
-            values = _code_values(yw, levels)  # (levels,), dtype of yw
-            points = values.unsqueeze(0).expand(channels, levels).contiguous()
-            index_i = channel * levels + row_bin
-            index_j = channel * levels + col_bin
-            g_points = gaussian_value_weights(points.double(), gaussian_scale)
-            weight = count * (g_points.take(index_i) + g_points.take(index_j))
-            std_points = None
-            if table is not None:
-                std_points = (
-                    table.expand(channels, levels) if table.shape[1] == 1 else table
-                )
-                std_points = std_points.contiguous()
+            index_i, index_j = cat.pop("index_i"), cat.pop("index_j")
         else:
-            weight = sums[:, 1]
-            safe = weight.clamp(min=torch.finfo(torch.float64).tiny)
+            channel = cat.pop("channel")
             points, index_i, index_j = _centroid_points(
-                channel, sums[:, 2] / safe, sums[:, 3] / safe, channels, yw.dtype
+                channel, cat.pop("v_i"), cat.pop("v_j"), channels, yw.dtype
             )
-            std_points = None
             if table is not None:
                 std_points, _, _ = _centroid_points(
-                    channel, sums[:, 4] / safe, sums[:, 5] / safe, channels, table.dtype
+                    channel, cat.pop("s_i"), cat.pop("s_j"), channels, table.dtype
                 )
+            del channel
         weight_sum = torch.zeros(
             bsz * n_pairs * channels, dtype=torch.float64, device=device
         )
@@ -787,24 +817,77 @@ def _code_values(y: Tensor, levels: int) -> Tensor:
     return values.scatter_reduce(0, codes, flat, "amax", include_self=False)
 
 
+def _pair_entries(
+    row: Tensor,
+    col: Tensor,
+    sums: Tensor,
+    pair: int,
+    layout: tuple[int, int, int, int],
+    g_points: Tensor | None,
+    dtypes: tuple[torch.dtype, torch.dtype | None],
+) -> dict[str, Tensor]:
+    r"""The entries of one exposure pair, in the dtypes the histogram stores them in.
+
+    ``row`` (``(sample C + channel) K + bin`` of the shorter exposure), ``col`` (bin of the
+    longer exposure) and ``sums`` (with exact bins the ``(M_p,)`` pixel counts, else the
+    ``(M_p, 4 | 6)`` float64 counts, weights, weighted codes and weighted stds) of the
+    pair's occupied valid cells, in order; ``layout`` is ``(K, C, P, B P C)`` and
+    ``dtypes`` those of the stack and of the std table. With exact bins (``g_points``, the
+    value weight of every code, given): ``index_i``, ``index_j``, ``group``, ``count`` and
+    ``weight``; else ``channel``, ``group``, ``count``, ``weight`` and the centroid codes
+    ``v_i``, ``v_j`` (and stds ``s_i``, ``s_j``). Elementwise: the same values as when
+    computed over the entries of every pair at once.
+    """
+    n_bins, channels, n_pairs, n_groups = layout
+    sample_channel = row // n_bins
+    channel = sample_channel % channels
+    group = (sample_channel // channels * n_pairs + pair) * channels + channel
+    out = {"group": _compact_index(group, n_groups)}
+    if g_points is not None:
+        count = out["count"] = sums.double()
+        index_i = channel * n_bins + row % n_bins
+        index_j = channel * n_bins + col
+        out["weight"] = count * (g_points.take(index_i) + g_points.take(index_j))
+        out["index_i"] = _compact_index(index_i, g_points.numel())
+        out["index_j"] = _compact_index(index_j, g_points.numel())
+        return out
+    out["count"] = sums[:, 0].contiguous()
+    weight = sums[:, 1].contiguous()
+    safe = weight.clamp(min=torch.finfo(torch.float64).tiny)
+    out["weight"] = weight
+    out["channel"] = _compact_index(channel, channels)
+    out["v_i"] = (sums[:, 2] / safe).to(dtypes[0])
+    out["v_j"] = (sums[:, 3] / safe).to(dtypes[0])
+    if sums.shape[1] > 4:
+        out["s_i"] = (sums[:, 4] / safe).to(dtypes[1])
+        out["s_j"] = (sums[:, 5] / safe).to(dtypes[1])
+    return out
+
+
 def _centroid_points(
     channel: Tensor, v_i: Tensor, v_j: Tensor, channels: int, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Per-entry values laid out as a ``(C, T)`` table: channel ``c`` holds its entries'
-    ``v_i`` then ``v_j`` (zero padded); returns the table and the flat indices.
+    ``v_i`` then ``v_j`` (in entry order, zero padded); returns the table and the flat
+    indices (in :func:`_index_dtype` of the table).
     """
-    n_per = torch.bincount(channel, minlength=channels)
-    width = max(1, 2 * int(n_per.max())) if channel.numel() else 1
-    order = torch.argsort(channel, stable=True)
-    starts = torch.cumsum(n_per, 0) - n_per
-    rank = torch.empty_like(channel)
-    rank[order] = torch.arange(channel.numel(), device=channel.device)
-    rank = rank - starts.take(channel)
-    index_i = channel * width + rank
-    index_j = index_i + n_per.take(channel)
+    n_per = torch.bincount(channel, minlength=channels).tolist()
+    width = max(1, 2 * max(n_per)) if channel.numel() else 1
+    index_dtype = _index_dtype(channels * width)
+    index_i = torch.empty(channel.shape, dtype=index_dtype, device=channel.device)
+    index_j = torch.empty_like(index_i)
     points = torch.zeros(channels * width, dtype=dtype, device=channel.device)
-    points[index_i] = v_i.to(dtype)
-    points[index_j] = v_j.to(dtype)
+    # one channel at a time: its entries, in order, take the columns 0 .. n_c - 1 (and
+    # n_c .. 2 n_c - 1 for v_j), without a sort or an int64 rank of every entry
+    for c, n_c in enumerate(n_per):
+        if n_c == 0:
+            continue
+        where = (channel == c).nonzero().squeeze(1)
+        column = torch.arange(c * width, c * width + n_c, device=channel.device)
+        index_i[where] = column.to(index_dtype)
+        index_j[where] = (column + n_c).to(index_dtype)
+        points[c * width : c * width + n_c] = v_i.take(where).to(dtype)
+        points[c * width + n_c : c * width + 2 * n_c] = v_j.take(where).to(dtype)
     return points.view(channels, width), index_i, index_j
 
 
