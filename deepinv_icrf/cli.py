@@ -469,7 +469,7 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="HDR radiance file: .exr (when a plugin exists), .hdr, .npy or .tif (float32)",
+        help="HDR radiance file: .exr (OpenEXR, float32), .hdr, .npy or .tif (float32)",
     )
     p.add_argument(
         "--preview", default=None, help="tone-mapped 8-bit preview (.png/.jpg)"

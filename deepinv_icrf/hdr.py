@@ -407,7 +407,7 @@ def tonemap(
 def save_radiance(path: str | os.PathLike, radiance: np.ndarray | Tensor) -> None:
     r"""Write a float radiance map, atomically (no partial file on failure).
 
-    Formats by extension: ``.exr`` (OpenEXR, when an imageio plugin can write it), ``.hdr``
+    Formats by extension: ``.exr`` (OpenEXR, built in, exact 32-bit float, ZIP), ``.hdr``
     (Radiance RGBE, built in, about 0.4 % relative precision), ``.npy`` (float32 ``(H, W, C)``)
     or ``.tif``/``.tiff`` (32-bit float). See :func:`deepinv_icrf.io.write_image`.
 

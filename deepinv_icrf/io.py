@@ -7,20 +7,28 @@ failing writer never leaves a partial output file.
 
 Image formats:
 
-=========================  ==========================  ======================================
-extension                  read                        write
-=========================  ==========================  ======================================
-``.png``                   8/16-bit, grey/RGB(A)       ``uint8``, ``uint16`` (EXIF supported)
-``.jpg``, ``.jpeg``        8-bit                       ``uint8`` (EXIF supported)
-``.tif``, ``.tiff``        8/16-bit, float             ``uint8``, ``uint16``, float32 (EXIF)
-``.npy``                   any numeric array           any numeric array
-``.hdr`` (Radiance RGBE)   float32                     float (built-in RGBE codec)
-``.exr`` (OpenEXR)         float32, with a plugin      float, when an imageio plugin can
-=========================  ==========================  ======================================
+=========================  ===============================  =================================
+extension                  read                             write
+=========================  ===============================  =================================
+``.png``                   8/16-bit, grey/RGB(A)            ``uint8``, ``uint16`` (EXIF supported)
+``.jpg``, ``.jpeg``        8-bit                            ``uint8`` (EXIF supported)
+``.tif``, ``.tiff``        8/16-bit, float                  ``uint8``, ``uint16``, float32 (EXIF)
+``.npy``                   any numeric array                any numeric array
+``.hdr`` (Radiance RGBE)   float32                          float (built-in RGBE codec)
+``.exr`` (OpenEXR)         float32 (built-in codec; see     float as FLOAT or HALF, ZIP or
+                           below)                           uncompressed (built-in codec)
+=========================  ===============================  =================================
 
 Images are returned as ``(H, W, C)`` arrays (grey images get ``C = 1``; an alpha channel is
 dropped). Pillow silently reduces 16-bit colour PNGs to 8 bits, so 16-bit PNGs are decoded by a
 small built-in decoder instead.
+
+OpenEXR needs no plugin: the built-in codec (numpy and :mod:`zlib`) writes single-part scanline
+files (channel ``Y`` for grey images, ``R, G, B`` for colour ones) and reads single-part
+scanline files with UINT, HALF or FLOAT pixels, any data window, and NO_COMPRESSION, RLE, ZIPS
+or ZIP compression. Other files (PIZ, PXR24, B44, DWA compression; tiled, multi-part or deep
+files) are handed to an imageio plugin when one can read them, and otherwise rejected with a
+:class:`ValueError` that names the file.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from deepinv_icrf._checks import check_in
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -426,42 +436,371 @@ def _read_rgbe(path: Path, where: str) -> np.ndarray:
     )
 
 
-# ---------------------------------------------------------------------------- EXR (plugin)
+# ---------------------------------------------------------------------------- OpenEXR
+# Single-part scanline files (OpenEXR file layout, version 2): magic number, version field,
+# header (attributes ``name\0 type\0 size value`` ended by a null byte), line offset table
+# (one uint64 file position per scanline block, in increasing y), then the blocks
+# ``int32 y, int32 size, data``. A block's data holds its lines one after the other, each line
+# holding every channel (in the alphabetical order of the channel list) for the whole width,
+# little-endian. Compressed blocks whose compressed size is not smaller than the raw size are
+# stored raw.
+_EXR_VERSION = 2
+_EXR_TILED = 0x200
+_EXR_LONG_NAMES = 0x400
+_EXR_DEEP = 0x800
+_EXR_MULTIPART = 0x1000
+#: OpenEXR compression code -> (name, scanlines per block)
+_EXR_COMPRESSION = {
+    0: ("NO_COMPRESSION", 1),
+    1: ("RLE", 1),
+    2: ("ZIPS", 1),
+    3: ("ZIP", 16),
+    4: ("PIZ", 32),
+    5: ("PXR24", 16),
+    6: ("B44", 32),
+    7: ("B44A", 32),
+    8: ("DWAA", 32),
+    9: ("DWAB", 256),
+}
+_EXR_BUILTIN_COMPRESSION = (0, 1, 2, 3)
+#: OpenEXR pixel type code -> little-endian storage dtype (UINT, HALF, FLOAT)
+_EXR_PIXEL_DTYPE = {0: np.dtype("<u4"), 1: np.dtype("<f2"), 2: np.dtype("<f4")}
+#: ``write_image`` options -> codes
+_EXR_WRITE_PIXEL_TYPES = {"float": 2, "half": 1}
+_EXR_WRITE_COMPRESSIONS = {"zip": 3, "none": 0}
+_EXR_REQUIRED = (
+    "channels",
+    "compression",
+    "dataWindow",
+    "displayWindow",
+    "lineOrder",
+    "pixelAspectRatio",
+    "screenWindowCenter",
+    "screenWindowWidth",
+)
+_EXR_CONVERT = "convert it with another tool to ZIP or uncompressed"
+
+
+class _ExrUnsupported(ValueError):
+    r"""A well-formed OpenEXR file that the built-in reader does not decode."""
+
+
+def _exr_attribute(name: str, kind: str, value: bytes) -> bytes:
+    return (
+        name.encode("ascii")
+        + b"\0"
+        + kind.encode("ascii")
+        + b"\0"
+        + struct.pack("<i", len(value))
+        + value
+    )
+
+
+def _exr_predict(raw: bytes) -> bytes:
+    r"""ZIP/RLE pre-pass: bytes interleaved (even, then odd positions), then deltas + 128."""
+    b = np.frombuffer(raw, np.uint8)
+    t = np.concatenate([b[0::2], b[1::2]])
+    d = t.copy()
+    d[1:] = t[1:] - t[:-1] + 128  # uint8 arithmetic wraps modulo 256
+    return d.tobytes()
+
+
+def _exr_unpredict(data: bytes) -> np.ndarray:
+    r"""Invert :func:`_exr_predict`: running sum of the deltas - 128, then de-interleave."""
+    d = np.frombuffer(data, np.uint8).copy()
+    d[1:] -= 128
+    t = np.cumsum(d, dtype=np.uint8)
+    out = np.empty_like(t)
+    half = (t.size + 1) // 2
+    out[0::2] = t[:half]
+    out[1::2] = t[half:]
+    return out
+
+
+def _exr_rle_decode(payload: bytes, expected: int, where: str) -> bytes:
+    r"""OpenEXR run-length decoding: a signed count byte ``n``; ``n < 0``: ``-n`` literal
+    bytes follow; ``n >= 0``: the next byte repeated ``n + 1`` times."""
+    out = bytearray()
+    pos, size = 0, len(payload)
+    while pos < size:
+        count = payload[pos]
+        pos += 1
+        if count >= 128:
+            run = payload[pos : pos + 256 - count]
+            if len(run) != 256 - count:
+                raise ValueError(f"{where} is truncated or corrupted (RLE data).")
+            out += run
+            pos += 256 - count
+        else:
+            if pos >= size:
+                raise ValueError(f"{where} is truncated or corrupted (RLE data).")
+            out += payload[pos : pos + 1] * (count + 1)
+            pos += 1
+        if len(out) > expected:
+            break
+    if len(out) != expected:
+        raise ValueError(
+            f"{where} is corrupted (an RLE block decodes to {len(out)} bytes, "
+            f"expected {expected})."
+        )
+    return bytes(out)
+
+
+def _exr_uncompress(payload: bytes, code: int, expected: int, where: str) -> np.ndarray:
+    if len(payload) == expected:  # stored raw (always for NO_COMPRESSION)
+        return np.frombuffer(payload, np.uint8)
+    if code == 0 or len(payload) > expected:
+        raise ValueError(
+            f"{where} is corrupted (a scanline block holds {len(payload)} bytes, "
+            f"expected {expected})."
+        )
+    if code == 1:
+        return _exr_unpredict(_exr_rle_decode(payload, expected, where))
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(payload, expected)
+    except zlib.error as err:
+        raise ValueError(f"{where} is corrupted or truncated ({err}).") from err
+    if len(data) != expected or inflate.unconsumed_tail:
+        raise ValueError(
+            f"{where} is corrupted (a ZIP block does not inflate to {expected} bytes)."
+        )
+    return _exr_unpredict(data)
+
+
+def _encode_exr(
+    img: np.ndarray,
+    pixel_type: str = "float",
+    compression: str = "zip",
+    where: str = "",
+) -> bytes:
+    r"""Encode an ``(H, W, 1)`` (channel ``Y``) or ``(H, W, 3)`` (``R, G, B``) float array as
+    a single-part scanline OpenEXR file, FLOAT or HALF pixels, ZIP or no compression. Values
+    are stored as they are (inf and NaN included)."""
+    height, width, channels = img.shape
+    names = ("Y",) if channels == 1 else ("R", "G", "B")
+    order = sorted(range(channels), key=lambda i: names[i])
+    code = _EXR_WRITE_PIXEL_TYPES[pixel_type]
+    comp = _EXR_WRITE_COMPRESSIONS[compression]
+    with np.errstate(over="ignore"):
+        planes = img[..., order].astype(_EXR_PIXEL_DTYPE[code])
+    if code == 1 and (np.isinf(planes) & np.isfinite(img[..., order])).any():
+        raise ValueError(
+            f"Cannot write {where}: values up to {float(np.nanmax(np.abs(img))):g} exceed the "
+            "largest half value 65504; use `exr_pixel_type='float'`."
+        )
+    # (H, C, W): per line, each channel's whole row, channels in alphabetical order
+    lines = np.ascontiguousarray(planes.transpose(0, 2, 1)).view(np.uint8)
+    lines = lines.reshape(height, -1)
+    chlist = b"".join(
+        names[i].encode("ascii") + b"\0" + struct.pack("<iB3xii", code, 0, 1, 1)
+        for i in order
+    )
+    window = struct.pack("<4i", 0, 0, width - 1, height - 1)
+    header = b"".join(
+        [
+            _EXR_MAGIC,
+            struct.pack("<I", _EXR_VERSION),
+            _exr_attribute("channels", "chlist", chlist + b"\0"),
+            _exr_attribute("compression", "compression", bytes([comp])),
+            _exr_attribute("dataWindow", "box2i", window),
+            _exr_attribute("displayWindow", "box2i", window),
+            _exr_attribute("lineOrder", "lineOrder", b"\0"),  # INCREASING_Y
+            _exr_attribute("pixelAspectRatio", "float", struct.pack("<f", 1.0)),
+            _exr_attribute("screenWindowCenter", "v2f", struct.pack("<2f", 0.0, 0.0)),
+            _exr_attribute("screenWindowWidth", "float", struct.pack("<f", 1.0)),
+            b"\0",
+        ]
+    )
+    per_block = _EXR_COMPRESSION[comp][1]
+    blocks = []
+    for y in range(0, height, per_block):
+        raw = lines[y : y + per_block].tobytes()
+        data = raw
+        if comp == 3:
+            packed = zlib.compress(_exr_predict(raw), 6)
+            if len(packed) < len(raw):
+                data = packed
+        blocks.append(struct.pack("<ii", y, len(data)) + data)
+    position = len(header) + 8 * len(blocks)
+    offsets = []
+    for block in blocks:
+        offsets.append(position)
+        position += len(block)
+    return header + struct.pack(f"<{len(blocks)}Q", *offsets) + b"".join(blocks)
+
+
+def _exr_string(data: bytes, pos: int, where: str) -> tuple[bytes, int]:
+    end = data.find(b"\0", pos)
+    if end < 0:
+        raise ValueError(f"{where} is truncated (incomplete OpenEXR header).")
+    return data[pos:end], end + 1
+
+
+def _exr_header(
+    data: bytes, where: str
+) -> tuple[dict[bytes, tuple[bytes, bytes]], int]:
+    r"""Check magic number and version field; return the attributes and the header's end."""
+    if len(data) < 8 or data[:4] != _EXR_MAGIC:
+        raise ValueError(f"{where} is not an OpenEXR file (bad magic number).")
+    version = struct.unpack_from("<I", data, 4)[0]
+    if version & 0xFF != _EXR_VERSION:
+        raise ValueError(
+            f"{where}: unsupported OpenEXR version {version & 0xFF} (expected 2)."
+        )
+    for flag, kind in (
+        (_EXR_MULTIPART, "multi-part"),
+        (_EXR_DEEP, "deep"),
+        (_EXR_TILED, "tiled"),
+    ):
+        if version & flag:
+            raise _ExrUnsupported(
+                f"{where} is a {kind} OpenEXR file, which the built-in reader does not "
+                f"support; {_EXR_CONVERT} single-part scanline."
+            )
+    if version & ~(0xFF | _EXR_LONG_NAMES):
+        raise ValueError(f"{where}: unknown OpenEXR version flags {version:#x}.")
+    attrs: dict[bytes, tuple[bytes, bytes]] = {}
+    pos = 8
+    while True:
+        name, pos = _exr_string(data, pos, where)
+        if not name:
+            return attrs, pos
+        kind, pos = _exr_string(data, pos, where)
+        if pos + 4 > len(data):
+            raise ValueError(f"{where} is truncated (incomplete OpenEXR header).")
+        size = struct.unpack_from("<i", data, pos)[0]
+        value = data[pos + 4 : pos + 4 + size]
+        if size < 0 or len(value) != size:
+            raise ValueError(f"{where} is truncated (incomplete OpenEXR header).")
+        attrs[name] = (kind, value)
+        pos += 4 + size
+
+
+def _exr_channels(value: bytes, where: str) -> list[tuple[str, np.dtype]]:
+    channels = []
+    pos = 0
+    while True:
+        name, pos = _exr_string(value, pos, where)
+        if not name:
+            break
+        if pos + 16 > len(value):
+            raise ValueError(f"{where} is corrupted (bad OpenEXR channel list).")
+        ptype, _, xs, ys = struct.unpack_from("<iB3xii", value, pos)
+        pos += 16
+        label = name.decode("latin-1")
+        if ptype not in _EXR_PIXEL_DTYPE:
+            raise ValueError(
+                f"{where} is corrupted (channel {label!r} has pixel type {ptype})."
+            )
+        if (xs, ys) != (1, 1):
+            raise _ExrUnsupported(
+                f"{where}: channel {label!r} is subsampled ({xs}x{ys}), which the built-in "
+                "OpenEXR reader does not support; convert it with another tool to full "
+                "resolution R, G, B or Y channels."
+            )
+        channels.append((label, _EXR_PIXEL_DTYPE[ptype]))
+    if not channels:
+        raise ValueError(f"{where} holds no channel.")
+    return channels
+
+
+def _decode_exr(data: bytes, where: str) -> np.ndarray:
+    r"""Decode a single-part scanline OpenEXR file (NO_COMPRESSION, RLE, ZIPS or ZIP; UINT,
+    HALF or FLOAT pixels; any data window) to a float32 ``(H, W, C)`` array: ``R, G, B`` when
+    the file has them, else ``Y``, else its only channel (alpha is dropped)."""
+    attrs, pos = _exr_header(data, where)
+    for name in _EXR_REQUIRED:
+        if name.encode() not in attrs:
+            raise ValueError(
+                f"{where} is corrupted (no {name!r} attribute in its OpenEXR header)."
+            )
+    kind = attrs.get(b"type", (b"", b"scanlineimage"))[1].rstrip(b"\0")
+    if kind != b"scanlineimage":
+        raise _ExrUnsupported(
+            f"{where} holds a {kind.decode('latin-1')!r} OpenEXR part, which the built-in "
+            f"reader does not support; {_EXR_CONVERT} scanline."
+        )
+    comp_value = attrs[b"compression"][1]
+    code = comp_value[0] if len(comp_value) == 1 else -1
+    if code not in _EXR_BUILTIN_COMPRESSION:
+        label = _EXR_COMPRESSION.get(code, (f"unknown ({code})", 0))[0]
+        raise _ExrUnsupported(
+            f"{where} uses {label} compression, which the built-in OpenEXR reader does "
+            f"not support; {_EXR_CONVERT}."
+        )
+    channels = _exr_channels(attrs[b"channels"][1], where)
+    if len(attrs[b"dataWindow"][1]) != 16:
+        raise ValueError(f"{where} is corrupted (bad OpenEXR data window).")
+    xmin, ymin, xmax, ymax = struct.unpack("<4i", attrs[b"dataWindow"][1])
+    width, height = xmax - xmin + 1, ymax - ymin + 1
+    if width < 1 or height < 1 or width * height * len(channels) > 2**31:
+        raise ValueError(
+            f"{where} is corrupted (OpenEXR data window {xmin, ymin, xmax, ymax})."
+        )
+    starts = np.cumsum([0] + [width * dt.itemsize for _, dt in channels])
+    line_bytes = int(starts[-1])
+    per_block = _EXR_COMPRESSION[code][1]
+    n_blocks = -(-height // per_block)
+    if pos + 8 * n_blocks > len(data):
+        raise ValueError(f"{where} is truncated (incomplete OpenEXR offset table).")
+    offsets = struct.unpack_from(f"<{n_blocks}Q", data, pos)
+    lines = np.empty((height, line_bytes), np.uint8)
+    filled = np.zeros(n_blocks, bool)
+    for offset in offsets:
+        if offset + 8 > len(data):
+            raise ValueError(f"{where} is truncated (a scanline block is missing).")
+        y, size = struct.unpack_from("<ii", data, offset)
+        row = y - ymin
+        if row < 0 or row >= height or row % per_block:
+            raise ValueError(
+                f"{where} is corrupted (scanline block at y = {y} outside the data window)."
+            )
+        payload = data[offset + 8 : offset + 8 + size]
+        if size < 0 or len(payload) != size:
+            raise ValueError(f"{where} is truncated (incomplete scanline block).")
+        n_lines = min(per_block, height - row)
+        raw = _exr_uncompress(payload, code, n_lines * line_bytes, where)
+        lines[row : row + n_lines] = raw.reshape(n_lines, line_bytes)
+        filled[row // per_block] = True
+    if not filled.all():
+        raise ValueError(f"{where} is corrupted (scanline blocks are missing).")
+    planes = {
+        name: np.ascontiguousarray(lines[:, starts[i] : starts[i + 1]])
+        .view(dt)
+        .astype(np.float32)
+        for i, (name, dt) in enumerate(channels)
+    }
+    if all(c in planes for c in "RGB"):
+        keep = ["R", "G", "B"]
+    elif "Y" in planes:
+        keep = ["Y"]
+    elif len(planes) == 1:
+        keep = list(planes)
+    else:
+        raise ValueError(
+            f"{where}: cannot tell the image in OpenEXR channels {sorted(planes)}; "
+            "expected R, G, B or Y."
+        )
+    return np.stack([planes[c] for c in keep], axis=-1)
+
+
 def _exr_plugins() -> tuple[str, ...]:
     return ("opencv", "EXR-FI")
 
 
-def _write_exr(tmp: Path, img: np.ndarray, where: str) -> None:
-    import imageio.v3 as iio
-
-    errors = []
-    for plugin in _exr_plugins():
-        try:
-            iio.imwrite(tmp, img.astype(np.float32), plugin=plugin, extension=".exr")
-        except (
-            Exception
-        ) as err:  # noqa: BLE001 - any plugin failure means "try the next"
-            errors.append(f"{plugin}: {type(err).__name__}")
-            continue
-        with open(tmp, "rb") as fh:
-            if fh.read(4) == _EXR_MAGIC:
-                return
-        errors.append(f"{plugin}: did not write OpenEXR data")
-    raise ValueError(
-        f"Cannot write {where}: no imageio plugin here can write OpenEXR ({'; '.join(errors)}). "
-        "Write .hdr, .npy or a float .tif instead, or install an OpenEXR-enabled plugin."
-    )
-
-
-def _read_exr(path: Path, where: str) -> np.ndarray:
-    import imageio.v3 as iio
-
+def _read_exr_plugin(path: Path) -> np.ndarray | None:
+    r"""Read an OpenEXR file through an imageio plugin, or ``None`` when none can."""
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        return None
     for plugin in _exr_plugins():
         try:
             img = (
                 iio.imread(path, plugin=plugin, flags=-1)
                 if plugin == "opencv"
-                else (iio.imread(path, plugin=plugin))
+                else iio.imread(path, plugin=plugin)
             )
         except Exception:  # noqa: BLE001 - try the next plugin
             continue
@@ -469,10 +808,18 @@ def _read_exr(path: Path, where: str) -> np.ndarray:
         if plugin == "opencv" and img.ndim == 3 and img.shape[-1] >= 3:
             img = img[..., 2::-1]
         return img.astype(np.float32)
-    raise ValueError(
-        f"Cannot read {where}: no imageio plugin here can read OpenEXR; "
-        "convert it to .hdr, .npy or a float .tif."
-    )
+    return None
+
+
+def _read_exr(path: Path, where: str) -> np.ndarray:
+    r"""Built-in decoder first; an imageio plugin for what it does not handle (PIZ, tiled...)."""
+    try:
+        return _decode_exr(path.read_bytes(), where)
+    except _ExrUnsupported:
+        img = _read_exr_plugin(path)
+        if img is None:
+            raise
+        return img
 
 
 # ---------------------------------------------------------------------------- reading
@@ -651,12 +998,15 @@ def write_image(
     exposure_time: float | None = None,
     quality: int = 95,
     png_filters: tuple[int, ...] = (0,),
+    exr_pixel_type: str = "float",
+    exr_compression: str = "zip",
 ) -> None:
     r"""Write an ``(H, W)`` or ``(H, W, C)`` array to an image file, atomically.
 
     ``uint8`` goes to PNG, JPEG or TIFF; ``uint16`` to PNG or TIFF; float arrays to float32 TIFF,
-    Radiance ``.hdr`` (RGBE, about 0.4 % relative precision), ``.exr`` (when an imageio plugin
-    can write it) or ``.npy`` (which also takes any numeric array).
+    Radiance ``.hdr`` (RGBE, about 0.4 % relative precision), OpenEXR ``.exr`` (built-in codec,
+    32-bit FLOAT exact or 16-bit HALF, ZIP-compressed or not) or ``.npy`` (which also takes any
+    numeric array).
 
     :param str, os.PathLike path: destination; the format follows the extension.
     :param numpy.ndarray image: the image, ``C`` in ``{1, 3}`` (``.npy``: anything).
@@ -664,8 +1014,12 @@ def write_image(
     :param int quality: JPEG quality (default 95).
     :param tuple png_filters: PNG row filter types cycled over the rows of 16-bit PNGs (default
         ``(0,)``; 0 to 4).
-    :raises ValueError: for an unsupported extension/dtype pair, a non-finite float image or an
-        unavailable format; nothing is written then.
+    :param str exr_pixel_type: ``.exr`` pixel type: ``"float"`` (32-bit, exact for float32;
+        default) or ``"half"`` (16-bit, about 0.05 % relative precision, values up to 65504).
+    :param str exr_compression: ``.exr`` compression: ``"zip"`` (lossless, 16 scanlines per
+        block; default) or ``"none"``.
+    :raises ValueError: for an unsupported extension/dtype pair, a non-finite float image, an
+        unknown option or values beyond the HALF range; nothing is written then.
 
     |sep|
 
@@ -676,7 +1030,13 @@ def write_image(
     >>> write_image(path, np.full((2, 3, 3), 7.5, dtype=np.float32))
     >>> float(read_image(path).max())
     7.5
+    >>> exr = path.with_suffix(".exr")
+    >>> write_image(exr, np.array([[0.1, 2.0, 3e4]]), exr_pixel_type="half")
+    >>> read_image(exr)[0, :, 0].tolist()
+    [0.0999755859375, 2.0, 30000.0]
     """
+    check_in(exr_pixel_type, "exr_pixel_type", tuple(_EXR_WRITE_PIXEL_TYPES))
+    check_in(exr_compression, "exr_compression", tuple(_EXR_WRITE_COMPRESSIONS))
     path = Path(path)
     where = os.fspath(path)
     ext = path.suffix.lower()
@@ -750,8 +1110,10 @@ def write_image(
             fh.write(_encode_rgbe(rgb))
         return
     if ext == ".exr":
-        with atomic_path(path) as tmp:
-            _write_exr(tmp, image, where)
+        hwc = image if image.ndim == 3 else image[..., None]
+        data = _encode_exr(hwc, exr_pixel_type, exr_compression, repr(where))
+        with atomic_write(path, "wb") as fh:
+            fh.write(data)
         return
     if ext == ".png" and image.dtype == np.uint16:
         if any(f not in range(5) for f in png_filters) or not png_filters:

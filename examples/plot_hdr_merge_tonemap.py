@@ -116,7 +116,7 @@ plt.show()
 # Save the result
 # ---------------
 # :func:`deepinv_icrf.hdr.save_radiance` writes float radiance atomically, as ``.exr`` or
-# ``.hdr`` (through imageio), ``.npy`` or 32-bit TIFF:
+# ``.hdr`` (built-in codecs, no plugin needed), ``.npy`` or 32-bit TIFF:
 #
 # .. code-block:: python
 #
