@@ -60,6 +60,37 @@ def _check_number(value: object, name: str, nonnegative: bool = False) -> float:
     return value
 
 
+def _has_per_channel(loss: object) -> bool:
+    r"""Whether ``loss`` has a bool ``per_channel`` attribute (``(B, C)`` values on request).
+
+    :param object loss: a loss.
+    :return: (bool) ``True`` for the ICRF losses.
+    """
+    return isinstance(getattr(loss, "per_channel", None), bool)
+
+
+def _channel_sum(value: Any) -> Any:
+    r"""The per-sample value of a per-channel loss value: the sum over the last axis of a
+    ``(B, C)`` tensor; anything else is returned unchanged.
+
+    :param torch.Tensor value: a loss value, ``(B, C)`` (or already ``(B,)`` / scalar).
+    :return: (:class:`torch.Tensor`) shape ``(B,)`` for a ``(B, C)`` input.
+    """
+    if isinstance(value, Tensor) and value.ndim == 2:
+        return value.sum(dim=-1)
+    return value
+
+
+def _call_per_channel(loss: nn.Module, kwargs: dict[str, Any]) -> Any:
+    r"""Call ``loss(**kwargs)`` with ``per_channel=True``, restoring the flag afterwards."""
+    flag = loss.per_channel
+    loss.per_channel = True
+    try:
+        return loss(**kwargs)
+    finally:
+        loss.per_channel = flag
+
+
 class WeightSchedule:
     r"""Base class of weight schedules: a callable mapping progress :math:`t` to a weight.
 
@@ -287,6 +318,14 @@ class WeightedLossScheduler(BaseLossScheduler):
     in that call only; ``last_weights[name]`` is the float weight of every term at that call,
     ``last_weighted_values`` the products, ``last_batch_size`` the batch size.
 
+    **Per-channel values** (opt-in, for trainers that need each channel's loss, such as
+    :class:`deepinv_icrf.training.ICRFTrainer`). With the attribute ``record_channels = True``
+    (default ``False``), every computed term that has a bool ``per_channel`` attribute (the
+    ICRF losses) is called once with ``per_channel=True``: its ``(B, C)`` value is kept,
+    detached, in ``last_channel_values[name]``, and its channel sum (the value it returns with
+    ``per_channel=False``) enters the total as usual. Totals, gradients and ``last_values`` are
+    those of ``record_channels = False``; no term is evaluated twice.
+
     :param list, dict losses: the terms: a sequence of :class:`deepinv.loss.Loss` (any
         :class:`torch.nn.Module` with deepinv's loss interface), or a dict ``name -> loss``
         (then ``names`` must be ``None``). A single loss is taken as a list of one.
@@ -319,6 +358,19 @@ class WeightedLossScheduler(BaseLossScheduler):
     tensor([1., 1.])
     >>> loss.last_weights
     {'sup': 1.0, 'tv': 0.05}
+
+    Per-channel values of the ICRF terms:
+
+    >>> from deepinv_icrf.loss import EndpointLoss, RangeLoss
+    >>> f = torch.tensor([[0.0, 0.2, 0.4, 0.6, 0.9], [0.0, 0.3, 0.5, 0.7, 1.0]])
+    >>> curves = WeightedLossScheduler({"end": EndpointLoss(curve=f), "range": RangeLoss(curve=f)})
+    >>> curves.record_channels = True
+    >>> curves(x_net=torch.zeros(3, 2, 2, 4, 4))
+    tensor([0.0100, 0.0100, 0.0100])
+    >>> curves.last_channel_values["end"]
+    tensor([[0.0100, 0.0000],
+            [0.0100, 0.0000],
+            [0.0100, 0.0000]])
     """
 
     def __init__(
@@ -380,7 +432,9 @@ class WeightedLossScheduler(BaseLossScheduler):
         self.wrapped_losses = nn.ModuleList(wrapped)
 
         self._step = 0
+        self._record_channels = False
         self.last_values: dict[str, Tensor] = {}
+        self.last_channel_values: dict[str, Tensor] = {}
         self.last_weights: dict[str, float] = {}
         self.last_batch_size: int = 0
 
@@ -478,6 +532,20 @@ class WeightedLossScheduler(BaseLossScheduler):
                 f"Expected `step_count` to be an int >= 0, but got {value!r}."
             )
         self._step = value
+
+    @property
+    def record_channels(self) -> bool:
+        r"""Keep the per-channel values of the terms with a ``per_channel`` attribute in
+        ``last_channel_values`` (default ``False``)."""
+        return self._record_channels
+
+    @record_channels.setter
+    def record_channels(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(
+                f"Expected `record_channels` to be a bool, but got {value!r}."
+            )
+        self._record_channels = value
 
     def get_extra_state(self) -> dict[str, int]:
         r"""Extra state saved in ``state_dict()``: the step counter."""
@@ -583,6 +651,7 @@ class WeightedLossScheduler(BaseLossScheduler):
 
         total: Tensor | None = None
         values: dict[str, Tensor] = {}
+        channel_values: dict[str, Tensor] = {}
         for name, loss in zip(self.names, self.losses, strict=True):
             w = weights[name]
             if w == 0.0:
@@ -590,7 +659,7 @@ class WeightedLossScheduler(BaseLossScheduler):
             child_epoch = (
                 0 if (epoch is None and _is_foreign_scheduler(loss)) else epoch
             )
-            value = loss(
+            term_kwargs = dict(
                 x_net=x_net,
                 x=x,
                 y=y,
@@ -599,6 +668,13 @@ class WeightedLossScheduler(BaseLossScheduler):
                 epoch=child_epoch,
                 **kwargs,
             )
+            if self._record_channels and _has_per_channel(loss):
+                raw = _call_per_channel(loss, term_kwargs)
+                if isinstance(raw, Tensor):
+                    channel_values[name] = raw.detach()
+                value = _channel_sum(raw)
+            else:
+                value = loss(**term_kwargs)
             value = self._per_sample(value, batch, ref.device, name)
             values[name] = value.detach().mean()
             term = value * w
@@ -612,6 +688,7 @@ class WeightedLossScheduler(BaseLossScheduler):
         if self.training and step is None:
             self._step += 1
         self.last_values = values
+        self.last_channel_values = channel_values
         self.last_weights = weights
         self.last_batch_size = batch
         return total

@@ -28,8 +28,10 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,11 @@ from deepinv_icrf.loss import (
     WeightedLossScheduler,
 )
 from deepinv_icrf.loss._utils import find_icrf
+from deepinv_icrf.loss.scheduler import (
+    _call_per_channel,
+    _channel_sum,
+    _has_per_channel,
+)
 from deepinv_icrf.training.logging import TermLoggingTrainer
 
 __all__ = [
@@ -346,6 +353,68 @@ class _StackBatch(torch.utils.data.Dataset):
         return self.item
 
 
+def _weighted_schedulers(loss: Any) -> Iterator[WeightedLossScheduler]:
+    r"""``loss`` if it is a :class:`WeightedLossScheduler`, and the ones among its terms (any
+    depth)."""
+    if isinstance(loss, WeightedLossScheduler):
+        yield loss
+        for term in loss.losses:
+            yield from _weighted_schedulers(term)
+
+
+class _ChannelRecorder:
+    r"""Within its ``with`` block, the one evaluation of each loss that deepinv backpropagates
+    also gives the per-channel values (no second evaluation):
+
+    - every :class:`WeightedLossScheduler` (nested ones too) records its terms' per-channel
+      values (``record_channels``, read back from ``last_channel_values``);
+    - every other loss module gets a forward hook that keeps its output (detached) in
+      ``outputs[k]`` (``k`` its index in the trainer's losses); a loss with a bool
+      ``per_channel`` attribute is called with ``per_channel=True`` and the hook hands deepinv
+      its channel sum, which is the value it returns with ``per_channel=False``.
+
+    Every flag is restored and every hook removed on exit, also on error.
+    """
+
+    def __init__(self, losses: Sequence[Any]) -> None:
+        self.losses = list(losses)
+        self.outputs: dict[int, Tensor] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    def __enter__(self) -> _ChannelRecorder:
+        try:
+            for k, loss in enumerate(self.losses):
+                if isinstance(loss, WeightedLossScheduler):
+                    for sched in _weighted_schedulers(loss):
+                        self._set(sched, "record_channels", True)
+                elif isinstance(loss, nn.Module):
+                    per_channel = _has_per_channel(loss)
+                    if per_channel:
+                        self._set(loss, "per_channel", True)
+                    hook = partial(self._keep, k, per_channel)
+                    self._undo.append(loss.register_forward_hook(hook).remove)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        while self._undo:
+            self._undo.pop()()
+        return False
+
+    def _set(self, obj: Any, name: str, value: bool) -> None:
+        self._undo.append(partial(setattr, obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    def _keep(
+        self, k: int, per_channel: bool, module: nn.Module, args: Any, output: Any
+    ) -> Any:
+        if isinstance(output, Tensor):
+            self.outputs[k] = output.detach()
+        return _channel_sum(output) if per_channel else None
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     r"""``torch.save`` through :func:`deepinv_icrf.io.atomic_write` (temporary file in the
     target folder, fsync, ``os.replace``): a killed writer never leaves a partial checkpoint.
@@ -440,10 +509,14 @@ class ICRFTrainer(TermLoggingTrainer):
     losses are separable), so one backward pass gives each channel's optimizer the gradient of
     its own channel's loss, exactly as clair-torch's per-channel backward passes do.
 
-    **Per-channel bookkeeping.** After each training batch, the loss of each channel
-    :math:`\mathcal{L}_c` is evaluated (without gradient) by calling the terms that support it
-    with ``per_channel=True`` (:class:`~deepinv_icrf.loss.RadiometricLinearityLoss` and the
-    curve losses); a term without per-channel values counts fully in every channel. Epoch means
+    **Per-channel bookkeeping.** The loss of each channel :math:`\mathcal{L}_c` is read from
+    the same evaluation of the losses that is backpropagated (no second evaluation): the terms
+    that support it are called with ``per_channel=True``
+    (:class:`~deepinv_icrf.loss.RadiometricLinearityLoss` and the curve losses, also inside a
+    :class:`~deepinv_icrf.loss.WeightedLossScheduler`, see its ``record_channels``), their
+    ``(B, C)`` values are kept for the statistics and their channel sum is backpropagated,
+    which gives the values and gradients of ``per_channel=False``; a term without per-channel
+    values counts fully in every channel. Epoch means
     go to ``channel_loss_history``; they drive early stopping and ``ReduceLROnPlateau``
     schedulers. A channel whose epoch loss has not decreased by more than ``min_delta`` below
     its best for ``patience`` epochs is frozen (``stopped_epoch[c]`` records when); when every
@@ -493,9 +566,9 @@ class ICRFTrainer(TermLoggingTrainer):
     :param torch.Tensor, None true_curve: known ICRF ``(C, L')`` to score the fit against
         (:func:`~deepinv_icrf.functional.metrics.curve_rmse`, codes 8 to 247); ``None``
         (default) reads ``true_curve`` from the first training dataset if it has one.
-    :param bool channel_losses: evaluate the per-channel losses (default ``True``; needed by
-        ``patience`` and ``ReduceLROnPlateau``; costs one gradient-free evaluation of the
-        per-channel terms per batch).
+    :param bool channel_losses: keep the per-channel losses (default ``True``; needed by
+        ``patience`` and ``ReduceLROnPlateau``; read from the training evaluation of the
+        losses, at the cost of a few small reductions per batch).
     :param bool resume: resume from the newest checkpoint under ``save_path`` when
         ``ckpt_pretrained`` is not given (default ``False``).
     :param bool distributed: data-parallel training under ``torch.distributed`` (default
@@ -542,6 +615,11 @@ class ICRFTrainer(TermLoggingTrainer):
     channel_losses: bool = True
     resume: bool = False
     distributed: bool = False
+
+    # Not a field. ``False`` restores the former bookkeeping (a second, gradient-free evaluation
+    # of the losses per batch): kept as the baseline of benchmarks/trainer_overhead.py and of
+    # the equivalence tests.
+    _single_evaluation = True
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
@@ -997,14 +1075,21 @@ class ICRFTrainer(TermLoggingTrainer):
         """
         if train and step:
             self.optimizer.zero_grad(set_to_none=True)
-        loss_total, x_net, logs = super().compute_loss(
-            physics, x, y, train=train, epoch=epoch, step=False
+        recorder = (
+            _ChannelRecorder(self.losses)
+            if train and self.channel_losses and self._single_evaluation
+            else None
         )
+        with nullcontext() if recorder is None else recorder:
+            loss_total, x_net, logs = super().compute_loss(
+                physics, x, y, train=train, epoch=epoch, step=False
+            )
         if train:
             self._epoch = epoch if epoch is not None else self._epoch
             if self.channel_losses and x_net is not None:
+                outputs = None if recorder is None else recorder.outputs
                 with torch.no_grad():
-                    values = self._channel_values(x_net, x, y, physics, epoch)
+                    values = self._channel_values(x_net, x, y, physics, epoch, outputs)
                 batch = y.shape[0]
                 values = values * batch
                 self._channel_sum = (
@@ -1016,46 +1101,69 @@ class ICRFTrainer(TermLoggingTrainer):
                 self.scaler.update()
         return loss_total, x_net, logs
 
-    def _channel_values(self, x_net, x, y, physics, epoch) -> Tensor:
+    def _channel_values(
+        self,
+        x_net: Tensor,
+        x: Tensor | None,
+        y: Tensor,
+        physics: Any,
+        epoch: int | None,
+        outputs: dict[int, Tensor] | None = None,
+    ) -> Tensor:
+        r"""The batch's loss per channel ``(C,)``: from the values kept during the training
+        evaluation (``outputs`` of :class:`_ChannelRecorder`, plus the schedulers' records),
+        or, with ``outputs=None`` (the former bookkeeping), by evaluating the losses again.
+        """
         kwargs = dict(x=x, x_net=x_net, y=y, physics=physics, model=self.model)
         channels = self.icrf.channels
         device = x_net.device
+        recorded = outputs is not None
         total = torch.zeros(channels, device=device, dtype=_acc_dtype(device))
-        for loss in self.losses:
-            total = total + self._loss_channels(loss, None, kwargs, epoch, channels)
+        for k, loss in enumerate(self.losses):
+            kept = outputs.get(k) if recorded else None
+            total = total + self._loss_channels(
+                loss, kept, kwargs, epoch, channels, recorded
+            )
         return total
 
     def _loss_channels(
         self,
         loss: nn.Module,
-        last_value: Tensor | None,
+        kept: Tensor | None,
         kwargs: dict[str, Any],
         epoch: int | None,
         channels: int,
+        recorded: bool = False,
     ) -> Tensor:
+        r"""One loss per channel ``(C,)``. ``kept`` is its value from the training evaluation:
+        ``(B, C)`` for a loss with ``per_channel`` when ``recorded``, else a value whose mean
+        counts in every channel; it is re-evaluated where nothing was kept."""
         device = kwargs["x_net"].device
         if isinstance(loss, WeightedLossScheduler):
             out = torch.zeros(channels, device=device, dtype=_acc_dtype(device))
             for name, term in zip(loss.names, loss.losses, strict=True):
                 w = loss.last_weights.get(name, 0.0)
                 if w != 0.0:
+                    store = (
+                        loss.last_channel_values
+                        if recorded and _has_per_channel(term)
+                        else loss.last_values
+                    )
                     value = self._loss_channels(
-                        term, loss.last_values.get(name), kwargs, epoch, channels
+                        term, store.get(name), kwargs, epoch, channels, recorded
                     )
                     out = out + w * value
             return out
-        flag = getattr(loss, "per_channel", None)
-        if isinstance(flag, bool):
-            loss.per_channel = True
-            try:
-                value = loss(**kwargs, epoch=epoch)
-            finally:
-                loss.per_channel = flag
+        if _has_per_channel(loss):
+            if recorded and kept is not None:
+                value = kept
+            else:
+                value = _call_per_channel(loss, dict(kwargs, epoch=epoch))
             if value.ndim == 2 and value.shape[-1] == channels:
                 return value.to(_acc_dtype(device)).mean(0)
             shared = value.to(_acc_dtype(device)).mean()
-        elif last_value is not None:
-            shared = last_value.to(device=device, dtype=_acc_dtype(device))
+        elif kept is not None:
+            shared = kept.to(device=device, dtype=_acc_dtype(device)).mean()
         else:
             shared = loss(**kwargs, epoch=epoch).to(_acc_dtype(device)).mean()
         return shared.expand(channels)
