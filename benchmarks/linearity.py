@@ -23,6 +23,12 @@ Run from the repository root::
 
     PYTHONPATH=. python benchmarks/linearity.py            # full run (a few minutes)
     PYTHONPATH=. python benchmarks/linearity.py --quick    # smoke run (small images)
+
+The quick run (96x96, under a minute) measures every configuration (the memory of all of
+them in one child process) but judges only what holds at any size: the dense time and the
+equality of the values of the three paths. The size-dependent targets (speed-up, memory,
+build time, resolution independence) are printed as ``SKIP (quick: too small to judge)``;
+it exits 0 when everything ran and the judged checks pass.
 """
 
 from __future__ import annotations
@@ -226,8 +232,8 @@ def worker(cfg: dict) -> dict:
     return out
 
 
-def _memory_child(cfg: dict) -> dict:
-    r"""Run ``cfg`` for its peak memory in a fresh subprocess."""
+def _memory_child(cfgs: list[dict]) -> list[dict]:
+    r"""Run each of ``cfgs`` (in order) for its peak memory in one fresh subprocess."""
     env = dict(os.environ)
     env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,7 +243,7 @@ def _memory_child(cfg: dict) -> dict:
             sys.executable,
             os.path.abspath(__file__),
             "--worker",
-            json.dumps({**cfg, "measure": "memory"}),
+            json.dumps([{**cfg, "measure": "memory"} for cfg in cfgs]),
         ],
         capture_output=True,
         text=True,
@@ -245,15 +251,19 @@ def _memory_child(cfg: dict) -> dict:
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {cfg} failed:\n{proc.stderr}")
+        raise RuntimeError(f"worker {cfgs} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_config(cfg: dict) -> dict:
-    r"""Time ``cfg`` here, then measure its peak memory in a child process."""
-    merged = worker({**cfg, "measure": "time"})
-    mem = _memory_child(cfg)
+def _add_memory(merged: dict, mem: dict) -> None:
     merged.update(mem=mem["mem"], build_mem=mem.get("build_mem", 0))
+
+
+def run_config(cfg: dict, memory: bool = True) -> dict:
+    r"""Time ``cfg`` here, then (``memory``) measure its peak memory in a child process."""
+    merged = worker({**cfg, "measure": "time"})
+    if memory:
+        _add_memory(merged, _memory_child([cfg])[0])
     return merged
 
 
@@ -265,8 +275,16 @@ def _mb(b: float) -> str:
 def main(quick: bool, threads: int) -> int:
     size = 96 if quick else 512
     ns = (5, 9) if quick else (5, 9, 15)
-    few = 1 if quick else 3
+    few = 3
     results: dict = {}
+    cfgs: dict = {}
+
+    def run(key, cfg: dict) -> None:
+        # quick: the memory of every configuration is measured at the end, in one child
+        # process (python and torch start once: most of a quick run's time otherwise)
+        cfgs[key] = cfg
+        results[key] = run_config(cfg, memory=not quick)
+
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
     for n in ns:
@@ -281,15 +299,17 @@ def main(quick: bool, threads: int) -> int:
                 repeats=rep if method != "histogram" else 20,
                 build_repeats=1 if n == 15 else (1 if quick else 3),
             )
-            results[(method, n, 8)] = run_config(cfg)
+            run((method, n, 8), cfg)
             print(f"  done {method} N={n} 8-bit", file=sys.stderr, flush=True)
     # 12-bit stack, N = 9: exact bins (4096) and coarser ones
     for method in ("reference", "dense"):
-        results[(method, 9, 12)] = run_config(
-            dict(method=method, n=9, size=size, bits=12, repeats=few, threads=threads)
+        run(
+            (method, 9, 12),
+            dict(method=method, n=9, size=size, bits=12, repeats=few, threads=threads),
         )
     for max_bins in (4096, 1024, 256):
-        results[("histogram", 9, 12, max_bins)] = run_config(
+        run(
+            ("histogram", 9, 12, max_bins),
             dict(
                 method="histogram",
                 n=9,
@@ -299,15 +319,22 @@ def main(quick: bool, threads: int) -> int:
                 threads=threads,
                 max_bins=max_bins,
                 compare_dense=True,
-            )
+            ),
         )
     print("  done 12-bit", file=sys.stderr, flush=True)
     # resolution independence of the histogram step
     sizes = (48, 192) if quick else (256, 1024)
     for s in sizes:
-        results[("histogram-size", s)] = run_config(
-            dict(method="histogram", n=9, size=s, bits=8, repeats=20, threads=threads)
+        run(
+            ("histogram-size", s),
+            dict(method="histogram", n=9, size=s, bits=8, repeats=20, threads=threads),
         )
+    if quick:
+        keys = list(cfgs)
+        mems = _memory_child([cfgs[k] for k in keys])
+        for key, mem in zip(keys, mems, strict=True):
+            _add_memory(results[key], mem)
+        print("  done memory", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t_start
 
     lines = [
@@ -384,28 +411,65 @@ def main(quick: bool, threads: int) -> int:
         )
     print("\n".join(lines))
 
-    # targets (N = 9, 8-bit)
+    # targets (N = 9, 8-bit): (name, passed, judged in a quick run). The speed and memory
+    # ratios grow with the image size (fixed costs and one chunk of pairs dominate small
+    # images) and the histogram's occupied bins still grow at quick sizes: a quick run
+    # reports them without judging them.
     ref, dense, hist = (results[(m, 9, 8)] for m in ("reference", "dense", "histogram"))
     targets = [
         (
             "histogram fwd+bwd >= 100x faster than (a)",
             ref["time"] / hist["time"] >= 100,
+            False,
         ),
-        ("histogram peak extra memory <= 1/10 of (a)", hist["mem"] <= ref["mem"] / 10),
-        ("histogram build <= one fwd+bwd of (a)", hist["build"] <= ref["time"]),
-        ("dense peak extra memory <= 1/4 of (a)", dense["mem"] <= ref["mem"] / 4),
-        ("dense time <= 1.5x (a)", dense["time"] <= 1.5 * ref["time"]),
+        (
+            "histogram peak extra memory <= 1/10 of (a)",
+            hist["mem"] <= ref["mem"] / 10,
+            False,
+        ),
+        ("histogram build <= one fwd+bwd of (a)", hist["build"] <= ref["time"], False),
+        (
+            "dense peak extra memory <= 1/4 of (a)",
+            dense["mem"] <= ref["mem"] / 4,
+            False,
+        ),
+        ("dense time <= 1.5x (a)", dense["time"] <= 1.5 * ref["time"], True),
         (
             f"histogram step does not grow with resolution ({sizes[0]} vs {sizes[1]}: "
             f"{s_large['time'] / s_small['time']:.2f}x for {(sizes[1] / sizes[0]) ** 2:.0f}x pixels)",
             s_large["time"] <= 2.0 * s_small["time"],
+            False,
         ),
     ]
+    if quick:  # checks that hold at any size: the three paths give one value
+        spread = max(abs(r["value"] - ref["value"]) for r in (dense, hist))
+        spread /= abs(ref["value"])
+        h12 = results[("histogram", 9, 12, 4096)]
+        rel12 = abs(h12["value"] - h12["dense_value"]) / abs(h12["dense_value"])
+        targets += [
+            (
+                f"(a), (b) and (c) give the same N=9 8-bit value (relative difference "
+                f"{spread:.1e} <= 1e-5)",
+                spread <= 1e-5,
+                True,
+            ),
+            (
+                f"12-bit histogram with 4096 bins equals (b) (value {rel12:.1e}, gradient "
+                f"{h12['grad_rel_diff']:.1e} <= 1e-5)",
+                max(rel12, h12["grad_rel_diff"]) <= 1e-5,
+                True,
+            ),
+        ]
     print()
-    for name, ok in targets:
+    judged = []
+    for name, ok, in_quick in targets:
+        if quick and not in_quick:
+            print(f"SKIP (quick: too small to judge): {name}")
+            continue
+        judged.append(ok)
         print(f"{'PASS' if ok else 'FAIL'}: {name}")
     print(f"\n(total benchmark time {elapsed:.0f} s)")
-    return 0 if all(ok for _, ok in targets) else 1
+    return 0 if all(judged) else 1
 
 
 if __name__ == "__main__":
@@ -422,6 +486,10 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        payload = json.loads(args.worker)
+        if isinstance(payload, list):
+            print(json.dumps([worker(cfg) for cfg in payload]))
+        else:
+            print(json.dumps(worker(payload)))
         sys.exit(0)
     sys.exit(main(args.quick, args.threads))

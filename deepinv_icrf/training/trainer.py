@@ -415,6 +415,18 @@ class _ChannelRecorder:
         return _channel_sum(output) if per_channel else None
 
 
+def _load_loss_state(loss: nn.Module, state: dict[str, Any]) -> None:
+    r"""``loss.load_state_dict(state)``, strict except for missing ``_extra_state`` entries
+    (checkpoints written before a loss kept extra state: it keeps its fresh one)."""
+    result = loss.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"Error loading the state of {type(loss).__name__}: missing keys {missing}, "
+            f"unexpected keys {list(result.unexpected_keys)}."
+        )
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     r"""``torch.save`` through :func:`deepinv_icrf.io.atomic_write` (temporary file in the
     target folder, fsync, ``os.replace``): a killed writer never leaves a partial checkpoint.
@@ -992,7 +1004,7 @@ class ICRFTrainer(TermLoggingTrainer):
                 )
             for loss, state in zip(self.losses, states, strict=True):
                 if isinstance(loss, nn.Module) and state is not None:
-                    loss.load_state_dict(state)
+                    _load_loss_state(loss, state)
         rng = ckpt.get("rng")
         if rng is not None:
             _set_rng_state(rng, self._loaders())
