@@ -255,7 +255,28 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="estimate the 95%% confidence band of the curve (saved and plotted)",
     )
+    p.add_argument(
+        "--outlier-threshold",
+        type=_outlier_threshold,
+        default=5.0,
+        help="leave out codes the fitted response misses by more than this many noise stds "
+        "(moving objects); 'none' keeps every code (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _outlier_threshold(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 or 'none', got {text!r}"
+        )
+    return value
 
 
 def run_fit(args: argparse.Namespace, stream=None) -> int:
@@ -276,6 +297,9 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
     }
     if args.steps is not None:
         options["steps"] = args.steps
+    threshold = getattr(args, "outlier_threshold", 5.0)
+    if threshold != 5.0:
+        options["outlier_threshold"] = threshold
     if device is not None:
         options["device"] = device
     if args.refine_exposures:

@@ -152,6 +152,21 @@ def test_cli_fit_passes_options(photos, tmp_path, fake_fit, capsys):
     assert "refine_exposures" not in options
 
 
+@pytest.mark.parametrize(("text", "expected"), [("none", None), ("3.5", 3.5)])
+def test_cli_fit_outlier_threshold(photos, tmp_path, fake_fit, text, expected):
+    out = str(tmp_path / "o")
+    assert main(["fit", str(photos), "--out", out, "--outlier-threshold", text]) == 0
+    ((_, _, options),) = fake_fit
+    assert options["outlier_threshold"] == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "nan", "many"])
+def test_cli_fit_bad_outlier_threshold(photos, tmp_path, text, capsys):
+    args = ["fit", str(photos), "--out", str(tmp_path / "o")]
+    assert main(args + ["--outlier-threshold", text]) == 2
+    assert "--outlier-threshold" in capsys.readouterr().err
+
+
 def test_cli_fit_refine_exposures(photos, tmp_path, monkeypatch, capsys):
     calls = []
 
@@ -521,7 +536,9 @@ def test_cli_fit_band_unsupported(photos, tmp_path, fake_fit, capsys):
 
 def test_cli_fit_without_steps_leaves_the_fit_its_default(photos, tmp_path, fake_fit):
     # no --steps: the fit keeps its own iteration count (the code fit's 30 at most)
-    assert main(["fit", str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert (
+        main(["fit", str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    )
     ((_, _, options),) = fake_fit
     assert "steps" not in options
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())

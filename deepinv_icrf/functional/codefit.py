@@ -66,6 +66,12 @@ _GRID_GAMMA = 2.2
 _SIGMA_ITERATIONS = 6
 #: Smallest noise level used (a noise-free stack still has quantisation noise).
 _MIN_SIGMA = 1e-4
+#: Outlier rejection refits only when at least this fraction of a channel's codes is left out.
+_MIN_OUTLIERS = 1e-3
+#: Levels of the response within which outliers are judged against the local spread.
+_OUTLIER_BINS = 16
+#: Standard deviation of a normal distribution per unit of median absolute deviation.
+_MAD_TO_STD = 1.482602218505602
 
 
 def _quantum(bit_depth: int | None) -> float:
@@ -349,6 +355,8 @@ class CodeFitResult:
     :param torch.Tensor sigma: the estimated code noise per channel ``(C,)``.
     :param torch.Tensor nll: mean censored NLL per channel at the solution ``(C,)``.
     :param int iterations: outer iterations run.
+    :param torch.Tensor, None outlier_fraction: fraction of the codes left out as outliers per
+        channel ``(C,)`` (``None`` without ``outlier_threshold``; 0 when the plain fit stood).
     """
 
     curve: Tensor
@@ -357,6 +365,7 @@ class CodeFitResult:
     sigma: Tensor
     nll: Tensor
     iterations: int
+    outlier_fraction: Tensor | None = None
 
 
 def _second_difference_gram(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -404,15 +413,112 @@ def _invert_response(knots: Tensor, n_points: int) -> Tensor:
     return torch.cummax(curve, dim=1).values
 
 
-def _residual_sigma(
-    value: Tensor, y: Tensor, uncensored: Tensor, per_pixel: Tensor
-) -> Tensor:
+def _residual_sigma(value: Tensor, y: Tensor, uncensored: Tensor) -> Tensor:
     r"""Noise level per channel from the residuals of the codes away from clipping,
-    corrected for the one radiance fitted per pixel (factor :math:`n_p / (n_p - 1)`)."""
+    corrected for the one radiance fitted per pixel (factor :math:`n_p / (n_p - 1)`).
+    ``uncensored``: the codes that count (neither clipped nor rejected)."""
+    per_pixel = uncensored.sum(dim=2, keepdim=True).to(value.dtype)
     mid = uncensored & (value > 0.05) & (value < 0.95)
     r2 = ((value - y) ** 2 * mid).sum(dim=(1, 2))
     dof = (mid * (1.0 - 1.0 / per_pixel.clamp_min(2.0))).sum(dim=(1, 2))
     return (r2 / dof.clamp_min(1.0)).sqrt().clamp_min(_MIN_SIGMA)
+
+
+def _robust_sigma(value: Tensor, y: Tensor, uncensored: Tensor) -> Tensor:
+    r"""Noise level per channel that outliers do not inflate: :math:`1.4826` times the
+    median absolute residual of the codes away from clipping (same per-pixel correction as
+    :func:`_residual_sigma`)."""
+    c = value.shape[0]
+    per_pixel = uncensored.sum(dim=2, keepdim=True).to(value.dtype)
+    mid = uncensored & (value > 0.05) & (value < 0.95)
+    scale = (1.0 - 1.0 / per_pixel.clamp_min(2.0)).expand_as(value)
+    r = ((value - y).abs() / scale.sqrt()).where(mid, math.nan)
+    med = r.reshape(c, -1).nanmedian(dim=1).values.nan_to_num(0.0)
+    return (_MAD_TO_STD * med).clamp_min(_MIN_SIGMA)
+
+
+def _group_quantiles(
+    x: Tensor, group: Tensor, n_groups: int, probs: tuple[float, ...]
+) -> tuple[Tensor, Tensor]:
+    r"""Quantiles ``probs`` of ``x`` (1-D) within each of ``n_groups`` groups (the sorted
+    value at index :math:`\lfloor p (n - 1) \rfloor`, 0 for an empty group), shape
+    ``(len(probs), n_groups)``, and the group sizes."""
+    count = torch.bincount(group, minlength=n_groups)
+    if x.numel() == 0:
+        return x.new_zeros(len(probs), n_groups), count
+    # one sort: groups apart by more than the range of x, x ascending within each
+    lo = x.min()
+    span = 2.0 * float(x.max() - lo) + 1.0
+    key = group.to(torch.float64) * span + (x - lo).to(torch.float64)
+    ordered = x[torch.sort(key).indices]
+    start = torch.cumsum(count, 0) - count
+    last = (count - 1).clamp_min(0).to(torch.float64)
+    top = x.numel() - 1  # empty groups (at the end: start = x.numel()) read any value
+    out = torch.stack(
+        [
+            ordered.index_select(
+                0, (start + torch.floor(p * last).long()).clamp(max=top)
+            )
+            for p in probs
+        ]
+    )
+    return torch.where(count > 0, out, 0.0), count
+
+
+def _inlier_weights(
+    value: Tensor,
+    y: Tensor,
+    low: Tensor,
+    high: Tensor,
+    sigma: Tensor,
+    q: float,
+    threshold: float,
+) -> Tensor:
+    r"""1 for the codes the fitted response explains, 0 for outliers.
+
+    The residuals :math:`y - R` of the unclipped codes are grouped by channel and by the level
+    of :math:`R` (``_OUTLIER_BINS`` bins); in each group a code is an outlier when it lies
+    farther than ``threshold`` robust stds (:math:`1.4826` times the median absolute
+    deviation, at least ``sigma``) from the group's median residual. Judging each level
+    against its own spread keeps a curve that is still off somewhere (all residuals of that
+    level shifted) from losing that level's codes, while a moving object, a minority at every
+    level, stands out. A code clipped at the top
+    is an outlier where :math:`R` lies more than that below :math:`1 - q/2` (at the bottom:
+    above :math:`q/2`).
+    """
+    c = value.shape[0]
+    bins = _OUTLIER_BINS
+    level = (value.clamp(0.0, 1.0) * bins).long().clamp_(max=bins - 1)
+    group = level + torch.arange(c, device=value.device).view(c, 1, 1) * bins
+    mid = ~(low | high)
+    r = (y - value)[mid]
+    g = group[mid]
+    (center,), count = _group_quantiles(r, g, c * bins, (0.5,))
+    (spread,), _ = _group_quantiles((r - center[g]).abs(), g, c * bins, (0.5,))
+    floor = sigma.view(c, 1).expand(c, bins).reshape(-1)
+    scale = torch.where(count >= 20, (_MAD_TO_STD * spread).maximum(floor), floor)
+    center = torch.where(count >= 20, center, 0.0)
+    band = threshold * scale.index_select(0, group.reshape(-1)).view_as(value)
+    shift = center.index_select(0, group.reshape(-1)).view_as(value)
+    far = (y - value - shift).abs() > band
+    far = torch.where(high, value < 1.0 - 0.5 * q - band, far)
+    far = torch.where(low, value > 0.5 * q + band, far)
+    return (~far).to(value.dtype)
+
+
+def _median_radiance(
+    s: Tensor, y: Tensor, lt: Tensor, knots: Tensor, uncensored: Tensor
+) -> Tensor:
+    r"""Per-pixel log radiance as the median over its unclipped codes of
+    :math:`\log \mathrm{ICRF}(y_k) - \log t_k` (the current response inverted): one code
+    changed by a moving object does not move it. Pixels without such codes keep ``s``.
+    """
+    curve = _invert_response(knots, 1024)
+    x = interp_curve(y, curve, channel_dim=0)
+    valid = uncensored & (x > 0)
+    est = (torch.log(x.clamp_min(1e-30)) - lt).where(valid, math.nan)
+    med = est.nanmedian(dim=2).values
+    return torch.where(valid.any(dim=2), med, s)
 
 
 def _radiance_step(
@@ -423,10 +529,13 @@ def _radiance_step(
     y_in: Tensor,
     inv_sigma: Tensor,
     cens: tuple[Tensor, Tensor, Tensor],
+    weight: Tensor | None = None,
 ) -> Tensor:
     r"""One Gauss-Newton step on every log radiance, the response fixed (clamped to 1)."""
     value, slope, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
     _, d1, d2 = _nll_derivatives(y_in, value, inv_sigma, *cens)
+    if weight is not None:
+        d1, d2 = d1 * weight, d2 * weight
     grad = (d1 * slope).sum(-1)
     hess = (d2 * slope * slope).sum(-1)
     return s - (grad / (hess + 1e-12)).clamp(-1.0, 1.0)
@@ -443,19 +552,23 @@ def _joint_step(
     cens: tuple[Tensor, Tensor, Tensor],
     gram: Tensor,
     smoothness: float,
+    weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Gauss-Newton direction for the response and all radiances jointly.
 
     The Hessian is block-arrow: diagonal in the radiances, tridiagonal in the knots, with a
     coupling :math:`B` (pixels by knots). The radiances are eliminated (Schur complement
     :math:`H_{RR} - B^\top H_{ss}^{-1} B`, one small solve per channel), then back-substituted.
-    The response is then projected onto non-decreasing curves in :math:`[0, 1]`.
+    The response is then projected onto non-decreasing curves in :math:`[0, 1]`. ``weight``
+    (0 or 1 per code) leaves rejected codes out.
     """
     c, k = knots.shape
     p = s.shape[1]
     dtype, device = knots.dtype, knots.device
     value, slope, index, theta = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
     _, d1, d2 = _nll_derivatives(y_in, value, inv_sigma, *cens)
+    if weight is not None:
+        d1, d2 = d1 * weight, d2 * weight
     a = 1.0 - theta
     # radiance block (diagonal)
     grad_s = (d1 * slope).sum(-1)
@@ -547,6 +660,7 @@ def fit_code_domain(
     sigma: float | None = None,
     tol: float = 1e-4,
     init_curve: Tensor | None = None,
+    outlier_threshold: float | None = None,
     callback: Callable[[int, float], None] | None = None,
 ) -> CodeFitResult:
     r"""Fit a monotone camera response and per-pixel radiances to codes (censored Tobit NLL).
@@ -576,6 +690,23 @@ def fit_code_domain(
     a linear camera's), so after every step such a response is stretched; otherwise the ICRF
     would jump at the top code.
 
+    **Outliers.** A static scene is assumed: a pixel that changes between exposures (a moving
+    person, a branch in the wind, a misregistered edge) breaks the model, and a few percent of
+    such codes bend the whole curve. With ``outlier_threshold`` :math:`\tau`, once the fit
+    has converged (or half the iterations are spent) the codes are grouped by channel and by
+    the level of the fitted response (16 levels), and a code is left out when it lies more
+    than :math:`\tau` robust stds (:math:`1.4826` times the median absolute deviation, at
+    least the noise level :math:`\hat\sigma` of the median absolute residual) from its
+    group's median residual (a clipped code: when the response lies that far on the wrong
+    side of its threshold). Judging each level against its own spread keeps a curve that is
+    still off at some level from losing that level's codes, while moving objects, a minority
+    at every level, stand out. The fit then restarts every radiance at the median over its
+    pixel's unclipped codes of :math:`\log \mathrm{ICRF}(y_k) - \log t_k` (which one moved
+    code does not pull) and goes on without the outliers, re-deciding at every iteration.
+    When less than 0.1% of every channel's codes would be left out the plain fit stands
+    unchanged: for Gaussian noise :math:`\tau = 5` leaves out about one code in
+    :math:`10^6`.
+
     :param torch.Tensor y: codes ``(C, P, N)``: ``P`` pixels of ``N`` exposures per channel,
         in :math:`[0, 1]` (a sample, see :func:`stratified_pixel_sample`).
     :param torch.Tensor log_times: log exposure times, ``(N,)`` or per pixel ``(P, N)``
@@ -591,10 +722,12 @@ def fit_code_domain(
     :param float tol: stop when the largest change of the response is below (default 1e-4).
     :param torch.Tensor, None init_curve: initial ICRF ``(C, L)`` or ``(1, L)`` (non-decreasing,
         0 to 1); ``None`` (default): :math:`y^{2.2}`.
+    :param float, None outlier_threshold: leave out codes the response misses by more than
+        this many noise stds (see above); ``None`` (default): keep every code.
     :param Callable, None callback: called as ``callback(iteration, change)`` after every
         iteration (``change``: largest move of the response), e.g. for a progress bar.
     :return: (:class:`CodeFitResult`) curve, response, radiances, noise level, NLL,
-        iterations.
+        iterations and, with ``outlier_threshold``, the fraction of codes left out.
 
     |sep|
 
@@ -636,6 +769,15 @@ def fit_code_domain(
         raise ValueError(f"Expected `smoothness` >= 0, but got {smoothness!r}.")
     if sigma is not None:
         check_positive(torch.tensor(float(sigma)), "sigma")
+    if outlier_threshold is not None and not (
+        isinstance(outlier_threshold, (int, float))
+        and math.isfinite(outlier_threshold)
+        and outlier_threshold > 0
+    ):
+        raise ValueError(
+            f"Expected `outlier_threshold` to be None or a number > 0 (noise stds), but got "
+            f"{outlier_threshold!r}."
+        )
     if init_curve is not None:
         check_float(init_curve, "init_curve")
         if (
@@ -666,7 +808,6 @@ def fit_code_domain(
         sign = torch.where(top, 1.0, -1.0).to(dtype)
         threshold = torch.where(top, 1.0 - 0.5 * q, 0.5 * q).to(dtype)
         y_in = torch.where(uncensored, y, 0.0)
-        per_pixel = uncensored.sum(dim=2, keepdim=True).to(dtype)
 
         # start: the initial ICRF, radiance from a hat-weighted merge
         v = torch.linspace(0.0, 1.0, n_knots, dtype=dtype, device=device)
@@ -689,7 +830,7 @@ def fit_code_domain(
         cens = (censored_index, threshold, sign)
         if sigma is None:
             value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
-            sig = _residual_sigma(value, y, uncensored, per_pixel)
+            sig = _residual_sigma(value, y, uncensored)
         else:
             sig = torch.full((c,), float(sigma), dtype=dtype, device=device)
 
@@ -698,14 +839,52 @@ def fit_code_domain(
         )
         done = 0
         previous = math.inf
+        # outlier rejection: off until the plain fit has settled (or half the budget is spent)
+        weight: Tensor | None = None
+        robust_from = math.inf if outlier_threshold is None else (iterations + 1) // 2
+        phase_start, moved = 0, False
         for it in range(iterations):
             done = it + 1
             inv_sigma = (1.0 / sig).view(c, 1, 1)
             if it == 0:
                 for _ in range(radiance_steps):
                     s = _radiance_step(s, lt, knots, offsets, y_in, inv_sigma, cens)
+            if it >= robust_from:
+                value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                robust = (
+                    sig if sigma is not None else _robust_sigma(value, y, uncensored)
+                )
+                kept = _inlier_weights(
+                    value, y, low, high, robust, q, float(outlier_threshold)
+                )
+                if weight is None:
+                    if float((1.0 - kept.mean(dim=(1, 2))).max()) < _MIN_OUTLIERS:
+                        done = it
+                        break  # (almost) nothing to leave out: the plain fit stands
+                    phase_start, previous = it, math.inf
+                    # radiances the moving objects did not pull, then decide again
+                    s = _median_radiance(s, y, lt, knots, uncensored)
+                    value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                    if sigma is None:
+                        robust = _robust_sigma(value, y, uncensored)
+                    kept = _inlier_weights(
+                        value, y, low, high, robust, q, float(outlier_threshold)
+                    )
+                moved = weight is None or bool((kept != weight).any())
+                weight, sig = kept, robust
+                inv_sigma = (1.0 / sig).view(c, 1, 1)
             step_r, step_s = _joint_step(
-                s, lt, knots, offsets, pix, y_in, inv_sigma, cens, gram, smoothness
+                s,
+                lt,
+                knots,
+                offsets,
+                pix,
+                y_in,
+                inv_sigma,
+                cens,
+                gram,
+                smoothness,
+                weight,
             )
             new = _project(knots - step_r)
             s = s - step_s
@@ -715,16 +894,31 @@ def fit_code_domain(
             knots = new
             if callback is not None:
                 callback(it, change)
-            if sigma is None and it < _SIGMA_ITERATIONS:
+            if sigma is None and weight is None and it < _SIGMA_ITERATIONS:
                 value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
-                sig = _residual_sigma(value, y, uncensored, per_pixel)
+                sig = _residual_sigma(value, y, uncensored)
             # converged, or no longer contracting (a cycle of the monotone projection)
-            if change < tol or (it >= 5 and change >= 0.95 * previous):
+            settled = change < tol or (
+                it - phase_start >= 5 and change >= 0.95 * previous
+            )
+            if weight is not None and moved and it - phase_start < 10:
+                settled = False  # the set of codes left out is still changing
+            if settled and weight is None and robust_from < math.inf:
+                robust_from = it + 1  # now leave the outliers out
+            elif settled:
                 break
             previous = change
 
         value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
-        nll = censored_code_nll(y, value, sig.view(c, 1, 1), bit_depth).mean(dim=(1, 2))
+        terms = censored_code_nll(y, value, sig.view(c, 1, 1), bit_depth)
+        outliers = None
+        if weight is None:
+            nll = terms.mean(dim=(1, 2))
+            if outlier_threshold is not None:
+                outliers = torch.zeros(c, dtype=dtype, device=device)
+        else:
+            nll = (terms * weight).sum(dim=(1, 2)) / weight.sum(dim=(1, 2)).clamp_min(1)
+            outliers = 1.0 - weight.mean(dim=(1, 2))
         curve = _invert_response(knots, n_points)
     return CodeFitResult(
         curve=curve,
@@ -733,4 +927,5 @@ def fit_code_domain(
         sigma=sig,
         nll=nll,
         iterations=done,
+        outlier_fraction=outliers,
     )

@@ -284,6 +284,10 @@ def _initial_curve(init: str | Tensor, channels: int, n_points: int) -> Tensor |
     return None if init == "gamma" else grid.expand(channels, n_points)
 
 
+#: Default ``outlier_threshold`` of :func:`fit_icrf` (noise stds).
+_DEFAULT_OUTLIER_THRESHOLD = 5.0
+
+
 def fit_icrf(
     stack: np.ndarray | Tensor | str | os.PathLike,
     exposure_times: Tensor | np.ndarray | list[float] | None = None,
@@ -300,6 +304,7 @@ def fit_icrf(
     n_knots: int = 32,
     noise_sigma: float | None = None,
     clip_priority: str = "stratum",
+    outlier_threshold: float | None = _DEFAULT_OUTLIER_THRESHOLD,
     refine_exposures: bool = False,
     band: bool = False,
     device: str | torch.device | None = None,
@@ -360,6 +365,12 @@ def fit_icrf(
     :param str clip_priority: how the code fit's pixel sample treats positions with clipped
         codes: ``"stratum"`` (default), ``"global"`` or ``"none"``, see
         :func:`~deepinv_icrf.functional.stratified_pixel_sample`.
+    :param float, None outlier_threshold: code fit: leave out codes the fitted response
+        misses by more than this many noise stds (moving objects, misregistration), see
+        :func:`~deepinv_icrf.functional.fit_code_domain`; the fraction left out is in
+        ``fit_report.extra["outliers"]``. Default 5: on a static scene with Gaussian noise
+        nothing is left out and the fit is the plain one. ``None``: keep every code. Only the
+        code fit uses it (``method="linearity"`` accepts the default or ``None``).
     :param bool refine_exposures: refine the exposure times with the curve (default False),
         through :func:`deepinv_icrf.training.refine.fit_refined`; the refined times are in
         ``icrf.fit_report.exposure_times``.
@@ -418,6 +429,7 @@ def fit_icrf(
         n_knots=n_knots,
         noise_sigma=noise_sigma,
         clip_priority=clip_priority,
+        outlier_threshold=outlier_threshold,
     )
     if refine_exposures:
         try:
@@ -459,6 +471,12 @@ def fit_icrf(
             f"Expected `clip_priority` only with method='code' (it orders the code fit's "
             f"pixel sample), but got clip_priority={clip_priority!r} with method={method!r}."
         )
+    if outlier_threshold not in (None, _DEFAULT_OUTLIER_THRESHOLD) and method != "code":
+        raise ValueError(
+            "Expected `outlier_threshold` only with method='code' (it leaves codes out of the "
+            f"code fit), but got outlier_threshold={outlier_threshold!r} with "
+            f"method={method!r}."
+        )
     if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
         raise ValueError(
             f"Expected `noise_sigma` > 0 or None, but got {noise_sigma!r}."
@@ -482,6 +500,7 @@ def fit_icrf(
             n_knots=n_knots,
             noise_sigma=noise_sigma,
             clip_priority=clip_priority,
+            outlier_threshold=outlier_threshold,
             device=device,
             generator=generator,
             progress=progress,
@@ -557,6 +576,7 @@ def _fit_code(
     n_knots: int,
     noise_sigma: float | None,
     clip_priority: str,
+    outlier_threshold: float | None,
     device: str | torch.device | None,
     generator: torch.Generator,
     progress: bool,
@@ -607,6 +627,7 @@ def _fit_code(
                 iterations=steps,
                 sigma=noise_sigma,
                 init_curve=init_curve,
+                outlier_threshold=outlier_threshold,
                 callback=_tick,
             )
         finally:
@@ -627,6 +648,8 @@ def _fit_code(
         nominal_exposure_times=times[0].clone() if batch == 1 else times.clone(),
         extra={"sigma": result.sigma.tolist(), "pixels": int(y.shape[1])},
     )
+    if result.outlier_fraction is not None:
+        report.extra["outliers"] = result.outlier_fraction.tolist()
     return icrf, report
 
 
