@@ -11,8 +11,14 @@ from deepinv.physics import GaussianNoise
 
 from deepinv_icrf import fit_icrf
 from deepinv_icrf.data import demo_exposure_times, demo_scene
-from deepinv_icrf.functional import curve_rmse, fit_code_domain
+from deepinv_icrf.functional import (
+    censored_code_nll,
+    code_inlier_mask,
+    curve_rmse,
+    fit_code_domain,
+)
 from deepinv_icrf.functional.codefit import _group_quantiles, _inlier_weights
+from deepinv_icrf.loss import CodeDomainLoss
 from deepinv_icrf.physics import ExposureStack, get_response
 
 H, W = 96, 128
@@ -157,3 +163,129 @@ def test_outlier_threshold_only_with_the_code_fit():
     y, t, _ = _stack("gamma", 0.0, 0, ghost=0.0)
     with pytest.raises(ValueError, match="outlier_threshold"):
         fit_icrf(y, t, method="linearity", outlier_threshold=3.0, progress=False)
+
+
+# ---------------------------------------------------------------- mask and loss
+
+
+def test_code_inlier_mask_finds_planted_codes(device):
+    g = torch.Generator().manual_seed(3)
+    y_hat = (torch.rand(2, 3000, generator=g) * 0.8 + 0.1).to(device)
+    y = y_hat + 0.01 * torch.randn(2, 3000, generator=g).to(device)
+    y[0, :25] = 0.02
+    y[1, 100:110] = 1.0  # clipped at the top where the prediction is mid-range
+    y = torch.round(y.clamp(0, 1) * 255) / 255
+    mask = code_inlier_mask(y, y_hat, torch.tensor([0.01, 0.01]))
+    assert mask.shape == y.shape and mask.dtype == y.dtype
+    assert mask[0, :25].sum() == 0 and mask[1, 100:110].sum() == 0
+    assert int((mask == 0).sum()) <= 35 + 2  # nothing else, up to a chance 5-sigma code
+    # the same rule as the code fit's (grouped by the first dimension)
+    low, high = y <= 0.5 / 255, y >= 1 - 0.5 / 255
+    sig = torch.tensor([0.01, 0.01], device=device)
+    torch.testing.assert_close(
+        mask, _inlier_weights(y_hat, y, low, high, sig, 1 / 255, 5.0)
+    )
+
+
+def test_code_inlier_mask_bad_inputs():
+    y = torch.rand(2, 10)
+    with pytest.raises(ValueError, match="same shape"):
+        code_inlier_mask(y, y[:, :5], 0.01)
+    with pytest.raises(ValueError, match="threshold"):
+        code_inlier_mask(y, y, 0.01, threshold=0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        code_inlier_mask(y, y, torch.ones(3))
+    with pytest.raises(TypeError):
+        code_inlier_mask(y.long(), y, 0.01)
+
+
+def _ghost_stack(dtype=torch.float32):
+    g = torch.Generator().manual_seed(4)
+    times = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=dtype)
+    physics = ExposureStack(times, response="srgb", bit_depth=8)
+    x = (0.02 + 0.2 * torch.rand(2, 1, 12, 10, generator=g)).to(dtype)
+    y = physics(x)
+    y[:, 1, :, :3, :3] = 0.9  # something bright passed in the second exposure
+    return physics, x, y
+
+
+def test_code_loss_with_outliers_drops_only_them():
+    physics, x, y = _ghost_stack(torch.float64)
+    plain = CodeDomainLoss(sigma=0.01)(x_net=x, y=y, physics=physics)
+    robust = CodeDomainLoss(sigma=0.01, outlier_threshold=5.0)(
+        x_net=x, y=y, physics=physics
+    )
+    nll = censored_code_nll(y, physics.A(x), 0.01)
+    nll[:, 1, :, :3, :3] = 0.0
+    torch.testing.assert_close(robust, nll.flatten(1).mean(1))
+    assert (robust < 0.1 * plain).all()
+    # without outliers the two are the same loss
+    clean = physics.A(x)
+    a = CodeDomainLoss(sigma=0.01)(x_net=x, y=clean, physics=physics)
+    b = CodeDomainLoss(sigma=0.01, outlier_threshold=5.0)(
+        x_net=x, y=clean, physics=physics
+    )
+    assert torch.equal(a, b)
+
+
+def test_code_loss_with_outliers_gradcheck():
+    physics, x, y = _ghost_stack(torch.float64)
+    loss = CodeDomainLoss(sigma=0.02, outlier_threshold=5.0)
+    x = (x * 1.02).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda v: loss(x_net=v, y=y, physics=physics), (x,), eps=1e-7, atol=1e-6
+    )
+
+
+def test_code_loss_bad_outlier_threshold():
+    for bad in (0, -1.0, math.nan, True, "3"):
+        with pytest.raises(ValueError, match="outlier_threshold"):
+            CodeDomainLoss(outlier_threshold=bad)
+
+
+class _GainModel(torch.nn.Module):
+    """Radiance = gain x the mean over exposures of sRGB^-1(y) / t."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_gain = torch.nn.Parameter(torch.tensor(-0.3))
+
+    def forward(self, y, physics=None, **kwargs):
+        icrf = get_response("srgb").icrf_curve(256, channels=1)
+        from deepinv_icrf.functional import interp_curve
+
+        lin = interp_curve(y, icrf.to(y.dtype))  # (1, L): one curve for the channel
+        t = physics.exposure_times.view(-1, y.shape[1], 1, 1, 1)
+        return self.log_gain.exp() * (lin / t).mean(dim=1)
+
+
+def test_code_loss_with_outliers_trains_through_deepinv_trainer(tmp_path):
+    import deepinv as dinv
+    from torch.utils.data import DataLoader
+
+    physics, _, y = _ghost_stack()
+    model = _GainModel()
+    loss = CodeDomainLoss(sigma=0.01, outlier_threshold=5.0)
+    with torch.no_grad():
+        before = float(loss(x_net=model(y, physics), y=y, physics=physics).mean())
+    trainer = dinv.Trainer(
+        model=model,
+        physics=physics,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
+        train_dataloader=DataLoader([{"y": v} for v in y], batch_size=2),
+        epochs=3,
+        losses=[loss],
+        online_measurements=False,
+        metrics=[],
+        plot_images=False,
+        save_path=tmp_path,
+        verbose=False,
+        show_progress_bar=False,
+        device="cpu",
+        non_blocking_transfers=False,
+    )
+    trained = trainer.train()
+    with torch.no_grad():
+        after = float(loss(x_net=trained(y, physics), y=y, physics=physics).mean())
+    assert after < before
+    assert float(trained.log_gain.detach()) > -0.3  # toward the true gain 1

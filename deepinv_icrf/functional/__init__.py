@@ -10,6 +10,7 @@ from __future__ import annotations
 from deepinv_icrf.functional.codefit import (  # noqa: F401
     CodeFitResult,
     censored_code_nll,
+    code_inlier_mask,
     estimate_code_noise,
     fit_code_domain,
     stratified_pixel_sample,

@@ -49,6 +49,7 @@ from deepinv_icrf.functional.interp import interp_curve, invert_curve
 
 __all__ = [
     "censored_code_nll",
+    "code_inlier_mask",
     "estimate_code_noise",
     "stratified_pixel_sample",
     "CodeFitResult",
@@ -474,22 +475,23 @@ def _inlier_weights(
     q: float,
     threshold: float,
 ) -> Tensor:
-    r"""1 for the codes the fitted response explains, 0 for outliers.
+    r"""1 for the codes the fitted response explains, 0 for outliers (any shape ``(G, ...)``,
+    ``G`` groups judged apart, e.g. channels; ``sigma`` ``(G,)``).
 
-    The residuals :math:`y - R` of the unclipped codes are grouped by channel and by the level
+    The residuals :math:`y - R` of the unclipped codes are grouped by ``G`` and by the level
     of :math:`R` (``_OUTLIER_BINS`` bins); in each group a code is an outlier when it lies
     farther than ``threshold`` robust stds (:math:`1.4826` times the median absolute
     deviation, at least ``sigma``) from the group's median residual. Judging each level
     against its own spread keeps a curve that is still off somewhere (all residuals of that
     level shifted) from losing that level's codes, while a moving object, a minority at every
-    level, stands out. A code clipped at the top
-    is an outlier where :math:`R` lies more than that below :math:`1 - q/2` (at the bottom:
-    above :math:`q/2`).
+    level, stands out. A code clipped at the top is an outlier where :math:`R` lies more than
+    that below :math:`1 - q/2` (at the bottom: above :math:`q/2`).
     """
     c = value.shape[0]
     bins = _OUTLIER_BINS
+    shape = (c,) + (1,) * (value.ndim - 1)
     level = (value.clamp(0.0, 1.0) * bins).long().clamp_(max=bins - 1)
-    group = level + torch.arange(c, device=value.device).view(c, 1, 1) * bins
+    group = level + torch.arange(c, device=value.device).view(shape) * bins
     mid = ~(low | high)
     r = (y - value)[mid]
     g = group[mid]
@@ -504,6 +506,79 @@ def _inlier_weights(
     far = torch.where(high, value < 1.0 - 0.5 * q - band, far)
     far = torch.where(low, value > 0.5 * q + band, far)
     return (~far).to(value.dtype)
+
+
+def code_inlier_mask(
+    y: Tensor,
+    y_hat: Tensor,
+    sigma: float | Tensor,
+    threshold: float = 5.0,
+    bit_depth: int | None = 8,
+) -> Tensor:
+    r"""Which observed codes a prediction explains: 1, or 0 for outliers (moving objects).
+
+    The outlier rule of :func:`fit_code_domain`: the residuals :math:`y - \hat y` of the
+    unclipped codes are grouped by the first dimension (e.g. channels) and by the level of
+    :math:`\hat y` (16 levels), and a code is an outlier when
+
+    .. math::
+
+        |y - \hat y - m_g| > \tau \max(1.4826\, \mathrm{MAD}_g,\ \sigma)
+
+    with :math:`m_g` and :math:`\mathrm{MAD}_g` the median and the median absolute deviation
+    of its group's residuals (groups of fewer than 20 codes: :math:`m_g = 0` and the scale
+    :math:`\sigma`). A code clipped at the top (:math:`y \ge 1 - q/2`) is an outlier when
+    :math:`\hat y < 1 - q/2 - \tau s_g`, one clipped at the bottom when
+    :math:`\hat y > q/2 + \tau s_g`. Not differentiable (a mask).
+
+    :param torch.Tensor y: observed codes in :math:`[0, 1]`, shape ``(G, ...)``.
+    :param torch.Tensor y_hat: predicted noise-free codes, same shape.
+    :param float, torch.Tensor sigma: smallest noise std per group, a number or ``(G,)``.
+    :param float threshold: :math:`\tau`, in robust stds (default 5).
+    :param int, None bit_depth: bits of the codes, for the clipping thresholds (default 8).
+    :return: (:class:`torch.Tensor`) 0/1 mask of the shape of ``y``, float.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> y_hat = torch.rand(1, 2000, generator=g) * 0.8 + 0.1
+    >>> y = y_hat + 0.01 * torch.randn(1, 2000, generator=g)
+    >>> y[0, :10] = 0.05  # ten codes from something else
+    >>> mask = code_inlier_mask(y, y_hat, 0.01, bit_depth=None)
+    >>> int((mask[0, :10] == 0).sum()), int((mask[0, 10:] == 0).sum())
+    (10, 0)
+    """
+    check_float(y, "y")
+    check_float(y_hat, "y_hat")
+    if y.shape != y_hat.shape or y.ndim < 1:
+        raise ValueError(
+            f"Expected `y` and `y_hat` of the same shape (G, ...), but got {tuple(y.shape)} "
+            f"and {tuple(y_hat.shape)}."
+        )
+    if not (
+        isinstance(threshold, (int, float))
+        and not isinstance(threshold, bool)
+        and math.isfinite(threshold)
+        and threshold > 0
+    ):
+        raise ValueError(f"Expected `threshold` > 0, but got {threshold!r}.")
+    q = _quantum(bit_depth)
+    dtype = compute_dtype(y, y_hat)
+    with torch.no_grad():
+        y, y_hat = y.detach().to(dtype), y_hat.detach().to(dtype)
+        groups = y.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=dtype, device=y.device).detach()
+        if sigma.numel() not in (1, groups):
+            raise ValueError(
+                f"Expected `sigma` to be a number or of shape ({groups},), but got shape "
+                f"{tuple(sigma.shape)}."
+            )
+        sigma = sigma.reshape(-1).expand(groups).clamp_min(_MIN_SIGMA)
+        low, high = _censoring(y, q)
+        return _inlier_weights(y_hat, y, low, high, sigma, q, float(threshold))
 
 
 def _median_radiance(

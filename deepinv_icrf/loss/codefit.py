@@ -9,7 +9,11 @@ from deepinv.loss import Loss
 from torch import Tensor
 
 from deepinv_icrf._checks import check_float, compute_dtype
-from deepinv_icrf.functional.codefit import censored_code_nll, estimate_code_noise
+from deepinv_icrf.functional.codefit import (
+    censored_code_nll,
+    code_inlier_mask,
+    estimate_code_noise,
+)
 
 if TYPE_CHECKING:
     from deepinv.physics import Physics
@@ -41,9 +45,17 @@ class CodeDomainLoss(Loss):
     else estimated from ``y`` itself per sample and channel
     (:func:`deepinv_icrf.functional.estimate_code_noise`, without gradient).
 
+    With ``outlier_threshold`` :math:`\tau`, codes that the prediction misses by more than
+    :math:`\tau` robust stds of their sample, channel and level
+    (:func:`deepinv_icrf.functional.code_inlier_mask`, the rule of the code fit: moving
+    objects, misregistered edges) count 0 in the mean, decided again at every call without
+    gradient.
+
     :param float, None sigma: code noise std :math:`> 0`; ``None`` (default) as above.
     :param int, None bit_depth: bits of the codes for the censoring thresholds (default 8;
         ``None``: continuous codes, censored only at exactly 0 and 1).
+    :param float, None outlier_threshold: leave out codes missed by more than this many
+        robust stds; ``None`` (default): every code counts.
 
     |sep|
 
@@ -62,8 +74,26 @@ class CodeDomainLoss(Loss):
     torch.Size([2])
     """
 
-    def __init__(self, sigma: float | None = None, bit_depth: int | None = 8) -> None:
+    def __init__(
+        self,
+        sigma: float | None = None,
+        bit_depth: int | None = 8,
+        outlier_threshold: float | None = None,
+    ) -> None:
         super().__init__()
+        if outlier_threshold is not None and not (
+            isinstance(outlier_threshold, (int, float))
+            and not isinstance(outlier_threshold, bool)
+            and math.isfinite(outlier_threshold)
+            and outlier_threshold > 0
+        ):
+            raise ValueError(
+                "Expected `outlier_threshold` to be None or a number > 0, but got "
+                f"{outlier_threshold!r}."
+            )
+        self.outlier_threshold = (
+            None if outlier_threshold is None else float(outlier_threshold)
+        )
         if sigma is not None:
             if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
                 raise TypeError(
@@ -111,7 +141,26 @@ class CodeDomainLoss(Loss):
         if isinstance(sigma, Tensor):
             sigma = sigma.to(device=y.device, dtype=dtype)
         nll = censored_code_nll(y.to(dtype), y_hat.to(dtype), sigma, self.bit_depth)
+        if self.outlier_threshold is not None:
+            nll = nll * self._inliers(y, y_hat, sigma)
         return nll.flatten(1).mean(dim=1)
+
+    def _inliers(self, y: Tensor, y_hat: Tensor, sigma: float | Tensor) -> Tensor:
+        r"""0/1 mask of ``y``'s shape: each sample and channel judged apart."""
+        b, n, c, h, w = y.shape
+        if isinstance(sigma, Tensor):  # (B, 1, C, 1, 1) estimate or per-pixel y_std
+            full = (
+                sigma.detach().expand(b, n, c, h, w).transpose(1, 2).reshape(b * c, -1)
+            )
+            sigma = full.median(dim=1).values
+        mask = code_inlier_mask(
+            y.transpose(1, 2).reshape(b * c, -1),
+            y_hat.transpose(1, 2).reshape(b * c, -1),
+            sigma,
+            self.outlier_threshold,
+            self.bit_depth,
+        )
+        return mask.view(b, c, n, h, w).transpose(1, 2)
 
     def _sigma(self, y: Tensor, physics: Physics) -> float | Tensor:
         if self.sigma is not None:
