@@ -262,6 +262,12 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
         help="leave out codes the fitted response misses by more than this many noise stds "
         "(moving objects); 'none' keeps every code (default: %(default)s)",
     )
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="align handheld brackets first (integer shifts, median threshold bitmaps; "
+        "the fit uses the region every photo covers)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -312,6 +318,8 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
         if "band" not in inspect.signature(fit_icrf).parameters:
             raise CLIError("--band is not supported by this version of fit_icrf")
         options["band"] = True
+    if getattr(args, "align", False):
+        options["align"] = True
     stack = read_exposure_folder(
         args.folder, sidecar=args.sidecar, pattern=args.pattern
     )
@@ -371,6 +379,9 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
         extra = getattr(report, "extra", None) or {}
         if "exponent" in extra:
             summary["refinement_exponent"] = float(extra["exponent"])
+    shifts = (getattr(report, "extra", None) or {}).get("shifts")
+    if getattr(args, "align", False) and shifts is not None:
+        summary["shifts"] = shifts
     meta = _jsonable(getattr(icrf, "metadata", None))
     if meta:
         summary["icrf_metadata"] = meta
@@ -516,6 +527,12 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
         default="reinhard",
         help="tone-mapping of the preview (default: %(default)s)",
     )
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="align handheld brackets first (integer shifts, median threshold bitmaps); "
+        "the radiance map covers the region every photo covers",
+    )
 
 
 def run_merge(args: argparse.Namespace, stream=None) -> int:
@@ -543,8 +560,14 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
             f"the images have {stack.images.shape[-1]} channel(s) but the ICRF has "
             f"{icrf.channels}"
         )
+    images = stack.images
+    if getattr(args, "align", False):
+        from deepinv_icrf.data import align_exposures
+
+        images, shifts = align_exposures(images, exposure_times=stack.exposure_times)
+        print(f"{PROG} merge: aligned, shifts (dy, dx) {shifts.tolist()}", file=stream)
     radiance, std, saturated = merge_hdr(
-        stack.images,
+        images,
         stack.exposure_times,
         icrf,
         weights=args.weights,

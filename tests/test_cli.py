@@ -543,3 +543,35 @@ def test_cli_fit_without_steps_leaves_the_fit_its_default(photos, tmp_path, fake
     assert "steps" not in options
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["steps"] is None
+
+
+def test_cli_fit_align_flag(photos, tmp_path, fake_fit):
+    assert main(["fit", str(photos), "--out", str(tmp_path / "o"), "--align"]) == 0
+    ((_, _, options),) = fake_fit
+    assert options["align"] is True
+    assert main(["fit", str(photos), "--out", str(tmp_path / "p")]) == 0
+    assert "align" not in fake_fit[1][2]
+
+
+def test_cli_fit_align_writes_shifts(photos, tmp_path):
+    out = tmp_path / "o"
+    assert (
+        main(["fit", str(photos), "--out", str(out), "--align", "--no-progress"]) == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    shifts = summary["shifts"]
+    assert len(shifts) == 4 and all(len(s) == 2 for s in shifts)
+    assert shifts[2] == [0, 0]  # the reference: the middle exposure
+
+
+def test_cli_merge_align(photos, tmp_path, gamma_icrf_file, capsys):
+    from deepinv_icrf.data import align_exposures
+
+    out = tmp_path / "hdr.npy"
+    args = ["merge", str(photos), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+    assert main(args + ["--align"]) == 0
+    assert "aligned, shifts (dy, dx)" in capsys.readouterr().out
+    stack = read_exposure_folder(photos)
+    images, _ = align_exposures(stack.images, exposure_times=stack.exposure_times)
+    expect = merge_hdr(images, stack.exposure_times, ICRF.load(gamma_icrf_file))
+    np.testing.assert_allclose(np.load(out), expect, rtol=1e-6, atol=1e-9)

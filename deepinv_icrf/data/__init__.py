@@ -2,6 +2,7 @@ r"""Data: the embedded demo scene, synthetic stacks and folders of bracketed pho
 
 from __future__ import annotations
 
+from deepinv_icrf.data.align import align_exposures  # noqa: F401
 from deepinv_icrf.data.demo import demo_exposure_times, demo_scene  # noqa: F401
 from deepinv_icrf.data.folder import (  # noqa: F401
     SIDECAR_NAMES,

@@ -7,6 +7,12 @@ hold configuration and call these.
 
 from __future__ import annotations
 
+from deepinv_icrf.functional.align import (  # noqa: F401
+    auto_quantile,
+    median_threshold_bitmap,
+    mtb_shift,
+    shift_image,
+)
 from deepinv_icrf.functional.codefit import (  # noqa: F401
     CodeFitResult,
     censored_code_nll,

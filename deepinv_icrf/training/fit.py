@@ -307,6 +307,7 @@ def fit_icrf(
     outlier_threshold: float | None = _DEFAULT_OUTLIER_THRESHOLD,
     refine_exposures: bool = False,
     band: bool = False,
+    align: bool = False,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -379,6 +380,11 @@ def fit_icrf(
         refinement, at the refined times after a refinement); stored in ``icrf.band``
         ``(2, C, L)`` (saved by :meth:`~deepinv_icrf.models.ICRF.save`) and
         ``icrf.fit_report.band``.
+    :param bool align: first align the exposures of a handheld bracket (integer
+        translations, :func:`~deepinv_icrf.data.align_exposures`, cropped to the region every
+        exposure covers) and fit the aligned stack (refinement and band included); the shifts
+        ``(dy, dx)`` per exposure are in ``fit_report.extra["shifts"]``. One stack only (a
+        batch raises :class:`ValueError`). Default False.
     :param str, torch.device device: where to fit (default: the stack's device).
     :param int seed: seed of the pixel sampling (default 0).
     :param bool progress: show a tqdm progress bar (default True).
@@ -415,6 +421,16 @@ def fit_icrf(
             exposure_times = folder.exposure_times
     check_in(method, "method", METHODS)
     check_in(parameterization, "parameterization", ("monotone", "free"))
+    shifts = None
+    if not isinstance(align, bool):
+        raise TypeError(f"Expected `align` to be a bool, but got {align!r}.")
+    if align:
+        # the aligned stack is what the refinement and the band's refits see
+        from deepinv_icrf.data.align import align_exposures
+
+        stack, shifts = align_exposures(
+            stack, exposure_times=_single_times(exposure_times)
+        )
     # the fit's own options, passed on to the refinement and to the band's refits
     options = dict(
         method=method,
@@ -454,6 +470,7 @@ def fit_icrf(
             _attach_band(
                 icrf, stack, icrf.fit_report.exposure_times, options, device, seed
             )
+        _record_shifts(icrf, shifts)
         return icrf
     if refine_options:
         raise TypeError(
@@ -527,7 +544,31 @@ def fit_icrf(
     icrf.eval()
     if band:
         _attach_band(icrf, stack, report.exposure_times, options, device, seed)
+    _record_shifts(icrf, shifts)
     return icrf
+
+
+def _single_times(exposure_times: object) -> object:
+    r"""The exposure times of one stack, to order its exposures for alignment (``None`` when
+    they are not one time per exposure; the fit checks them)."""
+    if exposure_times is None:
+        return None
+    times = np.asarray(
+        (
+            exposure_times.detach().cpu()
+            if isinstance(exposure_times, Tensor)
+            else exposure_times
+        ),
+        dtype=np.float64,
+    )
+    return times if times.ndim == 1 else None
+
+
+def _record_shifts(icrf: ICRF, shifts: Tensor | None) -> None:
+    r"""Store the alignment shifts ``(dy, dx)`` per exposure in the fit report."""
+    report = getattr(icrf, "fit_report", None)
+    if shifts is not None and report is not None:
+        report.extra["shifts"] = shifts.tolist()
 
 
 def _attach_band(
