@@ -216,6 +216,10 @@ def _jsonable(value: object) -> object | None:
 
 
 # ---------------------------------------------------------------------------- fit
+#: Share of codes left out as outliers above which ``fit`` says so.
+_OUTLIER_NOTE = 0.005
+
+
 def _configure_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="folder of bracketed JPEG/PNG/TIFF images")
     p.add_argument(
@@ -382,11 +386,25 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
     shifts = (getattr(report, "extra", None) or {}).get("shifts")
     if getattr(args, "align", False) and shifts is not None:
         summary["shifts"] = shifts
+    outliers = (getattr(report, "extra", None) or {}).get("outliers")
+    if outliers is not None:
+        summary["outlier_fraction"] = [float(v) for v in outliers]
     meta = _jsonable(getattr(icrf, "metadata", None))
     if meta:
         summary["icrf_metadata"] = meta
     write_json(out / "summary.json", summary)
     print(f"fitted in {elapsed:.1f} s", file=stream)
+    if outliers is not None and max(outliers) >= _OUTLIER_NOTE:
+        hint = (
+            ""
+            if getattr(args, "align", False)
+            else "; if the camera moved between the photos, try --align"
+        )
+        print(
+            f"left out {100 * max(outliers):.1f}% of the codes as outliers (something in "
+            f"the scene changed between exposures{hint})",
+            file=stream,
+        )
     if args.refine_exposures and refined is not None:
         from deepinv_icrf.training.refine import describe_refinement
 

@@ -575,3 +575,36 @@ def test_cli_merge_align(photos, tmp_path, gamma_icrf_file, capsys):
     images, _ = align_exposures(stack.images, exposure_times=stack.exposure_times)
     expect = merge_hdr(images, stack.exposure_times, ICRF.load(gamma_icrf_file))
     np.testing.assert_allclose(np.load(out), expect, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("outliers", "align", "note"),
+    [
+        ([0.03, 0.0, 0.01], False, "try --align"),
+        ([0.03, 0.0, 0.01], True, "left out 3.0%"),
+        ([0.001, 0.0, 0.0], False, None),
+    ],
+)
+def test_cli_fit_reports_outliers(
+    photos, tmp_path, monkeypatch, capsys, outliers, align, note
+):
+    from types import SimpleNamespace
+
+    def fit(stack, exposure_times, **options):
+        icrf = ICRF.from_response("gamma", channels=stack.shape[-1])
+        extra = {"outliers": outliers}
+        icrf.fit_report = SimpleNamespace(extra=extra, exposure_times=None)
+        return icrf
+
+    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+    out = tmp_path / "o"
+    args = ["fit", str(photos), "--out", str(out)] + (["--align"] if align else [])
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outlier_fraction"] == outliers
+    if note is None:
+        assert "left out" not in printed
+    else:
+        assert note in printed and "left out 3.0% of the codes" in printed
+        assert ("--align" in printed) is (not align)
