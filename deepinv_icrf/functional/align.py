@@ -17,8 +17,18 @@ from deepinv_icrf._checks import check_float, check_int, check_shape
 
 __all__ = ["median_threshold_bitmap", "auto_quantile", "mtb_shift", "shift_image"]
 
-#: The 9 offsets tested at each pyramid level around twice the previous level's shift.
-_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+#: Smallest short side of the coarsest pyramid level, in pixels.
+_MIN_COARSE = 32
+
+
+def _square(radius: int) -> tuple[tuple[int, int], ...]:
+    r"""Every offset with both coordinates in ``[-radius, radius]``."""
+    span = range(-radius, radius + 1)
+    return tuple((dy, dx) for dy in span for dx in span)
+
+
+#: The 9 offsets tested at each finer pyramid level around twice the previous level's shift.
+_OFFSETS = _square(1)
 
 
 def _shift_order(shift: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -138,10 +148,14 @@ def mtb_shift(
     :func:`auto_quantile`, the one farthest from black and white in both images (the median of
     a dark or bright exposure sits among a few quantized codes). The search is Ward's pyramid:
     the images are halved (2x2 means) until the search covers ``max_shift``
-    (:math:`2^{\text{levels}+1} - 1 \ge` ``max_shift``, the coarsest level at least 4 pixels on
-    its short side), then from the coarsest level the 9 offsets around twice the previous
-    shift are tested; ties go to the smaller shift. The result may exceed ``max_shift``
-    slightly (by less than the next power of two).
+    (:math:`2^{\text{levels}+1} - 1 \ge` ``max_shift``) or the next level would have fewer
+    than 32 pixels on its short side (a bitmap of a few blobs, where a small moving object
+    can outweigh the scene); the coarsest level tests every offset up to
+    :math:`\lceil \text{max\_shift} / 2^{\text{levels}} \rceil` (by the share of
+    differing bits among those both images trust there, as the overlap shrinks with the
+    shift), then each finer level the 9 offsets around twice the previous shift (by their
+    count); ties go to the smaller shift. The result may
+    exceed ``max_shift`` slightly (by less than the next power of two).
 
     :param torch.Tensor reference: gray image ``(H, W)``, float in ``[0, 1]``.
     :param torch.Tensor image: gray image ``(H, W)``, same size and device.
@@ -181,16 +195,23 @@ def mtb_shift(
         )
     if max_shift == 0:
         return 0, 0
-    # `levels` halvings reach shifts up to 2 ** (levels + 1) - 1
+    # halve while the search still needs it and the coarser level keeps enough pixels for
+    # its bitmap to be a picture rather than a few blobs (a small moving object could
+    # otherwise outweigh the scene there, and the finer levels only correct by one pixel)
     levels = 0
-    while (2 << levels) - 1 < max_shift and min(reference.shape) >> (levels + 1) >= 4:
+    while (2 << levels) - 1 < max_shift and min(reference.shape) >> (
+        levels + 1
+    ) >= _MIN_COARSE:
         levels += 1
+    # the coarsest level searches every offset up to what the finer ones cannot reach
+    radius = max(1, -(-max_shift // (1 << levels)))
     refs, imgs = [reference], [image]
     for _ in range(levels):
         refs.append(_downsample(refs[-1]))
         imgs.append(_downsample(imgs[-1]))
     dy = dx = 0
     for level in range(levels, -1, -1):
+        offsets = _OFFSETS if level < levels else _square(radius)
         ref, img = refs[level], imgs[level]
         # thresholds over the part both images show at the current estimate, so that
         # content shifted in or out of the frame does not move the threshold
@@ -200,22 +221,59 @@ def mtb_shift(
         tb_r, eb_r = _bitmaps(ref, v_r, tolerance)
         tb_i, eb_i = _bitmaps(img, v_i, tolerance)
         candidates = sorted(
-            ((2 * dy + oy, 2 * dx + ox) for oy, ox in _OFFSETS), key=_shift_order
+            ((2 * dy + oy, 2 * dx + ox) for oy, ox in offsets), key=_shift_order
         )
-        costs = torch.stack(
-            [
-                (
-                    (tb_r ^ shift_image(tb_i, cy, cx))
-                    & eb_r
-                    & shift_image(eb_i, cy, cx, fill=False)
-                ).sum()
-                for cy, cx in candidates
-            ]
-        )
+        if level == levels and radius > 1:
+            # many offsets, all at once (dy = dx = 0 here); the overlap shrinks by up to
+            # half over such a range, so compare mismatch rates, not counts
+            grid = _cost_grid(tb_r, eb_r, tb_i, eb_i, radius)
+            grid = grid / _trusted_overlap(eb_r, eb_i, radius).clamp_min(1.0)
+            costs = torch.stack(
+                [grid[radius - cy, radius - cx] for cy, cx in candidates]
+            )
+        else:
+            costs = torch.stack(
+                [
+                    (
+                        (tb_r ^ shift_image(tb_i, cy, cx))
+                        & eb_r
+                        & shift_image(eb_i, cy, cx, fill=False)
+                    ).sum()
+                    for cy, cx in candidates
+                ]
+            )
         # candidates are sorted by size and argmin returns the first minimum: ties go to
         # the smaller shift; one sync per level
         dy, dx = candidates[int(torch.argmin(costs))]
     return dy, dx
+
+
+def _cost_grid(
+    tb_r: Tensor, eb_r: Tensor, tb_i: Tensor, eb_i: Tensor, radius: int
+) -> Tensor:
+    r"""The bitmap cost of every shift up to ``radius`` at once: entry
+    ``[radius - dy, radius - dx]`` is the cost of ``(dy, dx)``. With
+    :math:`T \oplus T' = T + T' - 2 T T'`, the cost is a sum of three cross-correlations of
+    the reference's bitmaps with the image's (zero padded: positions from outside count 0).
+    Counts of at most :math:`2^{24}` are exact in float32 (much faster here), larger ones
+    use float64."""
+    work = torch.float32 if tb_r.numel() < 1 << 24 else torch.float64
+    a = (tb_r & eb_r).to(work)[None, None]
+    b = eb_r.to(work)[None, None]
+    pad = (radius,) * 4
+    c = F.pad(eb_i.to(work), pad)[None, None]
+    d = F.pad((tb_i & eb_i).to(work), pad)[None, None]
+    grid = F.conv2d(c, a) + F.conv2d(d, b) - 2.0 * F.conv2d(d, a)
+    return grid[0, 0]
+
+
+def _trusted_overlap(eb_r: Tensor, eb_i: Tensor, radius: int) -> Tensor:
+    r"""Number of positions both exclusion bitmaps trust, for every shift up to ``radius``
+    (laid out like :func:`_cost_grid`)."""
+    work = torch.float32 if eb_r.numel() < 1 << 24 else torch.float64
+    pad = (radius,) * 4
+    c = F.pad(eb_i.to(work), pad)[None, None]
+    return F.conv2d(c, eb_r.to(work)[None, None])[0, 0]
 
 
 #: Quantiles :func:`auto_quantile` chooses from.
