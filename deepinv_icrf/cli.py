@@ -344,6 +344,13 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
     stats = _channel_stats(curve.numpy(), stack.images, stack.bit_depth)
     files = [p.name for p in stack.paths]
     times = [float(t) for t in stack.exposure_times]
+    noise = {}
+    sigma = (getattr(getattr(icrf, "fit_report", None), "extra", None) or {}).get(
+        "sigma"
+    )
+    if sigma:
+        # the code noise the fit estimated: `merge --deghost` reads it back
+        noise["code_std"] = [float(v) for v in sigma]
     icrf.save(
         out / "icrf.json",
         source=f"{PROG} fit",
@@ -351,6 +358,7 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
         files=files,
         exposure_times=times,
         time_source=stack.time_source,
+        **noise,
     )
     band = getattr(icrf, "band", None)
     _save_plot(
@@ -512,6 +520,9 @@ def run_linearize(args: argparse.Namespace, stream=None) -> int:
 
 # ---------------------------------------------------------------------------- merge
 _PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_DEGHOST_THRESHOLD = 4.0
+# code noise std assumed by --deghost when the ICRF file records none
+_DEGHOST_CODE_STD = 2.0 / 255.0
 
 
 def _configure_merge(p: argparse.ArgumentParser) -> None:
@@ -551,6 +562,33 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
         help="align handheld brackets first (integer shifts, median threshold bitmaps); "
         "the radiance map covers the region every photo covers",
     )
+    p.add_argument(
+        "--deghost",
+        nargs="?",
+        const=_DEGHOST_THRESHOLD,
+        default=None,
+        type=_outlier_threshold,
+        metavar="THRESHOLD",
+        help="leave out, per pixel, exposures whose radiance differs from the middle "
+        "exposure's by more than THRESHOLD noise stds (default %(const)s): moving things "
+        "appear as in the middle exposure, without ghosts. The code noise is the ICRF "
+        "file's metadata 'code_std' when it has one, else 2/255; it also enters --std",
+    )
+
+
+def _code_noise(icrf) -> tuple[float, str]:
+    r"""The code noise std recorded in an ICRF file's metadata, else the --deghost default."""
+    value = (getattr(icrf, "metadata", None) or {}).get("code_std")
+    values = value if isinstance(value, list) else [value]
+    if values and all(
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and v >= 0
+        for v in values
+    ):
+        return float(max(values)), "the ICRF file"
+    return _DEGHOST_CODE_STD, "default 2/255"
 
 
 def run_merge(args: argparse.Namespace, stream=None) -> int:
@@ -584,6 +622,15 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
 
         images, shifts = align_exposures(images, exposure_times=stack.exposure_times)
         print(f"{PROG} merge: aligned, shifts (dy, dx) {shifts.tolist()}", file=stream)
+    deghost = getattr(args, "deghost", None)
+    code_std = 0.0
+    if deghost is not None:
+        code_std, source = _code_noise(icrf)
+        print(
+            f"{PROG} merge: deghosting, threshold {deghost:g} stds, code noise "
+            f"{code_std:.4g} ({source})",
+            file=stream,
+        )
     radiance, std, saturated = merge_hdr(
         images,
         stack.exposure_times,
@@ -591,6 +638,8 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
         weights=args.weights,
         return_std=True,
         return_saturated=True,
+        code_std=code_std,
+        deghost=deghost,
     )
     save_radiance(args.out, radiance)
     written = [args.out]

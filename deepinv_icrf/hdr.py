@@ -20,6 +20,8 @@ from torch import Tensor
 from deepinv_icrf._checks import check_in, check_positive, check_range
 from deepinv_icrf.functional.interp import curve_slope, interp_curve
 from deepinv_icrf.functional.merge import (
+    consistent_exposures,
+    merge_weights,
     weighted_radiance_merge,
     weighted_radiance_merge_std,
 )
@@ -150,6 +152,7 @@ def merge_hdr(
     code_std: float = 0.0,
     lower: float | None = None,
     upper: float | None = None,
+    deghost: float | None = None,
 ) -> np.ndarray | Tensor | tuple:
     r"""Merge a bracketed stack into one HDR radiance map, with per-pixel uncertainty.
 
@@ -174,6 +177,21 @@ def merge_hdr(
     merged in blocks of rows (bounded memory); integer codes use per-code lookup tables of the
     curve, its slope and the band.
 
+    With ``deghost`` set (a threshold :math:`\tau` in stds; 4 is a good value), exposures
+    that saw something else than the reference exposure at a pixel (a moving person, a
+    branch) are left out of the weights there
+    (:func:`~deepinv_icrf.functional.consistent_exposures`): the reference is the middle
+    exposure of the time-sorted stack, or the valid exposure nearest to it where it is
+    clipped or black, and exposure :math:`k` is dropped where
+    :math:`|x_k / t_k - x_r / t_r| > \tau \sqrt{s_k^2 / t_k^2 + s_r^2 / t_r^2}` in any
+    channel, with :math:`s_k` computed as above but with :math:`\sigma_y` floored at one
+    code step :math:`\Delta` (so that quantisation alone never flags a pixel). Moving
+    objects then appear as in the reference exposure, without semi-transparent ghosts.
+    The test is only as good as the noise model: pass the camera's code noise as
+    ``code_std`` (e.g. ``icrf.fit_report.extra["sigma"]`` of :func:`deepinv_icrf.fit_icrf`,
+    its largest channel) and the ICRF ``band`` when there is one, or static pixels with
+    more noise than assumed are needlessly dropped (noisier, still unbiased).
+
     :param numpy.ndarray, torch.Tensor stack: ``uint8``/``uint16`` codes ``(N, H, W, C)``, or a
         float tensor of codes in ``[0, 1]``, ``(N, C, H, W)`` or ``(B, N, C, H, W)``.
     :param numpy.ndarray, torch.Tensor, Sequence exposure_times: ``(N,)`` (or ``(B, N)``)
@@ -190,6 +208,9 @@ def merge_hdr(
     :param float, None lower: smallest valid code :math:`\ell` (default :math:`1/(2^b-1)`,
         ``b`` the images' bit depth, or the ICRF's, or 8).
     :param float, None upper: largest valid code :math:`u` (default :math:`1 - 1/(2^b-1)`).
+    :param float, None deghost: threshold :math:`\tau > 0` (in stds, e.g. 4) of the
+        consistency test that leaves moving objects out of the non-reference exposures;
+        ``None`` (default) merges every valid exposure.
     :return: radiance (relative units: :math:`x/t` per second of exposure), ``(H, W, C)``
         float32 for numpy input, else ``(C, H, W)`` / ``(B, C, H, W)`` tensors; with
         ``return_std`` / ``return_saturated`` a tuple ``(radiance, [std], [saturated])``.
@@ -260,25 +281,42 @@ def merge_hdr(
             )
         check_range(band, "band", 0.0, math.inf)
         band = band.to(device)
+    if deghost is not None and (
+        isinstance(deghost, bool)
+        or not isinstance(deghost, (int, float))
+        or not math.isfinite(deghost)
+        or deghost <= 0
+    ):
+        raise ValueError(
+            "Expected `deghost` to be None or a finite threshold > 0 (in stds, e.g. 4), "
+            f"but got {deghost!r}."
+        )
     var_y = step**2 / 12.0 + float(code_std) ** 2
+    # the deghosting test floors the code std at one step: quantisation never flags
+    code_vars = ([var_y] if return_std else []) + (
+        [max(var_y, step**2)] if deghost is not None else []
+    )
 
-    def x_and_var(unit: Tensor) -> tuple[Tensor, Tensor | None]:
+    def x_and_var(unit: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = interp_curve(unit, curve, channel_dim=-3).to(dtype)
-        if not return_std:
-            return x, None
-        var = curve_slope(unit, curve, channel_dim=-3).to(dtype) ** 2 * var_y
+        if not code_vars:
+            return x, []
+        slope2 = curve_slope(unit, curve, channel_dim=-3).to(dtype) ** 2
+        band2 = None
         if band is not None:
-            var = var + interp_curve(unit, band, channel_dim=-3).to(dtype) ** 2
-        return x, var
+            band2 = interp_curve(unit, band, channel_dim=-3).to(dtype) ** 2
+        return x, [
+            slope2 * v if band2 is None else slope2 * v + band2 for v in code_vars
+        ]
 
     lut = None
     if not codes.is_floating_point():
         # integer codes: evaluate curve, slope and band once per code, then look them up
         levels = 2**bits
         grid = _to_unit(torch.arange(levels, device=device), bits, dtype)
-        lut_x, lut_var = x_and_var(grid.expand(channels, 1, levels))
+        lut_x, lut_vars = x_and_var(grid.expand(channels, 1, levels))
         offsets = (torch.arange(channels, device=device) * levels).view(channels, 1, 1)
-        lut = (lut_x.reshape(-1), None if lut_var is None else lut_var.reshape(-1))
+        lut = (lut_x.reshape(-1), [v.reshape(-1) for v in lut_vars])
 
     radiance = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
     std = torch.empty_like(radiance) if return_std else None
@@ -288,21 +326,32 @@ def merge_hdr(
         block = codes[..., top : top + rows, :].to(device)
         if lut is None:
             unit = block.to(dtype)
-            x, var = x_and_var(unit)
+            x, variances = x_and_var(unit)
         else:
             idx = block.long() + offsets
             unit = _to_unit(block, bits, dtype)
             x = lut[0].take(idx)
-            var = None if lut[1] is None else lut[1].take(idx)
+            variances = [v.take(idx) for v in lut[1]]
+        w: str | Tensor = weights
+        if deghost is not None:
+            t_b = times.reshape(-1, n, 1, 1, 1)
+            keep = consistent_exposures(
+                x / t_b,
+                variances[-1] / t_b**2,
+                (unit >= lower) & (unit <= upper),
+                times,
+                threshold=deghost,
+            )
+            w = merge_weights(unit, weights) * keep.to(dtype)
         part = slice(top, top + rows)
         radiance[..., part, :] = weighted_radiance_merge(
-            unit, x, times, weights=weights, lower=lower, upper=upper
+            unit, x, times, weights=w, lower=lower, upper=upper
         )
         sat = (unit > upper).all(dim=1)
         saturated[..., part, :] = sat
         if std is not None:
             part_std = weighted_radiance_merge_std(
-                unit, var, times, weights=weights, lower=lower, upper=upper
+                unit, variances[0], times, weights=w, lower=lower, upper=upper
             )
             std[..., part, :] = part_std.masked_fill(sat, math.inf)
     outputs = [radiance] + ([std] if std is not None else [])

@@ -67,6 +67,9 @@ def test_cli_end_to_end_on_exif_jpegs(photos, tmp_path, capsys):
     assert _files(out) == ["icrf.json", "icrf_fit.png", "summary.json"]
     icrf = ICRF.load(out / "icrf.json")
     assert icrf.metadata["exposure_times"] == [0.125, 0.25, 0.5, 1.0]
+    # the estimated code noise, which `merge --deghost` reads back
+    code_std = icrf.metadata["code_std"]
+    assert len(code_std) == 3 and all(0 < v < 0.05 for v in code_std)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["time_source"] == "exif" and summary["steps"] == 15
     assert [c["channel"] for c in summary["channels"]] == ["R", "G", "B"]
@@ -608,3 +611,57 @@ def test_cli_fit_reports_outliers(
     else:
         assert note in printed and "left out 3.0% of the codes" in printed
         assert ("--align" in printed) is (not align)
+
+
+# ---------------------------------------------------------------- merge --deghost
+@pytest.mark.parametrize(
+    ("flag", "code_std", "threshold", "std_used", "source"),
+    [
+        ([], None, None, 0.0, None),
+        (["--deghost"], None, 4.0, 2 / 255, "default 2/255"),
+        (["--deghost", "2.5"], [0.01, 0.03, 0.02], 2.5, 0.03, "the ICRF file"),
+    ],
+)
+def test_cli_merge_deghost(
+    photos, tmp_path, monkeypatch, capsys, flag, code_std, threshold, std_used, source
+):
+    import deepinv_icrf.hdr
+
+    calls = []
+    original = deepinv_icrf.hdr.merge_hdr
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(deepinv_icrf.hdr, "merge_hdr", spy)
+    path = tmp_path / "icrf.json"
+    meta = {} if code_std is None else {"code_std": code_std}
+    ICRF.from_response("gamma", channels=3).save(path, **meta)
+    out = tmp_path / "hdr.npy"
+    args = ["merge", str(photos), "--icrf", str(path), "--out", str(out)] + flag
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert calls[0]["deghost"] == threshold
+    assert calls[0]["code_std"] == pytest.approx(std_used, rel=1e-12)
+    assert ("deghosting" in printed) is (threshold is not None)
+    if source is not None:
+        assert f"threshold {threshold:g} stds" in printed and source in printed
+    stack = read_exposure_folder(photos)
+    expect = original(
+        stack.images,
+        stack.exposure_times,
+        ICRF.load(path),
+        code_std=std_used,
+        deghost=threshold,
+    )
+    np.testing.assert_allclose(read_image(out), expect, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "many"])
+def test_cli_merge_bad_deghost(photos, tmp_path, gamma_icrf_file, text, capsys):
+    out = tmp_path / "hdr.npy"
+    args = ["merge", str(photos), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+    assert main(args + ["--deghost", text]) == 2
+    assert "--deghost" in _error_line(capsys)
+    assert not out.exists()

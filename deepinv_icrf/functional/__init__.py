@@ -47,6 +47,7 @@ from deepinv_icrf.functional.linearity import (  # noqa: F401
     weighted_spatial_mean_std,
 )
 from deepinv_icrf.functional.merge import (
+    consistent_exposures,
     merge_weights,
     stack_prediction_error,
     weighted_radiance_merge,

@@ -5,6 +5,8 @@ Also the std of that merge and the error of a radiance against the stack it re-e
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -17,6 +19,7 @@ from deepinv_icrf._checks import (
 )
 
 __all__ = [
+    "consistent_exposures",
     "merge_weights",
     "stack_prediction_error",
     "weighted_radiance_merge",
@@ -61,6 +64,128 @@ def _times(exposure_times: Tensor, batch: int, n: int) -> Tensor:
             f"stack, but got shape {tuple(exposure_times.shape)}."
         )
     return t.expand(batch, n)
+
+
+def consistent_exposures(
+    estimates: Tensor,
+    variances: Tensor,
+    valid: Tensor,
+    exposure_times: Tensor,
+    reference: int | None = None,
+    threshold: float = 4.0,
+) -> Tensor:
+    r"""Exposures whose radiance agrees with a reference exposure's, per pixel (deghosting).
+
+    With :math:`e_k = x_k / t_k` the radiance estimate of exposure :math:`k`,
+    :math:`v_k = \operatorname{Var}(x_k) / t_k^2` its variance, :math:`m_{k,c}` its validity
+    and :math:`r` the reference exposure of the pixel, exposure :math:`k` is kept unless it
+    disagrees with the reference in any channel where both are valid:
+
+    .. math::
+
+        \text{keep}_k = \neg \bigvee_c \Big( m_{k,c}\, m_{r,c}\;
+        \big|e_{k,c} - e_{r,c}\big| > \tau \sqrt{v_{k,c} + v_{r,c}} \Big).
+
+    The reference :math:`r` is ``reference`` (default: the middle exposure of the
+    time-sorted stack, rank :math:`\lfloor N/2 \rfloor` from the shortest) where it is valid
+    in at least one channel; elsewhere the valid exposure nearest to it in the time-sorted
+    order (the shorter one on a tie). The reference itself is always kept; at pixels where no
+    exposure is valid, every exposure is kept. A pixel-exposure is dropped as a whole (all
+    channels) when any channel disagrees: with independent Gaussian noise, a static pixel is
+    dropped with probability about :math:`C \cdot 2(1 - \Phi(\tau))` (:math:`6 \cdot
+    10^{-5}` per channel at :math:`\tau = 4`).
+
+    :param torch.Tensor estimates: radiance estimates :math:`x_k / t_k`, ``(B, N, C, H, W)``
+        (any ``(B, N, C, ...)``).
+    :param torch.Tensor variances: their variances :math:`v_k \ge 0`, broadcastable to
+        ``estimates``.
+    :param torch.Tensor valid: bool validity (e.g. neither clipped nor black),
+        ``(B, N, C, ...)`` or ``(B, N, 1, ...)``.
+    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)`` seconds (only their order is
+        used).
+    :param int, None reference: index of the reference exposure in the stack (as given, not
+        sorted), ``0 <= reference < N``; ``None`` (default) for the middle of the time-sorted
+        stack.
+    :param float threshold: :math:`\tau`, in standard deviations, ``> 0`` (default 4).
+    :return: (:class:`torch.Tensor`) bool mask of the exposures to use, ``(B, N, 1, ...)``.
+
+    :Example:
+
+    >>> import torch
+    >>> t = torch.tensor([1.0, 2.0, 4.0])
+    >>> e = torch.tensor([0.50, 0.51, 0.90]).view(1, 3, 1, 1, 1)  # exposure 2 saw something else
+    >>> valid = torch.ones(1, 3, 1, 1, 1, dtype=torch.bool)
+    >>> consistent_exposures(e, torch.full_like(e, 1e-4), valid, t).flatten()
+    tensor([ True,  True, False])
+    """
+    check_float(estimates, "estimates")
+    check_float(variances, "variances")
+    check_tensor(valid, "valid")
+    if estimates.ndim < 3:
+        raise ValueError(
+            "Expected `estimates` to have shape (B, N, C, H, W), but got shape "
+            f"{tuple(estimates.shape)}."
+        )
+    batch, n = estimates.shape[:2]
+    rest = estimates.shape[3:]
+    try:
+        torch.broadcast_shapes(variances.shape, estimates.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"Expected `variances` to be broadcastable to `estimates` "
+            f"{tuple(estimates.shape)}, but got shape {tuple(variances.shape)}."
+        ) from None
+    if (
+        valid.dtype != torch.bool
+        or valid.ndim != estimates.ndim
+        or tuple(valid.shape[:2]) != (batch, n)
+        or valid.shape[2] not in (1, estimates.shape[2])
+        or tuple(valid.shape[3:]) != tuple(rest)
+    ):
+        raise ValueError(
+            f"Expected `valid` to be a bool tensor of shape {tuple(estimates.shape)} or with "
+            f"1 channel, but got {valid.dtype} of shape {tuple(valid.shape)}."
+        )
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+        or threshold <= 0
+    ):
+        raise ValueError(
+            f"Expected `threshold` to be a finite number > 0, but got {threshold!r}."
+        )
+    if reference is not None and (
+        isinstance(reference, bool)
+        or not isinstance(reference, int)
+        or not 0 <= reference < n
+    ):
+        raise ValueError(
+            f"Expected `reference` to be an exposure index in [0, {n}), but got "
+            f"{reference!r}."
+        )
+    dtype = compute_dtype(estimates, variances)
+    device = estimates.device
+    t = _times(exposure_times, batch, n).to(device=device)
+    rank = t.argsort(dim=1).argsort(dim=1)  # (B, N): position in the time-sorted stack
+    if reference is None:
+        ref_rank = torch.full((batch, 1), n // 2, device=device, dtype=rank.dtype)
+    else:
+        ref_rank = rank[:, reference : reference + 1]
+    # preference order: the reference (0), then alternately shorter / longer neighbours
+    order = 2 * (rank - ref_rank).abs() - (rank < ref_rank).to(rank.dtype)
+    spatial = [1] * (estimates.ndim - 3)
+    any_valid = valid.any(dim=2, keepdim=True)  # (B, N, 1, ...)
+    score = order.view(batch, n, 1, *spatial) + 2 * n * (~any_valid).to(order.dtype)
+    ref = score.argmin(dim=1, keepdim=True)  # (B, 1, 1, ...)
+    est = estimates.to(dtype)
+    var = variances.to(dtype).expand(estimates.shape)
+    idx = ref.expand(batch, 1, *estimates.shape[2:])
+    e_ref = torch.gather(est, 1, idx)
+    v_ref = torch.gather(var, 1, idx)
+    m_ref = torch.gather(valid, 1, ref.expand(batch, 1, *valid.shape[2:]))
+    disagree = (est - e_ref) ** 2 > threshold**2 * (var + v_ref)
+    return ~(disagree & valid & m_ref).any(dim=2, keepdim=True)
 
 
 def weighted_radiance_merge(
