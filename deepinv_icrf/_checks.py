@@ -158,3 +158,18 @@ def check_in(value: object, name: str, allowed: Sequence[object]) -> object:
             f"Expected `{name}` to be one of {tuple(allowed)}, but got {value!r}."
         )
     return value
+
+
+def check_broadcastable(
+    x: Tensor, name: str, shape: Sequence[int], target: str
+) -> Tensor:
+    r"""Raise :class:`ValueError` unless ``x`` broadcasts with ``shape`` (``target`` names what
+    has that shape, e.g. ``"the stack"``)."""
+    try:
+        torch.broadcast_shapes(x.shape, tuple(shape))
+    except RuntimeError:
+        raise ValueError(
+            f"Expected `{name}` to be broadcastable to {target} {tuple(shape)}, but got shape "
+            f"{tuple(x.shape)}."
+        ) from None
+    return x

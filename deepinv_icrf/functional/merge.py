@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import (
+    check_broadcastable,
     check_float,
     check_in,
     check_shape,
@@ -128,13 +129,7 @@ def consistent_exposures(
         )
     batch, n = estimates.shape[:2]
     rest = estimates.shape[3:]
-    try:
-        torch.broadcast_shapes(variances.shape, estimates.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"Expected `variances` to be broadcastable to `estimates` "
-            f"{tuple(estimates.shape)}, but got shape {tuple(variances.shape)}."
-        ) from None
+    check_broadcastable(variances, "variances", estimates.shape, "`estimates`")
     if (
         valid.dtype != torch.bool
         or valid.ndim != estimates.ndim
@@ -350,13 +345,7 @@ def stack_prediction_error(
         )
     if weights is not None:
         check_float(weights, "weights")
-        try:
-            torch.broadcast_shapes(weights.shape, x_lin.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"Expected `weights` to be broadcastable to the stack {tuple(x_lin.shape)}, "
-                f"but got shape {tuple(weights.shape)}."
-            ) from None
+        check_broadcastable(weights, "weights", x_lin.shape, "the stack")
     dtype = compute_dtype(x_net, x_lin)
     t = _times(exposure_times, batch, n).to(device=x_lin.device, dtype=dtype)
     t = t[:, :, None, None, None]
