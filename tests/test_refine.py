@@ -208,6 +208,12 @@ def test_fit_refined_with_fit_icrf_end_to_end(device):
     text = describe_refinement(icrf)
     assert len(text.splitlines()) == 6 and "%" in text
     assert "t**g" in text.splitlines()[-1] and report.extra["exponent_std"] > 0
+    # the last inner fit's report of the stack is kept (the CLI reads sigma and outliers)
+    channels = y.shape[-3]
+    assert len(report.extra["sigma"]) == channels and report.extra["pixels"] <= 500
+    assert len(report.extra["outliers"]) == channels
+    # a clean stack: at most a stray code or two left out
+    assert max(report.extra["outliers"]) < 0.01
 
 
 def test_fit_refined_bad_inputs():

@@ -398,6 +398,9 @@ def fit_refined(
     }
     if nominal is None:
         extra["assumed_exposure_times"] = tau0.exp().tolist()
+    # what the last inner fit reported of the stack (noise level, pixels, outliers left out)
+    for key, value in (getattr(inner, "extra", None) or {}).items():
+        extra.setdefault(key, value)
     fields = {
         "method": f"{getattr(inner, 'method', 'fit_icrf')}+refined_exposures",
         "steps": steps,
