@@ -69,6 +69,8 @@ _SIGMA_ITERATIONS = 6
 _MIN_SIGMA = 1e-4
 #: Outlier rejection refits only when at least this fraction of a channel's codes is left out.
 _MIN_OUTLIERS = 1e-3
+#: ... and at least this many codes (a stray code or two in a small sample is no object).
+_MIN_OUTLIER_CODES = 10
 #: Levels of the response within which outliers are judged against the local spread.
 _OUTLIER_BINS = 16
 #: Standard deviation of a normal distribution per unit of median absolute deviation.
@@ -778,8 +780,8 @@ def fit_code_domain(
     at every level, stand out. The fit then restarts every radiance at the median over its
     pixel's unclipped codes of :math:`\log \mathrm{ICRF}(y_k) - \log t_k` (which one moved
     code does not pull) and goes on without the outliers, re-deciding at every iteration.
-    When less than 0.1% of every channel's codes would be left out the plain fit stands
-    unchanged: for Gaussian noise :math:`\tau = 5` leaves out about one code in
+    When less than 0.1% of every channel's codes (or fewer than 10 codes) would be left out
+    the plain fit stands unchanged: for Gaussian noise :math:`\tau = 5` leaves out about one code in
     :math:`10^6`.
 
     :param torch.Tensor y: codes ``(C, P, N)``: ``P`` pixels of ``N`` exposures per channel,
@@ -933,7 +935,9 @@ def fit_code_domain(
                     value, y, low, high, robust, q, float(outlier_threshold)
                 )
                 if weight is None:
-                    if float((1.0 - kept.mean(dim=(1, 2))).max()) < _MIN_OUTLIERS:
+                    dropped = (1.0 - kept).sum(dim=(1, 2))
+                    enough = dropped >= max(_MIN_OUTLIERS * p * n, _MIN_OUTLIER_CODES)
+                    if not bool(enough.any()):
                         done = it
                         break  # (almost) nothing to leave out: the plain fit stands
                     phase_start, previous = it, math.inf
