@@ -10,6 +10,7 @@ callers only use at public boundaries, never inside a training hot path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +24,7 @@ __all__ = [
     "check_range",
     "check_positive",
     "check_in",
+    "check_threshold",
     "compute_dtype",
 ]
 
@@ -173,3 +175,22 @@ def check_broadcastable(
             f"{tuple(x.shape)}."
         ) from None
     return x
+
+
+def check_threshold(value: object, name: str, optional: bool = False) -> float | None:
+    r"""Raise :class:`ValueError` unless ``value`` is a finite number ``> 0`` (a threshold, a
+    number of stds; not a bool), or ``None`` when ``optional``. Returns it as a float.
+    """
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        allowed = "None or " if optional else ""
+        raise ValueError(
+            f"Expected `{name}` to be {allowed}a finite number > 0, but got {value!r}."
+        )
+    return float(value)

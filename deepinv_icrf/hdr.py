@@ -17,7 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_in, check_positive, check_range
+from deepinv_icrf._checks import (
+    check_in,
+    check_positive,
+    check_range,
+    check_threshold,
+)
 from deepinv_icrf.functional.interp import curve_slope, interp_curve
 from deepinv_icrf.functional.merge import (
     consistent_exposures,
@@ -281,16 +286,7 @@ def merge_hdr(
             )
         check_range(band, "band", 0.0, math.inf)
         band = band.to(device)
-    if deghost is not None and (
-        isinstance(deghost, bool)
-        or not isinstance(deghost, (int, float))
-        or not math.isfinite(deghost)
-        or deghost <= 0
-    ):
-        raise ValueError(
-            "Expected `deghost` to be None or a finite threshold > 0 (in stds, e.g. 4), "
-            f"but got {deghost!r}."
-        )
+    deghost = check_threshold(deghost, "deghost", optional=True)
     var_y = step**2 / 12.0 + float(code_std) ** 2
     # the deghosting test floors the code std at one step: quantisation never flags
     code_vars = ([var_y] if return_std else []) + (

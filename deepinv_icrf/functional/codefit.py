@@ -43,6 +43,7 @@ from deepinv_icrf._checks import (
     check_int,
     check_positive,
     check_shape,
+    check_threshold,
     compute_dtype,
 )
 from deepinv_icrf.functional.interp import interp_curve, invert_curve
@@ -560,13 +561,7 @@ def code_inlier_mask(
             f"Expected `y` and `y_hat` of the same shape (G, ...), but got {tuple(y.shape)} "
             f"and {tuple(y_hat.shape)}."
         )
-    if not (
-        isinstance(threshold, (int, float))
-        and not isinstance(threshold, bool)
-        and math.isfinite(threshold)
-        and threshold > 0
-    ):
-        raise ValueError(f"Expected `threshold` > 0, but got {threshold!r}.")
+    threshold = check_threshold(threshold, "threshold")
     q = _quantum(bit_depth)
     dtype = compute_dtype(y, y_hat)
     with torch.no_grad():
@@ -846,15 +841,9 @@ def fit_code_domain(
         raise ValueError(f"Expected `smoothness` >= 0, but got {smoothness!r}.")
     if sigma is not None:
         check_positive(torch.tensor(float(sigma)), "sigma")
-    if outlier_threshold is not None and not (
-        isinstance(outlier_threshold, (int, float))
-        and math.isfinite(outlier_threshold)
-        and outlier_threshold > 0
-    ):
-        raise ValueError(
-            f"Expected `outlier_threshold` to be None or a number > 0 (noise stds), but got "
-            f"{outlier_threshold!r}."
-        )
+    outlier_threshold = check_threshold(
+        outlier_threshold, "outlier_threshold", optional=True
+    )
     if init_curve is not None:
         check_float(init_curve, "init_curve")
         if (

@@ -5,8 +5,6 @@ Also the std of that merge and the error of a radiance against the stack it re-e
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -16,6 +14,7 @@ from deepinv_icrf._checks import (
     check_in,
     check_shape,
     check_tensor,
+    check_threshold,
     compute_dtype,
 )
 
@@ -141,15 +140,7 @@ def consistent_exposures(
             f"Expected `valid` to be a bool tensor of shape {tuple(estimates.shape)} or with "
             f"1 channel, but got {valid.dtype} of shape {tuple(valid.shape)}."
         )
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not math.isfinite(threshold)
-        or threshold <= 0
-    ):
-        raise ValueError(
-            f"Expected `threshold` to be a finite number > 0, but got {threshold!r}."
-        )
+    threshold = check_threshold(threshold, "threshold")
     if reference is not None and (
         isinstance(reference, bool)
         or not isinstance(reference, int)

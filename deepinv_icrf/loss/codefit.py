@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from deepinv.loss import Loss
 from torch import Tensor
 
-from deepinv_icrf._checks import check_float, compute_dtype
+from deepinv_icrf._checks import check_float, check_threshold, compute_dtype
 from deepinv_icrf.functional.codefit import (
     censored_code_nll,
     code_inlier_mask,
@@ -81,18 +81,8 @@ class CodeDomainLoss(Loss):
         outlier_threshold: float | None = None,
     ) -> None:
         super().__init__()
-        if outlier_threshold is not None and not (
-            isinstance(outlier_threshold, (int, float))
-            and not isinstance(outlier_threshold, bool)
-            and math.isfinite(outlier_threshold)
-            and outlier_threshold > 0
-        ):
-            raise ValueError(
-                "Expected `outlier_threshold` to be None or a number > 0, but got "
-                f"{outlier_threshold!r}."
-            )
-        self.outlier_threshold = (
-            None if outlier_threshold is None else float(outlier_threshold)
+        self.outlier_threshold = check_threshold(
+            outlier_threshold, "outlier_threshold", optional=True
         )
         if sigma is not None:
             if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
