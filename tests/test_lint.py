@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -160,3 +161,21 @@ def test_private_import_scan_sees_relative_and_absolute_imports():
         "deepinv_icrf.functional.linearity",
         "_check_options",
     ) in private_imports()
+
+
+def test_pre_commit_revs_match_the_dev_pins():
+    config = (ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for repo, tool, prefix in (
+        ("astral-sh/ruff-pre-commit", "ruff", "v"),
+        ("psf/black-pre-commit-mirror", "black", ""),
+    ):
+        rev = re.search(
+            rf"repo: https://github.com/{re.escape(repo)}\s+rev: (\S+)", config
+        )
+        pin = re.search(rf'"{tool}==([^"]+)"', pyproject)
+        assert rev is not None and pin is not None, f"no pinned {tool} in both files"
+        assert rev.group(1) == prefix + pin.group(1), (
+            f"{tool}: .pre-commit-config.yaml has {rev.group(1)}, the dev extra "
+            f"{pin.group(1)}; change both together"
+        )
