@@ -2,6 +2,9 @@ r"""deepinv-icrf: inverse camera response fitting and training losses for DeepIn
 
 from __future__ import annotations
 
+#: The package version, written only here (pyproject.toml reads it for the build).
+__version__ = "0.1.0"
+
 from deepinv_icrf import (  # noqa: F401
     data,
     functional,
@@ -13,5 +16,3 @@ from deepinv_icrf import (  # noqa: F401
     training,
 )
 from deepinv_icrf.training import fit_icrf  # noqa: F401
-
-__version__ = "0.1.0"

@@ -19,19 +19,22 @@ stacks through deepinv's training loop, with clair-torch's optimisation scheme o
   the newest checkpoint: an interrupted fit resumed this way ends with the same curve as an
   uninterrupted one (bit for bit on CPU);
 - plots of the curves and of the loss terms (:func:`plot_training`).
+
+The parts live in modules of their own: :mod:`~deepinv_icrf.training.optim` (the channel
+optimizer and the learning-rate schedulers), :mod:`~deepinv_icrf.training.channels` (the
+per-channel losses), :mod:`~deepinv_icrf.training.checkpoints` (finding, writing and
+restoring checkpoints), :mod:`~deepinv_icrf.training.plotting` and
+:mod:`~deepinv_icrf.training.objective` (the default loss); their public names are
+importable from here too.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import random
-import re
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +44,25 @@ from deepinv.utils import get_timestamp
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_float, check_in, check_shape
-from deepinv_icrf.io import atomic_path, atomic_write
-from deepinv_icrf.loss import (
-    EndpointLoss,
-    MonotonicityLoss,
-    RadiometricLinearityLoss,
-    RangeLoss,
-    SmoothnessLoss,
-    WeightedLossScheduler,
-)
-from deepinv_icrf.loss._utils import find_icrf
-from deepinv_icrf.loss.scheduler import (
-    _call_per_channel,
-    _channel_sum,
-    _has_per_channel,
+from deepinv_icrf.loss import find_icrf
+from deepinv_icrf.training.channels import _ChannelRecorder, channel_values
+from deepinv_icrf.training.checkpoints import (
+    _atomic_torch_save,
+    _load_loss_state,  # noqa: F401  (importable from here, as before the split)
+    checkpoint_state,
+    find_checkpoint,
+    restore_checkpoint_state,
 )
 from deepinv_icrf.training.logging import TermLoggingTrainer
+from deepinv_icrf.training.objective import icrf_objective
+from deepinv_icrf.training.optim import (
+    OPTIMIZER_MODES,
+    ChannelOptimizer,
+    _EpochEnd,
+    build_channel_optimizer,
+    build_lr_schedulers,
+)
+from deepinv_icrf.training.plotting import plot_training
 
 __all__ = [
     "ICRFTrainer",
@@ -65,270 +71,6 @@ __all__ = [
     "plot_training",
     "find_checkpoint",
 ]
-
-OPTIMIZER_MODES = ("per_channel", "single")
-_CKPT_PATTERN = re.compile(r"^ckp_(\d+)\.pth\.tar$")
-
-
-def icrf_objective(
-    alpha: float = 1.0,
-    beta: float = 1.0,
-    gamma: float = 1.0,
-    delta: float = 1.0,
-    **linearity_options: Any,
-) -> WeightedLossScheduler:
-    r"""clair-torch's ICRF objective as one :class:`~deepinv_icrf.loss.WeightedLossScheduler`.
-
-    .. math::
-
-        \mathcal{L} = \sum_c L_c + \alpha\,\mathrm{mono} + \beta\,\mathrm{range}
-        + \gamma\,\mathrm{endpoint} + \delta\,\mathrm{smooth}
-
-    with the terms named ``"linearity"``, ``"monotonicity"``, ``"range"``, ``"endpoint"`` and
-    ``"smoothness"`` (their log keys in :class:`ICRFTrainer`).
-
-    :param float alpha: weight of the monotonicity penalty, default 1.
-    :param float beta: weight of the range penalty, default 1.
-    :param float gamma: weight of the endpoint penalty, default 1.
-    :param float delta: weight of the smoothness penalty, default 1.
-    :param linearity_options: options of :class:`~deepinv_icrf.loss.RadiometricLinearityLoss`
-        (``relative``, ``exposure_ratio_threshold``, ``path``, ...).
-    :return: (:class:`~deepinv_icrf.loss.WeightedLossScheduler`) the objective.
-
-    |sep|
-
-    :Example:
-
-    >>> loss = icrf_objective(delta=100.0)
-    >>> loss.names
-    ['linearity', 'monotonicity', 'range', 'endpoint', 'smoothness']
-    >>> loss.weights
-    [1.0, 1.0, 1.0, 1.0, 100.0]
-    """
-    return WeightedLossScheduler(
-        {
-            "linearity": RadiometricLinearityLoss(**linearity_options),
-            "monotonicity": MonotonicityLoss(),
-            "range": RangeLoss(),
-            "endpoint": EndpointLoss(),
-            "smoothness": SmoothnessLoss(),
-        },
-        weights={
-            "monotonicity": alpha,
-            "range": beta,
-            "endpoint": gamma,
-            "smoothness": delta,
-        },
-    )
-
-
-class ChannelOptimizer:
-    r"""Several optimizers driven as one, with channels that can be frozen.
-
-    Looks like one :class:`torch.optim.Optimizer` to :class:`deepinv.Trainer` (``step``,
-    ``zero_grad``, ``param_groups``, ``state_dict``, ``load_state_dict``), so deepinv saves and
-    restores every inner optimizer's state in its checkpoints.
-
-    - ``mode="per_channel"``: ``optimizers[c]`` updates the parameters of channel ``c`` only;
-      a frozen channel's optimizer is not stepped.
-    - ``mode="single"``: one optimizer for every parameter; before its step, the gradients of
-      the frozen channels' parameters are dropped (set to ``None``), so optimizers such as Adam
-      leave them (and their moments) untouched.
-
-    :param list[torch.optim.Optimizer] optimizers: the optimizers (``C`` of them per channel,
-        or one).
-    :param list[list[torch.nn.Parameter]] channel_params: the parameters of each channel.
-    :param str mode: ``"per_channel"`` or ``"single"``.
-
-    |sep|
-
-    :Example:
-
-    >>> import torch
-    >>> from deepinv_icrf.models import ICRF
-    >>> icrf = ICRF(channels=2, n_points=5)
-    >>> groups = [icrf.channel_parameters(c) for c in range(2)]
-    >>> opt = ChannelOptimizer([torch.optim.Adam(g, lr=0.1) for g in groups], groups)
-    >>> opt.freeze(1)
-    >>> icrf.curve.pow(2).sum().backward()
-    >>> before = icrf.curve.detach().clone()
-    >>> opt.step()
-    >>> bool(torch.equal(icrf.curve[1], before[1])), bool(torch.equal(icrf.curve[0], before[0]))
-    (True, False)
-    """
-
-    def __init__(
-        self,
-        optimizers: Sequence[torch.optim.Optimizer],
-        channel_params: Sequence[Sequence[nn.Parameter]],
-        mode: str = "per_channel",
-    ) -> None:
-        check_in(mode, "mode", OPTIMIZER_MODES)
-        optimizers = list(optimizers)
-        channels = len(channel_params)
-        expected = channels if mode == "per_channel" else 1
-        if len(optimizers) != expected:
-            raise ValueError(
-                f"Expected {expected} optimizer(s) for mode {mode!r} with {channels} channels, "
-                f"but got {len(optimizers)}."
-            )
-        for k, opt in enumerate(optimizers):
-            if not isinstance(opt, torch.optim.Optimizer):
-                raise TypeError(
-                    f"Expected `optimizers[{k}]` to be a torch.optim.Optimizer, but got "
-                    f"{type(opt).__name__}."
-                )
-        if mode == "per_channel":
-            for c, opt in enumerate(optimizers):
-                own = {id(p) for p in channel_params[c]}
-                if any(id(p) not in own for g in opt.param_groups for p in g["params"]):
-                    raise ValueError(
-                        f"Expected `optimizers[{c}]` to update the parameters of channel {c} "
-                        "only (`icrf.channel_parameters(c)`), but it holds others."
-                    )
-        self.optimizers = optimizers
-        self.channel_params = [list(p) for p in channel_params]
-        self.mode = mode
-        self.active = [True] * channels
-
-    @property
-    def channels(self) -> int:
-        r"""Number of channels."""
-        return len(self.channel_params)
-
-    @property
-    def param_groups(self) -> list[dict]:
-        r"""The parameter groups of every inner optimizer (the same dicts, for schedulers and
-        gradient scalers)."""
-        return [g for opt in self.optimizers for g in opt.param_groups]
-
-    @property
-    def state(self) -> dict:
-        r"""The merged per-parameter state of the inner optimizers."""
-        out: dict = {}
-        for opt in self.optimizers:
-            out.update(opt.state)
-        return out
-
-    def freeze(self, c: int) -> None:
-        r"""Stop updating channel ``c``.
-
-        :param int c: channel index.
-        """
-        self.active[c] = False
-
-    def unfreeze_all(self) -> None:
-        r"""Update every channel again."""
-        self.active = [True] * self.channels
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        r"""Clear the gradients of every inner optimizer.
-
-        :param bool set_to_none: set gradients to ``None`` instead of zero (default ``True``).
-        """
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure: Callable | None = None) -> None:
-        r"""Step the optimizers of the active channels.
-
-        :param Callable, None closure: not supported (must be ``None``).
-        """
-        if closure is not None:
-            raise ValueError("ChannelOptimizer.step() does not take a closure.")
-        hook = getattr(self, "before_step", None)
-        if hook is not None:  # e.g. the gradient all-reduce of distributed training
-            hook()
-        if self.mode == "per_channel":
-            for opt, active in zip(self.optimizers, self.active, strict=True):
-                if active:
-                    opt.step()
-            return
-        for params, active in zip(self.channel_params, self.active, strict=True):
-            if not active:
-                for p in params:
-                    p.grad = None
-        self.optimizers[0].step()
-
-    def state_dict(self) -> dict[str, Any]:
-        r"""State of every inner optimizer, and which channels are active.
-
-        :return: (dict) ``{"mode", "active", "optimizers"}``.
-        """
-        return {
-            "mode": self.mode,
-            "active": list(self.active),
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        r"""Restore a state from :meth:`state_dict`.
-
-        :param dict state: the saved state.
-        :raises ValueError: if it was saved with another mode or number of optimizers.
-        """
-        if not isinstance(state, dict) or "optimizers" not in state:
-            raise ValueError(
-                "Expected a ChannelOptimizer state (a dict with key 'optimizers'), but got "
-                f"{type(state).__name__}; was the checkpoint written by another trainer?"
-            )
-        saved = state["optimizers"]
-        if state.get("mode") != self.mode or len(saved) != len(self.optimizers):
-            raise ValueError(
-                f"Checkpoint optimizer state is for mode {state.get('mode')!r} with "
-                f"{len(saved)} optimizer(s), but this trainer uses mode {self.mode!r} with "
-                f"{len(self.optimizers)}."
-            )
-        for opt, s in zip(self.optimizers, saved, strict=True):
-            opt.load_state_dict(s)
-        active = state.get("active", [True] * self.channels)
-        if len(active) != self.channels:
-            raise ValueError(
-                f"Checkpoint holds {len(active)} channels, but the model has {self.channels}."
-            )
-        self.active = [bool(a) for a in active]
-
-
-class _EpochEnd:
-    r"""Stands in ``Trainer.scheduler``: deepinv calls ``step()`` once at the end of every
-    training epoch, before saving its checkpoint. Holds the per-optimizer LR schedulers (whose
-    states deepinv then saves and restores through ``state_dict``/``load_state_dict``).
-    """
-
-    def __init__(self, trainer: ICRFTrainer, schedulers: list[Any]) -> None:
-        self.trainer = trainer
-        self.schedulers = schedulers
-
-    def __bool__(self) -> bool:
-        return True
-
-    def step(self) -> None:
-        self.trainer._end_epoch()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "schedulers": [
-                None if s is None else s.state_dict() for s in self.schedulers
-            ]
-        }
-
-    def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if state is None and all(s is None for s in self.schedulers):
-            return  # e.g. a plain deepinv checkpoint without scheduler
-        saved = state.get("schedulers", []) if isinstance(state, dict) else None
-        if saved is None or len(saved) != len(self.schedulers):
-            raise ValueError(
-                f"Checkpoint holds {0 if saved is None else len(saved)} learning-rate "
-                f"scheduler state(s), but this trainer has {len(self.schedulers)}."
-            )
-        for sched, s in zip(self.schedulers, saved, strict=True):
-            if (sched is None) != (s is None):
-                raise ValueError(
-                    "Checkpoint learning-rate schedulers do not match this trainer's "
-                    "(one has a scheduler where the other has none)."
-                )
-            if sched is not None:
-                sched.load_state_dict(s)
 
 
 class _AllChannelsStopped(Exception):
@@ -351,153 +93,6 @@ class _StackBatch(torch.utils.data.Dataset):
         if k != 0:
             raise IndexError(f"_StackBatch holds one batch, got index {k}.")
         return self.item
-
-
-def _weighted_schedulers(loss: Any) -> Iterator[WeightedLossScheduler]:
-    r"""``loss`` if it is a :class:`WeightedLossScheduler`, and the ones among its terms (any
-    depth)."""
-    if isinstance(loss, WeightedLossScheduler):
-        yield loss
-        for term in loss.losses:
-            yield from _weighted_schedulers(term)
-
-
-class _ChannelRecorder:
-    r"""Within its ``with`` block, the one evaluation of each loss that deepinv backpropagates
-    also gives the per-channel values (no second evaluation):
-
-    - every :class:`WeightedLossScheduler` (nested ones too) records its terms' per-channel
-      values (``record_channels``, read back from ``last_channel_values``);
-    - every other loss module gets a forward hook that keeps its output (detached) in
-      ``outputs[k]`` (``k`` its index in the trainer's losses); a loss with a bool
-      ``per_channel`` attribute is called with ``per_channel=True`` and the hook hands deepinv
-      its channel sum, which is the value it returns with ``per_channel=False``.
-
-    Every flag is restored and every hook removed on exit, also on error.
-    """
-
-    def __init__(self, losses: Sequence[Any]) -> None:
-        self.losses = list(losses)
-        self.outputs: dict[int, Tensor] = {}
-        self._undo: list[Callable[[], None]] = []
-
-    def __enter__(self) -> _ChannelRecorder:
-        try:
-            for k, loss in enumerate(self.losses):
-                if isinstance(loss, WeightedLossScheduler):
-                    for sched in _weighted_schedulers(loss):
-                        self._set(sched, "record_channels", True)
-                elif isinstance(loss, nn.Module):
-                    per_channel = _has_per_channel(loss)
-                    if per_channel:
-                        self._set(loss, "per_channel", True)
-                    hook = partial(self._keep, k, per_channel)
-                    self._undo.append(loss.register_forward_hook(hook).remove)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> bool:
-        while self._undo:
-            self._undo.pop()()
-        return False
-
-    def _set(self, obj: Any, name: str, value: bool) -> None:
-        self._undo.append(partial(setattr, obj, name, getattr(obj, name)))
-        setattr(obj, name, value)
-
-    def _keep(
-        self, k: int, per_channel: bool, module: nn.Module, args: Any, output: Any
-    ) -> Any:
-        if isinstance(output, Tensor):
-            self.outputs[k] = output.detach()
-        return _channel_sum(output) if per_channel else None
-
-
-def _load_loss_state(loss: nn.Module, state: dict[str, Any]) -> None:
-    r"""``loss.load_state_dict(state)``, strict except for missing ``_extra_state`` entries
-    (checkpoints written before a loss kept extra state: it keeps its fresh one)."""
-    result = loss.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
-    if missing or result.unexpected_keys:
-        raise RuntimeError(
-            f"Error loading the state of {type(loss).__name__}: missing keys {missing}, "
-            f"unexpected keys {list(result.unexpected_keys)}."
-        )
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    r"""``torch.save`` through :func:`deepinv_icrf.io.atomic_write` (temporary file in the
-    target folder, fsync, ``os.replace``): a killed writer never leaves a partial checkpoint.
-    """
-    with atomic_write(path, "wb") as fh:
-        torch.save(obj, fh)
-
-
-def find_checkpoint(root: str | os.PathLike) -> Path | None:
-    r"""The newest deepinv checkpoint ``ckp_<epoch>.pth.tar`` under ``root`` (any depth).
-
-    deepinv writes into ``save_path/<timestamp>/``; the checkpoint with the highest epoch wins,
-    then the most recent file.
-
-    :param str, os.PathLike root: folder to search (a trainer's ``save_path``).
-    :return: (:class:`pathlib.Path`, None) the checkpoint, or ``None`` if there is none.
-
-    |sep|
-
-    :Example:
-
-    >>> import tempfile
-    >>> find_checkpoint(tempfile.mkdtemp()) is None
-    True
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    best: tuple[int, int, str] | None = None
-    found: Path | None = None
-    for path in root.rglob("ckp_*.pth.tar"):
-        m = _CKPT_PATTERN.match(path.name)
-        if m is None or not path.is_file():
-            continue
-        key = (int(m.group(1)), path.stat().st_mtime_ns, str(path))
-        if best is None or key > best:
-            best, found = key, path
-    return found
-
-
-def _acc_dtype(device: torch.device) -> torch.dtype:
-    r"""Accumulation dtype of the channel losses: float64, float32 where there is none (MPS)."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _rng_state(loaders: Sequence[Any]) -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "loaders": [],
-    }
-    for loader in loaders:
-        gen = getattr(loader, "generator", None)
-        state["loaders"].append(gen.get_state() if gen is not None else None)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], loaders: Sequence[Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-    for loader, s in zip(loaders, state.get("loaders", []), strict=False):
-        gen = getattr(loader, "generator", None)
-        if gen is not None and s is not None:
-            gen.set_state(s.cpu())
 
 
 @dataclass
@@ -690,14 +285,16 @@ class ICRFTrainer(TermLoggingTrainer):
             check_shape(self.true_curve, "true_curve", [icrf.channels, "L"])
         super().__post_init__()
         self._to_device()
-        self.optimizer = self._build_optimizer(self.optimizer, icrf)
-        schedulers = self._build_schedulers(self.scheduler)
+        self.optimizer, self.optimizer_mode = build_channel_optimizer(
+            self.optimizer, icrf, self.model, self.optimizer_mode, self.lr
+        )
+        schedulers = build_lr_schedulers(self.scheduler, self.optimizer)
         if not self.channel_losses and any(
             isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau)
             for s in schedulers
         ):
             raise ValueError("ReduceLROnPlateau schedulers need `channel_losses=True`.")
-        self.scheduler = _EpochEnd(self, schedulers)
+        self.scheduler = _EpochEnd(self._end_epoch, schedulers)
         if self.distributed:
             self.optimizer.before_step = self._all_reduce_gradients
         self._base_model: nn.Module = self.model
@@ -735,73 +332,6 @@ class ICRFTrainer(TermLoggingTrainer):
                 p.to(self.device)
         if self.true_curve is not None:
             self.true_curve = self.true_curve.to(self.device)
-
-    def _build_optimizer(self, optimizer: Any, icrf: nn.Module) -> ChannelOptimizer:
-        groups = [list(icrf.channel_parameters(c)) for c in range(icrf.channels)]
-        if isinstance(optimizer, ChannelOptimizer):
-            return optimizer
-        if optimizer is None:
-            if self.optimizer_mode == "per_channel":
-                channel_ids = {id(p) for g in groups for p in g}
-                extra = [
-                    p
-                    for p in self.model.parameters()
-                    if p.requires_grad and id(p) not in channel_ids
-                ]
-                if extra:
-                    raise ValueError(
-                        f"The model has {len(extra)} trainable parameter(s) outside the ICRF's "
-                        "channel parameters; use optimizer_mode='single' or pass optimizers."
-                    )
-                opts = [torch.optim.Adam(g, lr=self.lr) for g in groups]
-            else:
-                opts = [
-                    torch.optim.Adam(
-                        [p for p in self.model.parameters() if p.requires_grad],
-                        lr=self.lr,
-                    )
-                ]
-            return ChannelOptimizer(opts, groups, self.optimizer_mode)
-        if isinstance(optimizer, torch.optim.Optimizer):
-            self.optimizer_mode = "single"
-            return ChannelOptimizer([optimizer], groups, "single")
-        if isinstance(optimizer, (list, tuple)):
-            if len(optimizer) == 1:
-                self.optimizer_mode = "single"
-                return ChannelOptimizer(list(optimizer), groups, "single")
-            self.optimizer_mode = "per_channel"
-            return ChannelOptimizer(list(optimizer), groups, "per_channel")
-        raise TypeError(
-            "Expected `optimizer` to be None, a torch.optim.Optimizer, a list of them or a "
-            f"ChannelOptimizer, but got {type(optimizer).__name__}."
-        )
-
-    def _build_schedulers(self, scheduler: Any) -> list[Any]:
-        n = len(self.optimizer.optimizers)
-        if isinstance(scheduler, _EpochEnd):
-            return scheduler.schedulers
-        if scheduler is None:
-            return [None] * n
-        if isinstance(scheduler, (list, tuple)):
-            if len(scheduler) != n:
-                raise ValueError(
-                    f"Expected one scheduler (or None) per optimizer ({n}), but got "
-                    f"{len(scheduler)}."
-                )
-            return list(scheduler)
-        if hasattr(scheduler, "step") and hasattr(scheduler, "state_dict"):
-            if n != 1:
-                raise ValueError(
-                    f"Got one scheduler for {n} per-channel optimizers: pass a list of {n} "
-                    "schedulers or a factory `optimizer -> scheduler`."
-                )
-            return [scheduler]
-        if callable(scheduler):
-            return [scheduler(opt) for opt in self.optimizer.optimizers]
-        raise TypeError(
-            "Expected `scheduler` to be None, an LR scheduler, a list of them or a factory, "
-            f"but got {type(scheduler).__name__}."
-        )
 
     @classmethod
     def from_stack(
@@ -882,15 +412,6 @@ class ICRFTrainer(TermLoggingTrainer):
         self._channel_count = 0
         self._epoch = 0
 
-    def _channel_state(self) -> dict[str, Any]:
-        return {
-            "best": list(self.channel_best),
-            "bad_epochs": list(self.channel_bad_epochs),
-            "stopped_epoch": list(self.stopped_epoch),
-            "channel_loss_history": [list(v) for v in self.channel_loss_history],
-            "curve_rmse_history": [list(v) for v in self.curve_rmse_history],
-        }
-
     def _loaders(self) -> list[Any]:
         loaders = self.train_dataloader
         return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
@@ -926,7 +447,7 @@ class ICRFTrainer(TermLoggingTrainer):
             self.true_curve = self._dataset_true_curve()
         ckpt = self._loaded_checkpoint
         if ckpt is not None:
-            self._restore_extra(ckpt)
+            restore_checkpoint_state(self, ckpt)
         self._loaded_checkpoint = None
 
     def _make_run_dir(self) -> Path:
@@ -963,52 +484,6 @@ class ICRFTrainer(TermLoggingTrainer):
             self._loaded_checkpoint = checkpoint
         return checkpoint
 
-    def _restore_extra(self, ckpt: dict[str, Any]) -> None:
-        for key, attr in (
-            ("loss", "loss_history"),
-            ("train_metrics", "train_metrics_history"),
-            ("eval_loss", "eval_loss_history"),
-            ("eval_metrics", "eval_metrics_history"),
-            ("term_loss", "term_loss_history"),
-            ("eval_term_loss", "eval_term_loss_history"),
-        ):
-            saved = ckpt.get(key)
-            current = getattr(self, attr, None)
-            if isinstance(saved, dict) and isinstance(current, dict):
-                for name, values in saved.items():
-                    if name in current:
-                        current[name] = list(values)
-        channels = ckpt.get("channels")
-        if channels is not None:
-            if len(channels["best"]) != self.icrf.channels:
-                raise ValueError(
-                    f"Checkpoint holds {len(channels['best'])} channels, but the model has "
-                    f"{self.icrf.channels}."
-                )
-            self.channel_best = list(channels["best"])
-            self.channel_bad_epochs = list(channels["bad_epochs"])
-            self.stopped_epoch = list(channels["stopped_epoch"])
-            self.channel_loss_history = [
-                list(v) for v in channels["channel_loss_history"]
-            ]
-            self.curve_rmse_history = [list(v) for v in channels["curve_rmse_history"]]
-            for c, stopped in enumerate(self.stopped_epoch):
-                if stopped is not None:
-                    self.optimizer.freeze(c)
-        states = ckpt.get("losses")
-        if states is not None:
-            if len(states) != len(self.losses):
-                raise ValueError(
-                    f"Checkpoint holds the states of {len(states)} loss(es), but this trainer "
-                    f"has {len(self.losses)}."
-                )
-            for loss, state in zip(self.losses, states, strict=True):
-                if isinstance(loss, nn.Module) and state is not None:
-                    _load_loss_state(loss, state)
-        rng = ckpt.get("rng")
-        if rng is not None:
-            _set_rng_state(rng, self._loaders())
-
     def save_model(self, filename, epoch, state=None) -> None:
         r"""deepinv's checkpoint plus this trainer's state, written atomically.
 
@@ -1022,24 +497,7 @@ class ICRFTrainer(TermLoggingTrainer):
             return
         os.makedirs(str(self.save_path), exist_ok=True)
         state = {} if state is None else dict(state)
-        state |= {
-            "epoch": epoch,
-            "state_dict": self.model.state_dict(),
-            "loss": self.loss_history,
-            "train_metrics": self.train_metrics_history,
-            "eval_loss": self.eval_loss_history,
-            "eval_metrics": self.eval_metrics_history,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "term_loss": self.term_loss_history,
-            "eval_term_loss": self.eval_term_loss_history,
-            "channels": self._channel_state(),
-            "losses": [
-                loss.state_dict() if isinstance(loss, nn.Module) else None
-                for loss in self.losses
-            ],
-            "rng": _rng_state(self._loaders()),
-        }
+        state |= {"epoch": epoch, **checkpoint_state(self)}
         if self.wandb_vis:
             import wandb
 
@@ -1100,8 +558,11 @@ class ICRFTrainer(TermLoggingTrainer):
             self._epoch = epoch if epoch is not None else self._epoch
             if self.channel_losses and x_net is not None:
                 outputs = None if recorder is None else recorder.outputs
+                kwargs = dict(x=x, x_net=x_net, y=y, physics=physics, model=self.model)
                 with torch.no_grad():
-                    values = self._channel_values(x_net, x, y, physics, epoch, outputs)
+                    values = channel_values(
+                        self.losses, kwargs, epoch, self.icrf.channels, outputs
+                    )
                 batch = y.shape[0]
                 values = values * batch
                 self._channel_sum = (
@@ -1112,73 +573,6 @@ class ICRFTrainer(TermLoggingTrainer):
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
         return loss_total, x_net, logs
-
-    def _channel_values(
-        self,
-        x_net: Tensor,
-        x: Tensor | None,
-        y: Tensor,
-        physics: Any,
-        epoch: int | None,
-        outputs: dict[int, Tensor] | None = None,
-    ) -> Tensor:
-        r"""The batch's loss per channel ``(C,)``: from the values kept during the training
-        evaluation (``outputs`` of :class:`_ChannelRecorder`, plus the schedulers' records),
-        or, with ``outputs=None`` (the former bookkeeping), by evaluating the losses again.
-        """
-        kwargs = dict(x=x, x_net=x_net, y=y, physics=physics, model=self.model)
-        channels = self.icrf.channels
-        device = x_net.device
-        recorded = outputs is not None
-        total = torch.zeros(channels, device=device, dtype=_acc_dtype(device))
-        for k, loss in enumerate(self.losses):
-            kept = outputs.get(k) if recorded else None
-            total = total + self._loss_channels(
-                loss, kept, kwargs, epoch, channels, recorded
-            )
-        return total
-
-    def _loss_channels(
-        self,
-        loss: nn.Module,
-        kept: Tensor | None,
-        kwargs: dict[str, Any],
-        epoch: int | None,
-        channels: int,
-        recorded: bool = False,
-    ) -> Tensor:
-        r"""One loss per channel ``(C,)``. ``kept`` is its value from the training evaluation:
-        ``(B, C)`` for a loss with ``per_channel`` when ``recorded``, else a value whose mean
-        counts in every channel; it is re-evaluated where nothing was kept."""
-        device = kwargs["x_net"].device
-        if isinstance(loss, WeightedLossScheduler):
-            out = torch.zeros(channels, device=device, dtype=_acc_dtype(device))
-            for name, term in zip(loss.names, loss.losses, strict=True):
-                w = loss.last_weights.get(name, 0.0)
-                if w != 0.0:
-                    store = (
-                        loss.last_channel_values
-                        if recorded and _has_per_channel(term)
-                        else loss.last_values
-                    )
-                    value = self._loss_channels(
-                        term, store.get(name), kwargs, epoch, channels, recorded
-                    )
-                    out = out + w * value
-            return out
-        if _has_per_channel(loss):
-            if recorded and kept is not None:
-                value = kept
-            else:
-                value = _call_per_channel(loss, dict(kwargs, epoch=epoch))
-            if value.ndim == 2 and value.shape[-1] == channels:
-                return value.to(_acc_dtype(device)).mean(0)
-            shared = value.to(_acc_dtype(device)).mean()
-        elif kept is not None:
-            shared = kept.to(device=device, dtype=_acc_dtype(device)).mean()
-        else:
-            shared = loss(**kwargs, epoch=epoch).to(_acc_dtype(device)).mean()
-        return shared.expand(channels)
 
     # ------------------------------------------------------------------ epochs
     def curve_rmse(self) -> Tensor | None:
@@ -1310,104 +704,3 @@ class ICRFTrainer(TermLoggingTrainer):
 
                 mlflow.end_run()
             return self.model
-
-
-def plot_training(trainer: ICRFTrainer, path: str | os.PathLike | None = None):
-    r"""Plot an :class:`ICRFTrainer`'s state: curves, loss terms, channel losses and RMSE.
-
-    Panels: the current curve of each channel (the true curve dashed when known); every
-    logged loss term and the total per epoch (log scale); the loss of each channel per epoch
-    (a cross where a channel was frozen); and the curve RMSE per epoch when a true curve is
-    known.
-
-    :param ICRFTrainer trainer: the trainer (during or after training).
-    :param str, os.PathLike, None path: PNG file to write (the figure is then closed);
-        ``None`` only returns the figure.
-    :return: (:class:`matplotlib.figure.Figure`) the figure.
-
-    |sep|
-
-    :Example:
-
-    >>> import torch
-    >>> from deepinv_icrf.training import ICRFTrainer
-    >>> from deepinv_icrf.training.trainer import plot_training
-    >>> y = torch.rand(3, 1, 6, 5)
-    >>> trainer = ICRFTrainer.from_stack(y, [1.0, 2.0, 4.0], n_points=9, epochs=2, verbose=False)
-    >>> _ = trainer.train()
-    >>> len(plot_training(trainer).axes)
-    3
-    """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    curve = trainer.icrf.curve.detach().to("cpu", torch.float64)
-    channels, n_points = curve.shape
-    colours = (
-        ("tab:red", "tab:green", "tab:blue")
-        if channels == 3
-        else tuple(f"C{k}" for k in range(channels))
-    )
-    truth = trainer.true_curve
-    n_panels = 3 + (1 if truth is not None and trainer.curve_rmse_history else 0)
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.6), squeeze=False)
-    axes = axes[0]
-
-    grid = torch.linspace(0, 1, n_points, dtype=torch.float64)
-    for c in range(channels):
-        axes[0].plot(grid, curve[c], color=colours[c], label=f"channel {c}")
-    if truth is not None:
-        truth = truth.detach().to("cpu", torch.float64)
-        ref_grid = torch.linspace(0, 1, truth.shape[-1], dtype=torch.float64)
-        for c in range(channels):
-            axes[0].plot(ref_grid, truth[c], "--", color=colours[c], alpha=0.6)
-    axes[0].set_xlabel("code")
-    axes[0].set_ylabel("relative irradiance")
-    axes[0].set_title("ICRF")
-    axes[0].legend(fontsize=7)
-
-    histories = dict(getattr(trainer, "term_loss_history", {}))
-    for name, values in getattr(trainer, "loss_history", {}).items():
-        histories.setdefault(name, values)
-    for name, values in histories.items():
-        positive = [v if v > 0 else float("nan") for v in values]
-        if positive:
-            axes[1].plot(range(1, len(positive) + 1), positive, label=name)
-    axes[1].set_yscale("log")
-    axes[1].set_xlabel("epoch")
-    axes[1].set_title("loss terms")
-    if histories:
-        axes[1].legend(fontsize=7)
-
-    history = np.asarray(trainer.channel_loss_history, dtype=np.float64)
-    if history.size:
-        epochs = np.arange(1, history.shape[0] + 1)
-        for c in range(history.shape[1]):
-            axes[2].plot(epochs, history[:, c], color=colours[c], label=f"channel {c}")
-            stopped = trainer.stopped_epoch[c]
-            if stopped is not None and stopped < history.shape[0]:
-                axes[2].plot(
-                    stopped + 1, history[stopped, c], "x", color=colours[c], ms=8
-                )
-    axes[2].set_xlabel("epoch")
-    axes[2].set_title("loss per channel")
-
-    if n_panels == 4:
-        rmse = np.asarray(trainer.curve_rmse_history, dtype=np.float64)
-        for c in range(rmse.shape[1]):
-            axes[3].plot(np.arange(1, rmse.shape[0] + 1), rmse[:, c], color=colours[c])
-        axes[3].set_yscale("log")
-        axes[3].set_xlabel("epoch")
-        axes[3].set_title("curve RMSE vs truth")
-    fig.tight_layout()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings(), atomic_path(path) as tmp:
-            warnings.simplefilter("ignore")
-            fig.savefig(tmp, dpi=90, format=path.suffix.lstrip(".") or "png")
-        plt.close(fig)
-    return fig
