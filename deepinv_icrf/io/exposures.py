@@ -168,6 +168,10 @@ def parse_exposure_time(value: object, where: str = "exposure time") -> float:
             f"than {MAX_TIME_CHARS}; write it as a decimal or a fraction such as 1/250."
         )
     match = _TIME_RE.fullmatch(text)
+    if match is None and text.startswith("-") and _TIME_RE.fullmatch(text[1:]):
+        raise ValueError(
+            f"{where}: exposure times must be > 0 seconds, but got {text!r}."
+        )
     if match is None:
         raise ValueError(
             f"{where}: exposure time {text!r} is not a number (seconds, e.g. 0.004 or 1/250)."
@@ -182,9 +186,12 @@ def parse_exposure_time(value: object, where: str = "exposure time") -> float:
                 f"{'zero' if den == 0 else 'infinity'}."
             )
         seconds = num / den
-    if num == 0 and seconds == 0:
+    if seconds == 0:
+        literal = re.split(r"[eE]", match.group(1))[0]
+        underflow = num != 0 or bool(re.search(r"[1-9]", literal))
         raise ValueError(
-            f"{where}: exposure times must be > 0 seconds, but got {text!r}."
+            f"{where}: exposure times must be > 0 seconds, but got {text!r}"
+            + (" (it rounds to zero)." if underflow else ".")
         )
     return check_exposure_time(seconds, where)
 
