@@ -372,11 +372,27 @@ class OutputSet:
                 self._remove_stages()
                 self._done = True
 
+    def target_of(self, path: str | os.PathLike) -> Path | None:
+        r"""The target of a staged path (a file of a staging folder), else ``None``."""
+        path = Path(path)
+        for staged, target in self._files:
+            if path == staged:
+                return target
+        for stage, target in self._folders:
+            if path.parent == stage:
+                return target / path.name
+        return None
+
     def __enter__(self) -> OutputSet:
         return self
 
     def __exit__(self, kind, value, tb) -> None:
         if kind is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        self.discard()
+        if isinstance(value, OSError) and value.filename is not None:
+            # name the output the user asked for, not its staging path
+            target = self.target_of(value.filename)
+            if target is not None:
+                value.filename = os.fspath(target)
