@@ -137,8 +137,31 @@ def _part_info(header: Mapping, where: str) -> tuple[int, int, list[str]]:
     return ymax - ymin + 1, xmax - xmin + 1, channels
 
 
-def _open_checked(path: Path, where: str, max_pixels: int | None, frame: int | None):
-    r"""Read the header, check the declared size, then decode the chosen part."""
+def _decode(OpenEXR, path: Path, where: str, index: int, separate: bool) -> dict:
+    with _quiet_stdio() as printed:
+        try:
+            exr = OpenEXR.File(os.fspath(path), separate_channels=separate)
+            part = exr.parts[index]
+            return {
+                str(name): np.asarray(ch.pixels) for name, ch in part.channels.items()
+            }
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"Cannot read {where}: the OpenEXR pixel data is unreadable, corrupted or "
+                f"truncated ({_detail(err, printed)})."
+            ) from None
+
+
+def _open_checked(
+    path: Path,
+    where: str,
+    max_pixels: int | None,
+    frame: int | None,
+    separate: bool = True,
+):
+    r"""Read the header, check the declared size, then decode the chosen part: its channels
+    by name, or (``separate=False``) ``{"": (H, W, 3)}`` when the file's image is R, G, B
+    of one pixel type."""
     OpenEXR = _openexr()
     with open(path, "rb") as fh:
         if fh.read(4) != _MAGIC:
@@ -174,18 +197,20 @@ def _open_checked(path: Path, where: str, max_pixels: int | None, frame: int | N
             "than the pixel limit allows; if the file is genuine, raise the limit with "
             "`max_pixels` or the environment variable DEEPINV_ICRF_MAX_PIXELS."
         )
-    with _quiet_stdio() as printed:
-        try:
-            exr = OpenEXR.File(os.fspath(path), separate_channels=True)
-            part = exr.parts[index]
-            planes = {
-                str(name): np.asarray(ch.pixels) for name, ch in part.channels.items()
-            }
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            raise ValueError(
-                f"Cannot read {where}: the OpenEXR pixel data is unreadable, corrupted or "
-                f"truncated ({_detail(err, printed)})."
-            ) from None
+    try:
+        planes = _decode(OpenEXR, path, where, index, separate)
+    except ValueError:
+        if separate:
+            raise
+        separate = True  # e.g. R, G, B of different pixel types: cannot be grouped
+        planes = _decode(OpenEXR, path, where, index, separate)
+    if not separate:
+        # the bindings group R, G, B (and A) of one pixel type into one (H, W, 3|4) array:
+        # no copy of ours is needed then (half the peak memory of a large file)
+        rgb = planes.get("RGB", planes.get("RGBA"))
+        if rgb is not None and rgb.shape[:2] == (height, width) and rgb.ndim == 3:
+            return {"": rgb[..., :3]}
+        planes = _decode(OpenEXR, path, where, index, True)
     for name, plane in planes.items():
         if plane.shape != (height, width):
             raise ValueError(
@@ -220,7 +245,11 @@ def _stack_layer(channels: Mapping[str, np.ndarray], where: str, label: str):
             f"{where}: cannot tell the image in the OpenEXR channels {sorted(channels)} of "
             f"{label}; expected R, G, B or Y."
         )
-    return np.stack([channels[c].astype(np.float32) for c in keep], axis=-1)
+    first = channels[keep[0]]
+    out = np.empty((*first.shape, len(keep)), np.float32)  # one copy, filled in place
+    for k, c in enumerate(keep):
+        out[..., k] = channels[c]
+    return out
 
 
 def read_exr(
@@ -259,7 +288,10 @@ def read_exr(
     """
     path = Path(path)
     where = where if where is not None else f"image file {os.fspath(path)!r}"
-    layers = _group(_open_checked(path, where, max_pixels, frame))
+    planes = _open_checked(path, where, max_pixels, frame, separate=layer is not None)
+    if "" in planes:  # the image, as the bindings grouped it
+        return planes[""].astype(np.float32, copy=False)
+    layers = _group(planes)
     key = "" if layer is None else layer
     if key not in layers:
         named = sorted(k for k in layers if k)
