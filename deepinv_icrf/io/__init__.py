@@ -7,7 +7,7 @@ reads before the file costs anything:
   the Academy Software Foundation with the C++ library itself; every compression (PIZ, DWA,
   ... included), scanline, tiled and multi-part files (:mod:`deepinv_icrf.io.exr`).
 - **16-bit PNG and Radiance .hdr**: ``imagecodecs`` (libpng, and the reference RGBE code),
-  chosen over ``opencv-python-headless`` because it is about half the size, decodes into plain
+  chosen over ``opencv-python-headless`` because it is a smaller install, decodes into plain
   RGB numpy arrays without OpenCV's BGR order or its own global pixel limit (which raised
   ``cv2.error`` on large files), reads Radiance headers OpenCV does not (``VIEW=`` lines), is
   as fast on 16-bit PNG (measured in ``benchmarks/io_speed.py``), and is the codec library
