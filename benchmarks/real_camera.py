@@ -38,13 +38,13 @@ import warnings
 
 import torch
 
+from deepinv_icrf.calibration.bands import icrf_confidence_band
+from deepinv_icrf.calibration.refine import estimate_log_exposures, fit_refined
 from deepinv_icrf.data import demo_exposure_times, demo_scene
 from deepinv_icrf.functional import curve_rmse
 from deepinv_icrf.functional.uncertainty import band_coverage
 from deepinv_icrf.physics import ExposureStack, get_response
 from deepinv_icrf.training import fit_icrf
-from deepinv_icrf.training.bands import icrf_confidence_band
-from deepinv_icrf.training.refine import estimate_log_exposures, fit_refined
 
 
 def _time_error(

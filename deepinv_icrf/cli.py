@@ -102,11 +102,11 @@ def _demo(out: Path, steps, noise, progress, stream) -> dict:
     import deepinv as dinv
     import torch
 
+    from deepinv_icrf.calibration.fit import fit_icrf
     from deepinv_icrf.data import demo_exposure_times, demo_scene
     from deepinv_icrf.functional.metrics import curve_rmse
     from deepinv_icrf.io import write_json
     from deepinv_icrf.physics import ExposureStack, get_response
-    from deepinv_icrf.training.fit import fit_icrf
 
     torch.manual_seed(0)
     scene = demo_scene()
@@ -442,7 +442,7 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
             file=stream,
         )
     if args.refine_exposures and refined is not None:
-        from deepinv_icrf.training.refine import describe_refinement
+        from deepinv_icrf.calibration.refine import describe_refinement
 
         print(describe_refinement(icrf), file=stream)
     print("  channel  f(0.25)   f(0.5)    f(0.75)   gamma~   usable", file=stream)

@@ -93,11 +93,11 @@ def read_exposure_settings(path: str | os.PathLike) -> ExposureSettings:
     >>> read_exposure_settings(path)
     ExposureSettings(exposure_time=0.004, f_number=None, iso=None)
     """
-    from deepinv_icrf.io.images import _pillow
+    from deepinv_icrf.io.limits import pillow
 
     values: dict[int, object] = {}
     try:
-        with _pillow() as Image:
+        with pillow() as Image:
             with Image.open(path) as im:
                 exif = im.getexif()
                 sub = exif.get_ifd(_EXIF_IFD)

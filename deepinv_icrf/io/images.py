@@ -23,11 +23,8 @@ unless ``frame`` chooses one. Every failure is a :class:`ValueError` naming the 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,7 @@ import numpy as np
 
 from deepinv_icrf.io.atomic import atomic_path, atomic_write
 from deepinv_icrf.io.exr import read_exr, write_exr
-from deepinv_icrf.io.limits import check_pixels, read_limited
+from deepinv_icrf.io.limits import check_pixels, pillow, read_limited
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -52,7 +49,6 @@ RADIANCE_EXTENSIONS: tuple[str, ...] = (".npy", ".tif", ".tiff", ".hdr", ".exr")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_BITS = {0: 8, 1: 16, 2: 32, 3: 64, 4: 128}  # libpng PNG_FILTER_* flags
 _RGBE_HEADER_BYTES = 65536
-_PIL_LOCK = threading.Lock()
 
 
 def _codec_error(err: BaseException) -> str:
@@ -73,21 +69,6 @@ def _imagecodecs():
             "(a dependency of deepinv-icrf)."
         ) from err
     return imagecodecs
-
-
-@contextlib.contextmanager
-def _pillow() -> Iterator[Any]:
-    r"""Pillow with its own decompression-bomb check off: :func:`check_pixels` applies ours
-    (one limit, one message, an override that works for both)."""
-    from PIL import Image
-
-    with _PIL_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            yield Image
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
 
 
 # ---------------------------------------------------------------------------- readers
@@ -143,7 +124,7 @@ def _pil_array(im, where: str) -> np.ndarray:
 def _read_pil(
     path: Path, where: str, max_pixels: int | None, frame: int | None, kind: str
 ) -> np.ndarray:
-    with _pillow() as Image:
+    with pillow() as Image:
         try:
             with Image.open(path) as im:
                 width, height = im.size
@@ -173,7 +154,7 @@ def _read_png(
     check_pixels(where, height, width, max_pixels)
     if depth != 16:
         return _read_pil(path, where, max_pixels, frame, "png")
-    with _pillow() as Image:  # chunk walk up to the image data: animation frames
+    with pillow() as Image:  # chunk walk up to the image data: animation frames
         try:
             with Image.open(path) as im:
                 count = int(getattr(im, "n_frames", 1) or 1)

@@ -16,8 +16,12 @@ the ``max_pixels`` argument of the readers or the environment variable
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -26,6 +30,7 @@ __all__ = [
     "resolve_max_pixels",
     "check_pixels",
     "read_limited",
+    "pillow",
 ]
 
 #: pixels per image (H x W) above which readers refuse a file (before decoding it)
@@ -137,3 +142,22 @@ def read_limited(
             f"{where} is larger than {limit} bytes, too large for this kind of file."
         )
     return data
+
+
+#: Pillow's bomb limit is a process-wide setting: one reader at a time changes it
+_PIL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def pillow() -> Iterator[Any]:
+    r"""Pillow with its own decompression-bomb check off: :func:`check_pixels` applies ours
+    (one limit, one message, an override that works for both)."""
+    from PIL import Image
+
+    with _PIL_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield Image
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
