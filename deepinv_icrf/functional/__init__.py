@@ -91,6 +91,14 @@ from deepinv_icrf.functional.schedules import (  # noqa: F401
     linear_ramp_weight,
     step_weight,
 )
+from deepinv_icrf.functional.times import (  # noqa: F401
+    HALF_STOP,
+    TimeCheck,
+    check_exposure_ratios,
+    consecutive_log_ratios,
+    exponent_from_prior,
+    pairwise_log_ratios,
+)
 from deepinv_icrf.functional.uncertainty import (  # noqa: F401
     band_coverage,
     bootstrap_band,
