@@ -10,13 +10,15 @@ results as trusted values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import check_positive, check_range, check_shape
 
-__all__ = ["as_stack_tensor", "check_exposure_times", "integer_stack"]
+__all__ = ["Bracket", "as_stack_tensor", "check_exposure_times", "integer_stack"]
 
 
 def as_stack_tensor(
@@ -153,3 +155,95 @@ def check_exposure_times(exposure_times: object, n: int, batch: int = 1) -> Tens
                 "repeated frames of one exposure carry no exposure ratio."
             )
     return times.contiguous()
+
+
+@dataclass(frozen=True)
+class Bracket:
+    r"""A checked bracketed stack: codes, bit depth and exposure times.
+
+    Made by :meth:`from_input` at a public entry point; the code below takes it as trusted.
+
+    :param numpy.ndarray, torch.Tensor codes: integer codes ``(N, H, W, C)`` (``uint8`` or
+        ``uint16``, kept as given so a sample can be taken before any conversion) or a float
+        stack ``(B, N, C, H, W)`` in ``[0, 1]``.
+    :param int, None bit_depth: bits of integer codes (``None`` for float input; the fit
+        detects quantised floats itself).
+    :param torch.Tensor, None exposure_times: checked times ``(B, N)`` float64, or ``None``.
+    """
+
+    codes: np.ndarray | Tensor
+    bit_depth: int | None
+    exposure_times: Tensor | None
+
+    @property
+    def batch(self) -> int:
+        r"""Number of stacks ``B``."""
+        return 1 if isinstance(self.codes, np.ndarray) else int(self.codes.shape[0])
+
+    @property
+    def n_exposures(self) -> int:
+        r"""Number of exposures ``N``."""
+        return int(self.codes.shape[0 if isinstance(self.codes, np.ndarray) else 1])
+
+    @property
+    def channels(self) -> int:
+        r"""Number of channels ``C``."""
+        return int(self.codes.shape[3 if isinstance(self.codes, np.ndarray) else 2])
+
+    def float_stack(self) -> Tensor:
+        r"""The codes as a float stack ``(B, N, C, H, W)`` in ``[0, 1]``."""
+        if isinstance(self.codes, np.ndarray):
+            return as_stack_tensor(self.codes)[0]
+        return self.codes
+
+    def single(self) -> Bracket:
+        r"""The bracket of one stack (``B = 1``), its times ``(1, N)``; raises for a batch."""
+        if self.batch != 1:
+            raise ValueError(
+                f"Expected one stack, but got a batch of {self.batch} stacks."
+            )
+        return self
+
+    def stack_codes(self) -> np.ndarray | Tensor:
+        r"""The codes of the first (or only) stack, exposures first: integer
+        ``(N, H, W, C)`` or float ``(N, C, H, W)``."""
+        return self.codes if isinstance(self.codes, np.ndarray) else self.codes[0]
+
+    @classmethod
+    def from_input(
+        cls,
+        stack: np.ndarray | Tensor,
+        exposure_times: object = None,
+        require_times: bool = True,
+    ) -> Bracket:
+        r"""Check what a user passed and make the bracket.
+
+        :param numpy.ndarray, torch.Tensor stack: ``uint8``/``uint16`` images ``(N, H, W, C)``
+            or ``(N, H, W)``, a float tensor or array ``(N, C, H, W)`` or
+            ``(B, N, C, H, W)`` in ``[0, 1]``.
+        :param object exposure_times: ``(N,)`` or ``(B, N)`` seconds, or ``None``.
+        :param bool require_times: raise when ``exposure_times`` is ``None`` (default True).
+        :return: (:class:`Bracket`) the checked bracket.
+
+        |sep|
+
+        :Example:
+
+        >>> import numpy as np
+        >>> b = Bracket.from_input(np.zeros((3, 4, 5, 3), np.uint8), [1.0, 2.0, 4.0])
+        >>> b.batch, b.n_exposures, b.channels, b.bit_depth
+        (1, 3, 3, 8)
+        """
+        if isinstance(stack, np.ndarray) and stack.dtype in (np.uint8, np.uint16):
+            codes: np.ndarray | Tensor = integer_stack(stack, "stack")
+            bits: int | None = 8 if stack.dtype == np.uint8 else 16
+            batch, n = 1, codes.shape[0]
+        else:
+            codes, bits = as_stack_tensor(stack)
+            batch, n = codes.shape[0], codes.shape[1]
+        times = (
+            None
+            if exposure_times is None and not require_times
+            else check_exposure_times(exposure_times, n, batch)
+        )
+        return cls(codes=codes, bit_depth=bits, exposure_times=times)

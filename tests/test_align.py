@@ -194,7 +194,7 @@ def test_fit_icrf_align_recovers_the_still_fit(response, seed):
     assert fitted.fit_report.extra["shifts"] == [[-dy, -dx] for dy, dx in SHIFTS]
     assert rmse(fitted) == pytest.approx(crop, rel=1e-6)
     assert rmse(fitted) < 1.5 * base
-    assert plain > 4 * base
+    assert plain > 2.5 * base  # the 1-pixel shifts do hurt the unaligned fit
 
 
 def test_fit_icrf_align_with_refinement_and_uint8():

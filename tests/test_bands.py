@@ -403,23 +403,28 @@ def test_bootstrap_band_alternatives_move_the_band():
         bootstrap_band(samples, center, alternatives=alt)
 
 
-class _FakeCodeFit(_FakeFit):
-    # a fit that, like fit_icrf, takes clip_priority: "global" gives a steeper curve
-    def __call__(self, stack, exposure_times, clip_priority="stratum", **options):
-        options["clip_priority"] = clip_priority
-        self.calls.append(options)
-        gamma = 2.0 + 0.01 * options["seed"] + (0.3 if clip_priority == "global" else 0)
-        icrf = ICRF(channels=stack.shape[1], init="gamma", gamma=gamma).to(stack.device)
+class _FakeCoreFit:
+    # stands in for the package's single fit: "global" clip priority gives a steeper curve
+    def __init__(self):
+        self.calls, self.curves = [], []
+
+    def __call__(self, stack, times, options, *, device=None, seed=0):
+        self.calls.append({"clip_priority": options.clip_priority, "seed": seed})
+        gamma = 2.0 + 0.01 * seed + (0.3 if options.clip_priority == "global" else 0)
+        icrf = ICRF(channels=stack.shape[2], init="gamma", gamma=gamma).to(stack.device)
         self.curves.append(icrf.curve.detach())
-        return icrf
+        return icrf, None, None
 
 
-def test_icrf_confidence_band_clip_sensitivity(device):
+def test_icrf_confidence_band_clip_sensitivity(device, monkeypatch):
+    import deepinv_icrf.calibration.bands as bands
+
     y, t = _small_stack(device)
     icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
-    fake = _FakeCodeFit()
+    fake = _FakeCoreFit()
+    monkeypatch.setattr(bands, "fit_once", fake)
     options = {"n_boot": 3, "store": False, "exposure_jackknife": False, "seed": 2}
-    lower, upper = icrf_confidence_band(y, t, icrf, fit=fake, **options)
+    lower, upper = icrf_confidence_band(y, t, icrf, **options)
     # three bootstrap refits, then one refit of the stack with clip_priority="global"
     assert [c["clip_priority"] for c in fake.calls] == ["stratum"] * 3 + ["global"]
     assert fake.calls[-1]["seed"] == 2
@@ -429,12 +434,11 @@ def test_icrf_confidence_band_clip_sensitivity(device):
         alternatives=fake.curves[3].unsqueeze(0),
     )
     assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
-    # switched off, or with another method: no second opinion
-    fake = _FakeCodeFit()
-    icrf_confidence_band(y, t, icrf, fit=fake, clip_sensitivity=False, **options)
+    # switched off, with another method or with a fit of one's own: no second opinion
+    fake = _FakeCoreFit()
+    monkeypatch.setattr(bands, "fit_once", fake)
+    icrf_confidence_band(y, t, icrf, clip_sensitivity=False, **options)
     assert len(fake.calls) == 3
-    fake = _FakeCodeFit()
-    icrf_confidence_band(
-        y, t, icrf, fit=fake, fit_options={"method": "linearity"}, **options
-    )
-    assert len(fake.calls) == 3
+    other = _FakeFit()
+    icrf_confidence_band(y, t, icrf, fit=other, **options)
+    assert len(other.calls) == 3

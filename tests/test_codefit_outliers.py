@@ -136,7 +136,7 @@ def test_outlier_threshold_undoes_moving_objects(name, sigma):
     err_plain = float(curve_rmse(plain.curve.detach().double(), truth))
     err_robust = float(curve_rmse(robust.curve.detach().double(), truth))
     err_clean = float(curve_rmse(reference.curve.detach().double(), truth))
-    assert err_plain > 0.02  # the moving block does bend the plain fit
+    assert err_plain > 0.015  # the moving block does bend the plain fit
     assert err_robust < 0.25 * err_plain
     assert err_robust < err_clean + 0.005
     assert 0.01 < robust.fit_report.extra["outliers"][0] < 0.15

@@ -123,7 +123,7 @@ def test_fit_bad_inputs(noisy_stack):
     with pytest.raises(ValueError, match="at least 2 exposures"):
         fit_icrf(np.zeros((1, 5, 5, 3), dtype=np.uint8), [1.0], progress=False)
     with pytest.raises(TypeError, match="unexpected option"):
-        fit_icrf(y[0], t, prior_std=0.1, progress=False)
+        fit_icrf(y[0], t, magic_option=0.1, progress=False)
     with pytest.raises(ValueError, match="callback"):
         fit_icrf(y[0], t, callback=print, progress=False)
     with pytest.raises(TypeError, match="numpy array"):

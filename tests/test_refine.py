@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import deepinv_icrf.calibration.refine as refine
+import deepinv_icrf.calibration.alternation as alternation
 from deepinv_icrf.calibration.refine import (
     AMBIGUITY_WARNING,
     describe_refinement,
@@ -123,18 +123,22 @@ def test_estimate_log_exposures_bad_prior_std():
 
 
 class _TrueCurveFit:
-    # a stand-in for fit_icrf: returns the true ICRF raised to the exponent its times imply
+    # a stand-in for the core single fit of the alternation: returns the true ICRF raised to
+    # the exponent its times imply
     def __init__(self, curve, true_log_times):
         self.curve = curve
         self.true = true_log_times
         self.calls = []
 
-    def __call__(self, stack, exposure_times, **options):
-        self.calls.append(options)
-        tau = torch.as_tensor(exposure_times, dtype=torch.float64).log()
+    def __call__(self, stack, exposure_times, options, **call):
+        from deepinv_icrf.calibration.report import FitReport
+
+        self.calls.append((options, call))
+        tau = torch.as_tensor(exposure_times, dtype=torch.float64)[0].log()
         t_c, s_c = self.true - self.true.mean(), tau - tau.mean()
         g = float((t_c @ s_c) / (t_c @ t_c))
-        return ICRF(channels=self.curve.shape[0], init=self.curve.clamp(0, 1) ** g)
+        icrf = ICRF(channels=self.curve.shape[0], init=self.curve.clamp(0, 1) ** g)
+        return icrf, FitReport("linearity", options.steps, 0.0, None, None, None), None
 
 
 def _stack(times, sigma=0.0, seed=0, channels=1):
@@ -157,30 +161,30 @@ def test_fit_refined_recovers_times_with_true_curve(monkeypatch):
     y = _stack(true)
     curve = get_response("srgb").icrf_curve(n_points=256, channels=1)
     fake = _TrueCurveFit(curve, true.log())
-    monkeypatch.setattr(refine, "_fit_callable", lambda: fake)
-    icrf = fit_refined(y, nominal, max_iter=3, steps=5, max_pixels=123)
+    monkeypatch.setattr(alternation, "fit_once", fake)
+    icrf = fit_refined(
+        y, nominal, max_iter=3, steps=5, max_pixels=123, method="linearity"
+    )
     report = icrf.fit_report
     assert torch.equal(report.nominal_exposure_times, nominal)
-    assert all(c["max_pixels"] == 123 and c["progress"] is False for c in fake.calls)
+    assert all(o.max_pixels == 123 and c["progress"] is False for o, c in fake.calls)
     # the nominal times are off by up to 5%; the refined ones by the exponent part only
     tau = true.log() - true.log().mean()
     delta = nominal.log() - true.log()
     g_err = float((delta @ tau) / (tau @ tau))
     assert _relative_error(report.exposure_times, true) < abs(g_err) * 3.5 + 2e-3
     assert _relative_error(report.exposure_times, true) < _relative_error(nominal, true)
-    assert all(c.get("steps") == 5 for c in fake.calls)
-    assert report.extra["iterations"] >= 1
+    assert all(o.steps == 5 for o, _ in fake.calls)
+    assert report.refinement.iterations >= 1
 
 
 def test_fit_refined_without_times_warns_and_orders_by_brightness(monkeypatch):
     true = torch.tensor([1.6, 0.1, 0.8, 0.2, 0.4], dtype=torch.float64)  # shuffled
     y = _stack(true)
     curve = get_response("srgb").icrf_curve(n_points=256, channels=1)
-    monkeypatch.setattr(
-        refine, "_fit_callable", lambda: _TrueCurveFit(curve, true.log())
-    )
+    monkeypatch.setattr(alternation, "fit_once", _TrueCurveFit(curve, true.log()))
     with pytest.warns(UserWarning, match="not identifiable") as record:
-        icrf = fit_refined(y, None, max_iter=3, steps=5)
+        icrf = fit_refined(y, None, max_iter=3, steps=5, method="linearity")
     assert "1 stop(s) apart" in str(record[0].message)
     report = icrf.fit_report
     assert report.nominal_exposure_times is None
@@ -259,7 +263,7 @@ def test_describe_refinement_exponent_note_value():
     icrf.fit_report = SimpleNamespace(
         exposure_times=refined,
         nominal_exposure_times=refined,
-        extra={"exponent_std": 0.02},
+        refinement=SimpleNamespace(exponent_std=0.02, assumed_exposure_times=None),
     )
     last = describe_refinement(icrf).splitlines()[-1]
     # the extreme times sit log(2) from the geometric mean: expm1(0.02 log 2) = 1.4%

@@ -2,15 +2,22 @@ r"""Confidence bands of a fitted ICRF by parametric (or pixel) bootstrap of the 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_in, check_int, check_positive
+from deepinv_icrf._checks import check_in, check_int
+from deepinv_icrf.bracket import Bracket
+from deepinv_icrf.calibration.core import fit_once
+from deepinv_icrf.calibration.options import (
+    CodeFitOptions,
+    FitOptions,
+    options_from_keywords,
+)
 from deepinv_icrf.functional.merge import weighted_radiance_merge
 from deepinv_icrf.functional.response import quantize_to_bit_depth
 from deepinv_icrf.functional.uncertainty import (
@@ -40,16 +47,6 @@ def _sample_positions(y: Tensor, max_pixels: int, generator: torch.Generator) ->
     return flat.index_select(-1, idx)
 
 
-def _refit_options(fit: Callable[..., ICRF], options: dict[str, Any]) -> dict[str, Any]:
-    accepted = inspect.signature(fit).parameters
-    call = dict(options)
-    for key, off in (("refine_exposures", False), ("band", False)):
-        if key in accepted:
-            call[key] = off
-    call.setdefault("progress", False)
-    return call
-
-
 def icrf_confidence_band(
     stack: np.ndarray | Tensor,
     exposure_times: Tensor | np.ndarray | list[float],
@@ -66,6 +63,8 @@ def icrf_confidence_band(
     exponent_std: float = 0.0,
     exposure_jackknife: bool = True,
     clip_sensitivity: bool = True,
+    options: FitOptions | None = None,
+    device: str | torch.device | None = None,
     fit_options: dict[str, Any] | None = None,
     fit: Callable[..., ICRF] | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -119,8 +118,8 @@ def icrf_confidence_band(
         set by the few exposures that reach saturation, and with noisy codes the fit's
         scale there can be off by far more than the bootstrap spread. Refits without one
         exposure see that dependence directly.
-    :param bool clip_sensitivity: with a fit that takes ``clip_priority`` (the code fit of
-        :func:`~deepinv_icrf.calibration.fit_icrf`), refit once with
+    :param bool clip_sensitivity: with the package's code fit (not with a ``fit`` given
+        here), refit once with
         ``clip_priority="global"`` (a pixel sample without partly clipped positions as far as
         possible) and move the band onto that curve too (``alternatives`` of
         :func:`~deepinv_icrf.functional.bootstrap_band`; default True). Where saturation
@@ -129,9 +128,16 @@ def icrf_confidence_band(
         alone misses it. ``benchmarks/real_camera.py`` (36 five-exposure stacks): codes
         covered at least 90% on 36 stacks with it, 33 without; around fits with exact
         times, 35 and 21.
-    :param dict fit_options: options of the refits (use the fit's own options).
-    :param Callable fit: the fitting function (default :func:`~deepinv_icrf.calibration.fit_icrf`,
-        called with ``refine_exposures=False, band=False`` where it takes them).
+    :param FitOptions, None options: options of the refits, the fit's own
+        (:class:`~deepinv_icrf.calibration.CodeFitOptions` or
+        :class:`~deepinv_icrf.calibration.LinearityFitOptions`; default: the code fit's
+        defaults). The refits are single fits at ``exposure_times``.
+    :param str, torch.device, None device: where the refits run (default: the stack's).
+    :param dict, None fit_options: the same options as keywords (``{"steps": 10}``; the
+        fit's former keyword arguments, with ``"method"``), merged into ``options``.
+    :param Callable, None fit: a fitting function to use instead, called as
+        ``fit(stack, times, seed=..., **fit_options)`` and returning an ICRF (default: the
+        package's single fit).
     :return: (tuple) ``(lower, upper)``, each ``(C, L)`` on the ICRF's device.
 
     |sep|
@@ -150,8 +156,6 @@ def icrf_confidence_band(
     >>> bool((lower <= upper).all()), icrf.band.shape
     (True, torch.Size([2, 1, 256]))
     """
-    from deepinv_icrf.bracket import as_stack_tensor
-
     check_in(method, "method", BAND_METHODS)
     for name, value, low in (("n_boot", n_boot, 2), ("max_pixels", max_pixels, 1)):
         check_int(value, name, low)
@@ -165,28 +169,45 @@ def icrf_confidence_band(
         raise TypeError(
             f"Expected `icrf` to be a deepinv_icrf.models.ICRF, but got {type(icrf).__name__}."
         )
-    y, bits = as_stack_tensor(stack)
+    bracket = Bracket.from_input(stack, exposure_times)
+    if bracket.batch != 1:
+        raise ValueError(
+            f"Expected one stack (not a batch), but got a batch of {bracket.batch}."
+        )
+    y = bracket.float_stack()
+    bits = bracket.bit_depth
     n = y.shape[1]
     if y.shape[2] != icrf.channels:
         raise ValueError(
             f"Expected `stack` with {icrf.channels} channels to match `icrf`, "
             f"but got {y.shape[2]}."
         )
-    times = torch.as_tensor(exposure_times, dtype=torch.float64).detach()
-    if times.ndim != 1 or times.shape[0] != n:
-        raise ValueError(
-            f"Expected `exposure_times` of shape ({n},) to match the {n} exposures of "
-            f"`stack`, but got shape {tuple(times.shape)}."
-        )
-    check_positive(times, "exposure_times")
+    times = bracket.exposure_times[0]
+    keywords = dict(fit_options or {})
     if fit is None:
-        from deepinv_icrf.calibration.fit import fit_icrf as fit
-    call = _refit_options(fit, fit_options or {})
+        fit_method = keywords.pop(
+            "method", "code" if options is None else options.method
+        )
+        options, _ = options_from_keywords(fit_method, options, **keywords)
 
-    device = icrf.curve.device
+    def refit(stack_: Tensor, times_: Tensor, seed_: int, **changes: Any) -> Tensor:
+        # one fit of a float stack (N, C, H, W) at fixed times, without band or refinement
+        if fit is not None:
+            call = dict(keywords, **changes)
+            call.setdefault("progress", False)
+            return fit(stack_, times_, seed=seed_, **call).curve.detach()
+        opts = replace(options, **changes) if changes else options
+        out, _, _ = fit_once(
+            stack_.unsqueeze(0), times_.unsqueeze(0), opts, device=device, seed=seed_
+        )
+        return out.curve.detach()
+
+    band_device = icrf.curve.device
     generator = torch.Generator().manual_seed(seed)
-    sample = _sample_positions(y[0], max_pixels, generator).to(device, torch.float32)
-    t = times.to(device, torch.float32)
+    sample = _sample_positions(y[0], max_pixels, generator).to(
+        band_device, torch.float32
+    )
+    t = times.to(band_device, torch.float32)
     t_view = t.view(1, n, 1, 1, 1)
     bit_depth = bits if bits is not None else icrf.bit_depth
     with torch.no_grad():
@@ -208,8 +229,8 @@ def icrf_confidence_band(
                 sigma = torch.full(
                     (icrf.channels,), float(noise_std), dtype=torch.float64
                 )
-            sigma = sigma.to(device, torch.float32).view(1, 1, -1, 1, 1)
-    noise_gen = torch.Generator(device=device).manual_seed(seed)
+            sigma = sigma.to(band_device, torch.float32).view(1, 1, -1, 1, 1)
+    noise_gen = torch.Generator(device=band_device).manual_seed(seed)
 
     def refit_worlds(world: Tensor | None, count: int, first: int) -> Tensor:
         # `count` refits of stacks simulated from the clean codes `world` (parametric) or of
@@ -218,29 +239,33 @@ def icrf_confidence_band(
         for b in range(first, first + count):
             with torch.no_grad():
                 if world is not None:
-                    eps = torch.randn(world.shape, generator=noise_gen, device=device)
+                    eps = torch.randn(
+                        world.shape, generator=noise_gen, device=band_device
+                    )
                     y_star = (world + sigma * eps).clamp(0.0, 1.0)
                     if bit_depth is not None:
                         y_star = quantize_to_bit_depth(y_star, bit_depth)
                     y_star = y_star[0]
                 else:
                     p = sample.shape[-1]
-                    idx = torch.randint(p, (p,), generator=noise_gen, device=device)
+                    idx = torch.randint(
+                        p, (p,), generator=noise_gen, device=band_device
+                    )
                     y_star = sample.index_select(-1, idx)
-            options = dict(call, seed=seed + b)
+            changes: dict[str, Any] = {}
             if vary_init:
                 gamma = _INIT_GAMMAS[0] * (_INIT_GAMMAS[1] / _INIT_GAMMAS[0]) ** (
                     (b + 0.5) / n_boot
                 )
                 grid = torch.linspace(0.0, 1.0, icrf.n_points, dtype=torch.float64)
-                options["init"] = (
+                changes["init"] = (
                     (grid**gamma).expand(icrf.channels, -1).to(torch.float32)
                 )
-            out.append(fit(y_star, times, **options).curve.detach().to(device))
+            out.append(refit(y_star, times, seed + b, **changes).to(band_device))
         return torch.stack(out)
 
     refits = refit_worlds(clean if method == "parametric" else None, n_boot, 0)
-    variance = torch.zeros(center.shape, dtype=torch.float64, device=device)
+    variance = torch.zeros(center.shape, dtype=torch.float64, device=band_device)
     if exponent_std > 0:
         f = center.to(torch.float64).clamp(1e-12, 1.0)
         variance = variance + ((f * f.log()).abs() * float(exponent_std)) ** 2
@@ -249,27 +274,18 @@ def icrf_confidence_band(
         for i in range(n):
             keep = torch.tensor([j for j in range(n) if j != i], device=y.device)
             try:
-                refit = fit(
-                    y[0].index_select(0, keep),
-                    times[keep.cpu()],
-                    **dict(call, seed=seed),
-                )
+                curve = refit(y[0].index_select(0, keep), times[keep.cpu()], seed)
             except ValueError:
                 # without this exposure the stack may have no usable pair: skip it
                 continue
-            left_out.append(refit.curve.detach().to(device, torch.float64))
+            left_out.append(curve.to(band_device, torch.float64))
         if len(left_out) >= 2:
             variance = variance + jackknife_std(torch.stack(left_out)) ** 2
     extra = variance.sqrt() if bool((variance > 0).any()) else None
     alternatives = None
-    accepted = inspect.signature(fit).parameters
-    if (
-        clip_sensitivity
-        and "clip_priority" in accepted
-        and call.get("method", "code") == "code"
-    ):
-        other = fit(y[0], times, **dict(call, seed=seed, clip_priority="global"))
-        alternatives = other.curve.detach().to(device).unsqueeze(0)
+    if clip_sensitivity and fit is None and isinstance(options, CodeFitOptions):
+        other = refit(y[0], times, seed, clip_priority="global")
+        alternatives = other.to(band_device).unsqueeze(0)
     lower, upper = bootstrap_band(
         refits, center, level, extra_std=extra, alternatives=alternatives
     )

@@ -1,0 +1,389 @@
+r"""One fit of the curve at given exposure times: the core that the orchestrator
+(:func:`~deepinv_icrf.calibration.fit_icrf`), the time refinement and the confidence bands
+call.
+
+- code (default): the code-domain maximum-likelihood fit of
+  :func:`deepinv_icrf.functional.fit_code_domain` (per-pixel radiance, monotone response with
+  a floor, clipped codes censored, noise level estimated from the stack) on a stratified
+  sample of pixel positions; optionally with the exposure times refined jointly.
+- linearity: the clair-torch objective (radiometric linearity plus curve penalties)
+  minimised with Adam, on the joint code histograms of the whole stack
+  (:func:`deepinv_icrf.functional.build_linearity_histogram`) when it holds integer codes, on
+  sampled pixels otherwise.
+
+The inputs are trusted: the stack as the bracket module makes it (an integer array
+``(N, H, W, C)`` or a float tensor ``(B, N, C, H, W)``) and checked times ``(B, N)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepinv_icrf.calibration.options import (
+    CodeFitOptions,
+    FitOptions,
+    LinearityFitOptions,
+)
+from deepinv_icrf.calibration.report import FitReport
+from deepinv_icrf.functional.codefit import (
+    CodeFitResult,
+    fit_code_domain,
+    stratified_pixel_sample,
+)
+from deepinv_icrf.functional.histogram import (
+    ContinuousInputError,
+    build_linearity_histogram,
+    detect_bit_depth,
+    linearity_from_histogram,
+)
+from deepinv_icrf.functional.interp import interp_curve
+from deepinv_icrf.functional.linearity import radiometric_linearity
+from deepinv_icrf.functional.penalties import (
+    monotonicity_penalty,
+    range_penalty,
+    smoothness_penalty,
+)
+from deepinv_icrf.models import ICRF
+
+__all__ = ["fit_once", "NO_PIXEL"]
+
+#: Pixel positions drawn at random before the stratified selection, per wanted position.
+_CANDIDATES_PER_PIXEL = 8
+#: Message when nothing in a stack constrains the curve.
+NO_PIXEL = (
+    "Found no valid pixel pair in `stack` (all saturated or black, or exposure ratios below "
+    "the threshold): nothing constrains the curve."
+)
+#: Pixel positions of the dense linearity path (continuous input) when not given.
+_DENSE_PIXELS = 4_000
+
+
+def stack_shape(stack: np.ndarray | Tensor) -> tuple[int, int, int]:
+    r"""``(B, N, C)`` of a trusted stack (integer ``(N, H, W, C)`` or float
+    ``(B, N, C, H, W)``)."""
+    if isinstance(stack, np.ndarray):
+        return 1, stack.shape[0], stack.shape[3]
+    return stack.shape[0], stack.shape[1], stack.shape[2]
+
+
+def _code_sample(
+    stack: np.ndarray | Tensor,
+    bits: int | None,
+    n_pixels: int,
+    generator: torch.Generator,
+    clip_priority: str = "stratum",
+) -> tuple[list[Tensor], int]:
+    r"""Stratified pixel sample of every stack of a batch, as ``(C, P_b, N)`` float tensors.
+
+    Integer arrays are indexed before any conversion (only the candidates are converted).
+    """
+    if isinstance(stack, np.ndarray):
+        n, h, w, c = stack.shape
+        flat = stack.reshape(n, h * w, c)
+        m = min(h * w, _CANDIDATES_PER_PIXEL * n_pixels)
+        cand = torch.randperm(h * w, generator=generator)[:m].numpy()
+        picked = flat[:, np.sort(cand), :].astype(np.float32) / (2**bits - 1)
+        stacks = [
+            torch.from_numpy(picked).permute(0, 2, 1).unsqueeze(2)
+        ]  # (N, C, 1, M)
+    else:
+        b, n, c, h, w = stack.shape
+        m = min(h * w, _CANDIDATES_PER_PIXEL * n_pixels)
+        stacks = []
+        for k in range(b):
+            cand = torch.randperm(h * w, generator=generator)[:m].sort().values
+            flat = stack[k].reshape(n, c, h * w).index_select(-1, cand.to(stack.device))
+            stacks.append(flat.unsqueeze(2))
+    out = []
+    for s in stacks:
+        idx = stratified_pixel_sample(
+            s,
+            n_pixels,
+            bit_depth=bits,
+            generator=generator,
+            clip_priority=clip_priority,
+        )
+        out.append(s[:, :, 0, :].index_select(-1, idx).permute(1, 2, 0))  # (C, P, N)
+    return out, c
+
+
+@contextlib.contextmanager
+def _small_problem_threads(device: torch.device) -> Iterator[None]:
+    r"""Run the code fit single-threaded on CPU.
+
+    Its tensors are small (a few hundred thousand values): intra-op threads cost more in
+    synchronisation than they save, and on a busy machine they make the fit many times
+    slower. The previous thread count is restored afterwards.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _initial_curve(init: str | Tensor, channels: int, n_points: int) -> Tensor | None:
+    if isinstance(init, Tensor):
+        return init.detach().to(torch.float64).reshape(-1, init.shape[-1])
+    grid = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64)
+    return None if init == "gamma" else grid.expand(channels, n_points)
+
+
+def _bit_depth(stack: np.ndarray | Tensor) -> int | None:
+    if isinstance(stack, np.ndarray):
+        return 8 if stack.dtype == np.uint8 else 16
+    return detect_bit_depth(stack)
+
+
+def fit_once(
+    stack: np.ndarray | Tensor,
+    times: Tensor,
+    options: FitOptions,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    time_prior: float | None = None,
+    time_init: Tensor | None = None,
+) -> tuple[ICRF, FitReport, CodeFitResult | None]:
+    r"""Fit the curve of a trusted stack once, at the given times.
+
+    :param numpy.ndarray, torch.Tensor stack: integer codes ``(N, H, W, C)`` or a float
+        stack ``(B, N, C, H, W)`` in ``[0, 1]`` (as :mod:`deepinv_icrf.bracket` makes them).
+    :param torch.Tensor times: checked times ``(B, N)`` float64.
+    :param FitOptions options: :class:`~deepinv_icrf.calibration.CodeFitOptions` or
+        :class:`~deepinv_icrf.calibration.LinearityFitOptions`.
+    :param str, torch.device, None device: where to fit (default: the stack's device).
+    :param int seed: seed of the pixel sampling (default 0).
+    :param bool progress: show a progress bar (default False).
+    :param float, None time_prior: code fit only: refine the log-times jointly with this
+        prior scale (see :func:`~deepinv_icrf.functional.fit_code_domain`).
+    :param torch.Tensor, None time_init: code fit only: starting log-time offsets ``(N,)``.
+    :return: (tuple) the ICRF (eval mode, on ``device``), its report (without
+        ``fit_report`` attached) and the code fit's raw result (``None`` for the linearity
+        fit).
+    """
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(options, CodeFitOptions):
+        icrf, report, result = _fit_code(
+            stack,
+            times,
+            options,
+            device=device,
+            generator=generator,
+            progress=progress,
+            time_prior=time_prior,
+            time_init=time_init,
+        )
+    elif isinstance(options, LinearityFitOptions):
+        if time_prior is not None:
+            raise ValueError(
+                "Expected `time_prior` only with the code fit: the linearity fit refines "
+                "the times by alternation (calibration.refine)."
+            )
+        icrf, report = _fit_linearity(
+            stack, times, options, device=device, generator=generator, progress=progress
+        )
+        result = None
+    else:
+        raise TypeError(
+            "Expected `options` to be a CodeFitOptions or LinearityFitOptions, but got "
+            f"{type(options).__name__}."
+        )
+    report.wall_time_s = time.perf_counter() - start
+    icrf.eval()
+    return icrf, report, result
+
+
+def _fit_code(
+    stack: np.ndarray | Tensor,
+    times: Tensor,
+    options: CodeFitOptions,
+    *,
+    device: str | torch.device | None,
+    generator: torch.Generator,
+    progress: bool,
+    time_prior: float | None,
+    time_init: Tensor | None,
+) -> tuple[ICRF, FitReport, CodeFitResult]:
+    from tqdm.auto import tqdm
+
+    bits = _bit_depth(stack)
+    batch, n, _ = stack_shape(stack)
+    stack_device = (
+        torch.device("cpu") if isinstance(stack, np.ndarray) else stack.device
+    )
+    device = torch.device(device) if device is not None else stack_device
+    max_pixels = options.max_pixels or CodeFitOptions.DEFAULT_PIXELS
+    steps = options.steps or CodeFitOptions.DEFAULT_STEPS
+    samples, channels = _code_sample(
+        stack, bits, max_pixels, generator, clip_priority=options.clip_priority
+    )
+    # one stack: one time per exposure (what the time refinement needs); a batch: per pixel
+    log_times = (
+        times[0].log()
+        if len(samples) == 1
+        else torch.cat(
+            [times[k].log().expand(s.shape[1], n) for k, s in enumerate(samples)]
+        )
+    )
+    y = torch.cat(samples, dim=1).to(device=device, dtype=torch.float32)
+    if y.shape[1] == 0:
+        raise ValueError(NO_PIXEL)
+    init_curve = _initial_curve(options.init, channels, options.n_points)
+    if init_curve is not None:
+        init_curve = init_curve.to(device=device, dtype=torch.float32)
+
+    bar = tqdm(total=steps, desc="fit_icrf", disable=not progress, leave=False)
+
+    def _tick(iteration: int, change: float) -> None:
+        bar.update(1)
+        bar.set_postfix(change=f"{change:.2g}")
+
+    with _small_problem_threads(device):
+        try:
+            result = fit_code_domain(
+                y,
+                log_times.to(device=device, dtype=torch.float32),
+                bit_depth=bits,
+                n_points=options.n_points,
+                n_knots=options.n_knots,
+                iterations=steps,
+                smoothness=options.smoothness,
+                sigma=options.noise_sigma,
+                init_curve=init_curve,
+                outlier_threshold=options.outlier_threshold,
+                floor=options.floor,
+                time_prior=time_prior,
+                time_init=(
+                    None
+                    if time_init is None
+                    else time_init.to(device=device, dtype=torch.float32)
+                ),
+                callback=_tick,
+            )
+        finally:
+            bar.close()
+    icrf = ICRF(
+        channels=channels,
+        n_points=options.n_points,
+        parameterization=options.parameterization,
+        init=result.curve.detach().to("cpu", torch.float64),
+        bit_depth=bits if bits is not None else 8,
+    ).to(device)
+    used = times[0].clone() if batch == 1 else times.clone()
+    report = FitReport(
+        method="code",
+        steps=result.iterations,
+        wall_time_s=0.0,
+        final_loss=float(result.nll.mean()),
+        exposure_times=used,
+        nominal_exposure_times=used.clone(),
+        sigma=result.sigma.tolist(),
+        pixels=int(y.shape[1]),
+        outliers=(
+            None
+            if result.outlier_fraction is None
+            else result.outlier_fraction.tolist()
+        ),
+        floor=None if result.floor is None else result.floor.tolist(),
+    )
+    return icrf, report, result
+
+
+def _fit_linearity(
+    stack: np.ndarray | Tensor,
+    times: Tensor,
+    options: LinearityFitOptions,
+    *,
+    device: str | torch.device | None,
+    generator: torch.Generator,
+    progress: bool,
+) -> tuple[ICRF, FitReport]:
+    from tqdm.auto import tqdm
+
+    from deepinv_icrf.bracket import as_stack_tensor
+
+    y, bits = as_stack_tensor(stack)
+    batch, n, channels, h, w = y.shape
+    steps = options.steps or LinearityFitOptions.DEFAULT_STEPS
+    max_pixels = options.max_pixels
+    device = torch.device(device) if device is not None else y.device
+    if max_pixels is not None and h * w > max_pixels:
+        idx = torch.randperm(h * w, generator=generator)[:max_pixels].to(y.device)
+        y = y.reshape(batch, n, channels, 1, h * w).index_select(-1, idx)
+    y = y.to(device=device, dtype=torch.float32)
+    t = times.to(device=device, dtype=torch.float32)
+    try:
+        hist = build_linearity_histogram(y, t)
+        bits = hist.bit_depth
+        if hist.n_entries == 0 or not bool((hist.weight_sum > 0).any()):
+            raise ValueError(NO_PIXEL)
+
+        def linearity(curve: Tensor) -> Tensor:
+            return linearity_from_histogram(curve, hist, relative=options.relative)
+
+    except ContinuousInputError:
+        b, _, _, hh, ww = y.shape
+        if hh * ww > _DENSE_PIXELS:
+            idx = torch.randperm(hh * ww, generator=generator)[:_DENSE_PIXELS]
+            y = y.reshape(b, n, channels, 1, hh * ww).index_select(-1, idx.to(device))
+
+        def linearity(curve: Tensor) -> Tensor:
+            return radiometric_linearity(
+                y,
+                interp_curve(y, curve, channel_dim=-3),
+                t,
+                relative=options.relative,
+            )
+
+    icrf = ICRF(
+        channels=channels,
+        n_points=options.n_points,
+        parameterization=options.parameterization,
+        init=options.init,
+        bit_depth=bits if bits is not None else 8,
+    ).to(device)
+    optimizer = torch.optim.Adam(icrf.parameters(), lr=options.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=steps, eta_min=options.lr * 0.02
+    )
+    icrf.train()
+    total = torch.zeros(())
+    bar = tqdm(range(steps), desc="fit_icrf", disable=not progress, leave=False)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        curve = icrf.curve
+        total = linearity(curve).sum() + range_penalty(curve).sum()
+        if options.parameterization == "free":
+            total = total + monotonicity_penalty(curve).sum()
+        if options.smoothness_weight > 0:
+            total = total + options.smoothness_weight * smoothness_penalty(curve).sum()
+        total.backward()
+        optimizer.step()
+        scheduler.step()
+        if options.callback is not None:
+            options.callback(step, total.detach(), icrf)
+        if progress and (step % 25 == 0 or step == steps - 1):
+            bar.set_postfix(loss=f"{float(total.detach()):.4g}")
+    used = times[0].clone() if batch == 1 else times.clone()
+    report = FitReport(
+        method="linearity",
+        steps=steps,
+        wall_time_s=0.0,
+        final_loss=float(total.detach()),
+        exposure_times=used,
+        nominal_exposure_times=used.clone(),
+    )
+    return icrf, report

@@ -1,0 +1,241 @@
+r"""Exposure times you cannot trust: check the listed times against the images, and refine
+them with the curve.
+
+**Check** (every fit of one stack): the stack is linearized with the fitted curve on a
+sample of pixel positions, the ratio of every pair of neighbouring exposures (in listed-time
+order) is measured on the well-exposed pixels, selected by the codes of the pixel next to
+them so that noise does not bias the selection
+(:func:`~deepinv_icrf.functional.consecutive_log_ratios`), and a step whose ratio is off the
+listed one by more than half a stop (and the noise) disagrees
+(:func:`~deepinv_icrf.functional.check_exposure_ratios`). Frames at the wrong stop (a camera
+at its shutter limit writes doubling times for equally bright frames) are caught; the
+rounding of real cameras (1/60 for 1/64) and the errors of a fitted curve are not flagged.
+
+**Refine** (code fit): one joint fit of the response, the radiances and a log-time offset per
+exposure (:func:`~deepinv_icrf.functional.fit_code_domain` with ``time_prior``) from the
+times the check implies, then the exponent and scale that the images leave free are set by
+the listed times (:func:`~deepinv_icrf.functional.exponent_from_prior`): the curve is
+:math:`f^g` and the times :math:`c\, t^g` of the joint fit's. The linearity fit alternates
+curve fits with a re-estimate of the times instead (:mod:`deepinv_icrf.calibration.refine`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepinv_icrf.bracket import Bracket
+from deepinv_icrf.calibration.core import fit_once
+from deepinv_icrf.calibration.options import CodeFitOptions, FitOptions, TimeOptions
+from deepinv_icrf.calibration.report import FitReport, Refinement
+from deepinv_icrf.functional.times import (
+    TimeCheck,
+    check_exposure_ratios,
+    consecutive_log_ratios,
+    exponent_from_prior,
+)
+from deepinv_icrf.models import ICRF
+
+__all__ = [
+    "AMBIGUITY_WARNING",
+    "assumed_times",
+    "neighbour_sample",
+    "check_listed_times",
+    "refine_code_fit",
+    "curve_power",
+]
+
+AMBIGUITY_WARNING = (
+    "exposure_times is None: the curve exponent and the exposure ratios are not identifiable "
+    "together (the curve f**g with the times t**g fits the stack equally well for every g > 0). "
+    "Assumed exposures {stops:g} stop(s) apart in order of increasing brightness "
+    "(times 2**({stops:g} k)); the fitted curve and the refined times are correct only up to "
+    "that exponent."
+)
+
+
+def neighbour_sample(
+    codes: np.ndarray | Tensor, max_pixels: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    r"""Codes of random pixel positions and of their right-hand (or lower) neighbours.
+
+    :param numpy.ndarray, torch.Tensor codes: integer codes ``(N, H, W, C)`` or a float
+        stack ``(N, C, H, W)`` in ``[0, 1]``.
+    :param int max_pixels: most positions.
+    :param int seed: seed of the positions.
+    :return: (tuple) float codes ``(N, C, 1, P)`` of the positions and of their neighbours.
+    """
+    if isinstance(codes, np.ndarray):
+        n, h, w, c = codes.shape
+        scale = np.float32(np.iinfo(codes.dtype).max)
+        flat = codes.reshape(n, h * w, c)
+    else:
+        n, c, h, w = codes.shape
+        flat = codes.reshape(n, c, h * w)
+    step, rows, cols = (1, h, w - 1) if w > 1 else (w, h - 1, w)
+    count = max(rows * cols, 1)
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(count, generator=gen)[:max_pixels]
+    own = (pick // max(cols, 1)) * w + pick % max(cols, 1)
+    other = own + (step if rows * cols > 0 else 0)
+    if isinstance(codes, np.ndarray):
+        own_np, other_np = own.numpy(), other.numpy()
+        a = torch.from_numpy(flat[:, own_np, :].astype(np.float32) / scale)
+        b = torch.from_numpy(flat[:, other_np, :].astype(np.float32) / scale)
+        return a.permute(0, 2, 1).unsqueeze(2), b.permute(0, 2, 1).unsqueeze(2)
+    own, other = own.to(flat.device), other.to(flat.device)
+    return (
+        flat.index_select(-1, own).unsqueeze(2),
+        flat.index_select(-1, other).unsqueeze(2),
+    )
+
+
+def check_listed_times(
+    icrf: ICRF,
+    codes: np.ndarray | Tensor,
+    times: Tensor,
+    options: TimeOptions,
+    seed: int = 0,
+) -> TimeCheck:
+    r"""Check the listed times of one stack against the images, through a fitted curve.
+
+    :param deepinv_icrf.models.ICRF icrf: the curve fitted with the listed times.
+    :param numpy.ndarray, torch.Tensor codes: the stack, integer ``(N, H, W, C)`` or float
+        ``(N, C, H, W)``.
+    :param torch.Tensor times: the listed times ``(N,)``.
+    :param TimeOptions options: tolerance and ratio options.
+    :param int seed: seed of the pixel positions.
+    :return: (:class:`~deepinv_icrf.functional.TimeCheck`) the check.
+    """
+    own, other = neighbour_sample(codes, options.ratio_pixels, seed)
+    device = icrf.curve.device
+    with torch.no_grad():
+        x = icrf(own.to(device))
+    order = torch.argsort(times)
+    rho, se, spread = consecutive_log_ratios(
+        x, other.to(device), order, options.ratio_lower, options.ratio_upper
+    )
+    return check_exposure_ratios(
+        rho, se, times, tolerance=options.tolerance, spread=spread
+    )
+
+
+def assumed_times(codes: np.ndarray | Tensor, stops: float) -> Tensor:
+    r"""Times ``2**(stops k)`` by rank of mean brightness (the brightest the longest)."""
+    if isinstance(codes, np.ndarray):
+        mean = torch.from_numpy(
+            codes.reshape(codes.shape[0], -1).mean(axis=1, dtype=np.float64)
+        )
+    else:
+        mean = codes.reshape(codes.shape[0], -1).to(torch.float64).mean(-1).cpu()
+    rank = torch.argsort(torch.argsort(mean))
+    return torch.exp(rank.to(torch.float64) * stops * math.log(2.0))
+
+
+def curve_power(icrf: ICRF, g: float) -> ICRF:
+    r"""The ICRF :math:`f^g` (same channels, samples, parameterization and device)."""
+    if g == 1.0:
+        return icrf
+    curve = icrf.curve.detach().to(torch.float64).clamp(0.0, 1.0) ** g
+    out = ICRF(
+        channels=icrf.channels,
+        n_points=icrf.n_points,
+        parameterization=icrf.parameterization,
+        init=curve.cpu(),
+        bit_depth=icrf.bit_depth,
+    ).to(icrf.curve.device)
+    out.eval()
+    return out
+
+
+def _steps_check(final: Tensor, listed: Tensor, tolerance: float) -> TimeCheck:
+    r"""The check of the listed times against refined times (their steps, no noise)."""
+    order = torch.argsort(listed)
+    rho = final[order].log().diff()
+    return check_exposure_ratios(
+        rho, torch.zeros_like(rho), listed, tolerance=tolerance
+    )
+
+
+def refine_code_fit(
+    bracket: Bracket,
+    listed: Tensor | None,
+    plain: ICRF | None,
+    check: TimeCheck | None,
+    options: CodeFitOptions,
+    time_options: TimeOptions,
+    *,
+    device: str | torch.device | None,
+    seed: int,
+    progress: bool,
+) -> tuple[ICRF, FitReport]:
+    r"""Refine the exposure times of one stack with the code fit, jointly.
+
+    :param deepinv_icrf.bracket.Bracket bracket: the checked stack (one stack).
+    :param torch.Tensor, None listed: the listed times ``(N,)``; ``None``: assumed from the
+        brightness order (with a warning), and the exponent from that assumption.
+    :param deepinv_icrf.models.ICRF, None plain: the fit at the listed times (warm start when
+        they agree with the images).
+    :param TimeCheck, None check: the check of the listed times (its implied times start the
+        joint fit).
+    :param CodeFitOptions options: the fit's options.
+    :param TimeOptions time_options: prior and tolerance.
+    :param str, torch.device, None device: where to fit.
+    :param int seed: seed of the pixel sample.
+    :param bool progress: progress bar.
+    :return: (tuple) the refined ICRF and its report (times refined, ``refinement`` and
+        ``time_check`` filled).
+    """
+    prior_std = time_options.prior_std
+    assumed = None
+    if listed is None:
+        warnings.warn(
+            AMBIGUITY_WARNING.format(stops=time_options.assumed_stops),
+            UserWarning,
+            stacklevel=3,
+        )
+        assumed = assumed_times(bracket.stack_codes(), time_options.assumed_stops)
+        prior_log = assumed.log()
+        prior_std = 10.0  # the measured spacing wins but for the exponent and the scale
+    else:
+        prior_log = listed.to(torch.float64).log()
+    start = torch.zeros_like(prior_log)
+    fit_options: FitOptions = options
+    if check is not None:
+        start = check.implied.log() - prior_log
+        if check.consistent and plain is not None:
+            fit_options = replace(options, init=plain.curve.detach().float().cpu())
+    icrf, report, result = fit_once(
+        bracket.codes,
+        prior_log.exp().unsqueeze(0),
+        fit_options,
+        device=device,
+        seed=seed,
+        progress=progress,
+        time_prior=prior_std,
+        time_init=start.float(),
+    )
+    tau = prior_log + result.log_time_offset.detach().to("cpu", torch.float64)
+    g, c = exponent_from_prior(tau, prior_log, scale=prior_std)
+    final = torch.exp(g * tau + c)
+    icrf = curve_power(icrf, g)
+    spread = float((tau - tau.mean()).square().sum().sqrt())
+    report.method = "code+refined_exposures"
+    report.exposure_times = final
+    report.nominal_exposure_times = None if listed is None else listed.clone()
+    report.refinement = Refinement(
+        exponent=g,
+        exponent_std=0.0 if listed is None else prior_std / max(spread, 1e-12),
+        prior_std=prior_std,
+        iterations=1,
+        converged=result.iterations < (options.steps or options.DEFAULT_STEPS),
+        assumed_exposure_times=None if assumed is None else assumed.tolist(),
+    )
+    if listed is not None:
+        report.time_check = _steps_check(final, listed, time_options.tolerance)
+    return icrf, report
