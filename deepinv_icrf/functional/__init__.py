@@ -29,6 +29,7 @@ from deepinv_icrf.functional.histogram import (  # noqa: F401
     linearity_from_histogram,
 )
 from deepinv_icrf.functional.interp import (
+    code_values,
     curve_slope,
     interp_curve,
     invert_curve,
