@@ -33,6 +33,7 @@ from deepinv_icrf.functional.interp import (
     curve_slope,
     interp_curve,
     invert_curve,
+    lookup_codes,
 )  # noqa: F401
 from deepinv_icrf.functional.linearity import (  # noqa: F401
     aggregate_pairs,
@@ -52,6 +53,7 @@ from deepinv_icrf.functional.merge import (
     merge_weights,
     stack_prediction_error,
     weighted_radiance_merge,
+    weighted_radiance_merge_codes,
     weighted_radiance_merge_std,
 )  # noqa: F401
 from deepinv_icrf.functional.metrics import curve_rmse  # noqa: F401

@@ -16,13 +16,20 @@ much as reading the values and writing the result.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_float
+from deepinv_icrf._checks import check_float, check_tensor
 
-__all__ = ["code_values", "interp_curve", "curve_slope", "invert_curve"]
+__all__ = [
+    "code_values",
+    "curve_slope",
+    "interp_curve",
+    "invert_curve",
+    "lookup_codes",
+]
 
 _SNAP_CAP = 1e-3
 #: Largest bit depth whose codes :func:`interp_curve` looks up in a table (``2**16`` entries
@@ -30,6 +37,11 @@ _SNAP_CAP = 1e-3
 MAX_TABLE_BITS = 16
 # elements processed at once by the code check on the CPU (two buffers that stay in cache)
 _CPU_BLOCK = 1 << 17
+# elements per tile of the code lookups on the CPU: below torch's parallel grain (32768),
+# so that the many small operations of a tile run without thread synchronisation
+_CPU_TILE = 1 << 15
+# elements per tile on a GPU (large launches; the memory of a few such tiles is small)
+_GPU_TILE = 1 << 24
 # values of a strided sample checked first, so that continuous input is told apart cheaply
 _PROBE = 4096
 # float32 / float64 values of the form 1.5 * 2**m (m the mantissa bits): adding one to an
@@ -49,9 +61,17 @@ def _work_dtype(values: Tensor, curve: Tensor) -> tuple[torch.dtype, torch.dtype
 def _check_inputs(values: Tensor, curve: Tensor, channel_dim: int) -> int:
     check_float(values, "values")
     check_float(curve, "curve")
+    return _check_channels(values, "values", curve, "curve", channel_dim)
+
+
+def _check_channels(
+    values: Tensor, name: str, curve: Tensor, curve_name: str, channel_dim: int
+) -> int:
+    r"""Check ``curve`` is ``(C, L)`` and ``values`` has ``C`` channels at ``channel_dim``;
+    return that dimension, non-negative (0 for one curve)."""
     if curve.ndim != 2 or curve.shape[1] < 2:
         raise ValueError(
-            f"Expected `curve` to have shape (C, L) with L >= 2, but got shape "
+            f"Expected `{curve_name}` to have shape (C, L) with L >= 2, but got shape "
             f"{tuple(curve.shape)}."
         )
     n_channels = curve.shape[0]
@@ -59,14 +79,14 @@ def _check_inputs(values: Tensor, curve: Tensor, channel_dim: int) -> int:
         return 0
     if values.ndim == 0 or not -values.ndim <= channel_dim < values.ndim:
         raise ValueError(
-            f"Expected `channel_dim` to index a dimension of `values` (shape "
+            f"Expected `channel_dim` to index a dimension of `{name}` (shape "
             f"{tuple(values.shape)}), but got {channel_dim}."
         )
     cd = channel_dim % values.ndim
     if values.shape[cd] != n_channels:
         raise ValueError(
-            f"Expected `values` to have {n_channels} channels (the rows of `curve`) at "
-            f"dimension {channel_dim}, but got shape {tuple(values.shape)}."
+            f"Expected `{name}` to have {n_channels} channels (the rows of `{curve_name}`) "
+            f"at dimension {channel_dim}, but got shape {tuple(values.shape)}."
         )
     return cd
 
@@ -151,6 +171,31 @@ def _check_bit_depth(bit_depth: object, high: int) -> int:
     return bit_depth
 
 
+def _around_channels(shape: Sequence[int], cd: int, n_channels: int) -> tuple[int, int]:
+    r"""Sizes ``(before, after)`` of the dimensions before and after the channel dimension
+    ``cd``, to view a tensor as ``(before, C, after)`` (all of it is ``after`` for one
+    channel)."""
+    before = math.prod(shape[:cd]) if n_channels > 1 else 1
+    return before, math.prod(shape) // max(1, before * n_channels)
+
+
+def _tiles(
+    before: int, n_channels: int, after: int, block: int
+) -> Iterator[tuple[slice, slice]]:
+    r"""Slices ``(rows, cols)`` covering a ``(before, C, after)`` view in tiles of about
+    ``block`` elements (every channel in each tile)."""
+    cols = min(after, max(1, block // n_channels))
+    rows = max(1, block // (n_channels * max(1, cols)))
+    for r0 in range(0, before, rows):
+        for c0 in range(0, after, cols):
+            yield slice(r0, r0 + rows), slice(c0, c0 + cols)
+
+
+def _tile_elements(device: torch.device, cpu: int) -> int:
+    r"""Elements per tile: ``cpu`` on the CPU (cache-sized), :data:`_GPU_TILE` elsewhere."""
+    return cpu if device.type == "cpu" else _GPU_TILE
+
+
 def _code_index(
     values: Tensor, bit_depth: int, work: torch.dtype, cd: int, n_channels: int
 ) -> Tensor | None:
@@ -180,41 +225,31 @@ def _code_index(
     # plus 1.5 * 2**m holds k in the low bits of its bit pattern; the same subtraction takes
     # the pattern's high bits off and adds the channel's offset c * 2**b
     magic, int_dtype, magic_bits = _MAGIC[work]
-    before = math.prod(values.shape[:cd]) if n_channels > 1 else 1
-    after = values.numel() // (before * n_channels)
+    before, after = _around_channels(values.shape, cd, n_channels)
     v3 = values.reshape(before, n_channels, after)
     index = torch.empty(v3.shape, dtype=int_dtype, device=values.device)
-    shift = (
-        magic_bits
-        - torch.arange(n_channels, device=values.device, dtype=int_dtype).view(
-            1, n_channels, 1
-        )
-        * levels
-    )
-    block = _CPU_BLOCK if values.device.type == "cpu" else values.numel()
-    cols = min(after, max(1, block // n_channels))
-    rows = max(1, block // (n_channels * cols))
-    buffer = torch.empty(
-        min(rows, before) * n_channels * cols, dtype=work, device=values.device
-    )
-    for r0 in range(0, before, rows):
-        for c0 in range(0, after, cols):
-            src = v3[r0 : r0 + rows, :, c0 : c0 + cols]
-            u = buffer[: src.numel()].view(src.shape)
-            if src.dtype == work:
-                torch.clamp(src, 0.0, 1.0, out=u)
-            else:
-                u.copy_(src).clamp_(0.0, 1.0)
-            u.mul_(scale)
-            dst = index[r0 : r0 + rows, :, c0 : c0 + cols]
-            k = dst.view(work)
-            torch.round(u, out=k)
-            low, high = torch.aminmax(u.sub_(k))
-            # NaN propagates to both bounds and fails the test
-            if not bool((low >= -tol) & (high <= tol)):
-                return None
-            k.add_(magic)
-            dst.sub_(shift)
+    channel = torch.arange(n_channels, device=values.device, dtype=int_dtype)
+    shift = magic_bits - channel.view(1, n_channels, 1) * levels
+    block = _tile_elements(values.device, _CPU_BLOCK)
+    size = min(values.numel(), max(block, n_channels))
+    buffer = torch.empty(size, dtype=work, device=values.device)
+    for rows, cols in _tiles(before, n_channels, after, block):
+        src = v3[rows, :, cols]
+        u = buffer[: src.numel()].view(src.shape)
+        if src.dtype == work:
+            torch.clamp(src, 0.0, 1.0, out=u)
+        else:
+            u.copy_(src).clamp_(0.0, 1.0)
+        u.mul_(scale)
+        dst = index[rows, :, cols]
+        k = dst.view(work)
+        torch.round(u, out=k)
+        low, high = torch.aminmax(u.sub_(k))
+        # NaN propagates to both bounds and fails the test
+        if not bool((low >= -tol) & (high <= tol)):
+            return None
+        k.add_(magic)
+        dst.sub_(shift)
     return index.view(values.shape)
 
 
@@ -402,3 +437,53 @@ def invert_curve(values: Tensor, curve: Tensor, channel_dim: int = -3) -> Tensor
     else:
         x = x.reshape(values.shape)
     return x.to(out)
+
+
+def lookup_codes(codes: Tensor, table: Tensor, channel_dim: int = -3) -> Tensor:
+    r"""Per-channel table lookup of integer codes: :math:`x = T_c[\text{code}]`.
+
+    The tables are typically a curve at every code (:func:`interp_curve` at
+    :func:`code_values`): this applies it to integer codes as decoded (``uint8``,
+    ``uint16``, ...) without a floating-point copy of them, tile by tile (small tiles on the
+    CPU, large ones on a GPU). Codes on another device than ``table`` are moved there tile by
+    tile.
+
+    :param torch.Tensor codes: integer codes, any shape whose dimension ``channel_dim`` has
+        size ``C`` (any shape when ``C == 1``), values in ``[0, L)`` (an out-of-range code
+        raises an error).
+    :param torch.Tensor table: ``(C, L)`` tables, one per channel (``(1, L)``: one for
+        every channel), ``L >= 2``.
+    :param int channel_dim: the channel dimension of ``codes``. Default ``-3``; ``-1`` for
+        channels last (``(..., H, W, C)``, as images are decoded).
+    :return: (:class:`torch.Tensor`) the table values, shape of ``codes``, dtype and device
+        of ``table``.
+
+    :Example:
+
+    >>> import torch
+    >>> table = torch.tensor([[0.0, 0.1, 0.5, 1.0], [0.0, 0.2, 0.6, 1.0]])
+    >>> lookup_codes(torch.tensor([[0, 1], [2, 3]], dtype=torch.uint8), table, channel_dim=0)
+    tensor([[0.0000, 0.1000],
+            [0.6000, 1.0000]])
+    """
+    check_tensor(codes, "codes")
+    check_tensor(table, "table")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `codes` to be an integer tensor, but got dtype {codes.dtype}."
+        )
+    cd = _check_channels(codes, "codes", table, "table", channel_dim)
+    n_channels, levels = table.shape
+    device = table.device
+    out = torch.empty(codes.shape, dtype=table.dtype, device=device)
+    before, after = _around_channels(codes.shape, cd, n_channels)
+    c3 = codes.reshape(before, n_channels, after)
+    o3 = out.view(before, n_channels, after)
+    flat = table.reshape(-1)
+    offsets = torch.arange(n_channels, device=device, dtype=torch.int32) * levels
+    offsets = offsets.view(1, n_channels, 1)
+    block = _tile_elements(device, _CPU_TILE)
+    for rows, cols in _tiles(before, n_channels, after, block):
+        index = c3[rows, :, cols].to(device=device, dtype=torch.int32).add_(offsets)
+        o3[rows, :, cols] = flat.index_select(0, index.view(-1)).view(index.shape)
+    return out
