@@ -335,6 +335,7 @@ def merge_hdr(
                 lower=lower,
                 upper=upper,
                 channel_dim=-1,
+                out_dtype=torch.float32,  # numpy results are float32
             )
             outputs = [radiance]
             if std is not None:
@@ -345,7 +346,11 @@ def merge_hdr(
         offsets = (torch.arange(channels, device=device) * levels).view(channels, 1, 1)
         lut = (lut_x.reshape(-1), [v.reshape(-1) for v in lut_vars])
 
-    radiance = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
+    # numpy results are float32: blocks computed in `dtype` are rounded into them
+    out_dtype = torch.float32 if from_numpy else dtype
+    radiance = torch.empty(
+        batch, channels, height, width, device=device, dtype=out_dtype
+    )
     std = torch.empty_like(radiance) if return_std else None
     saturated = torch.empty(radiance.shape, device=device, dtype=torch.bool)
     block = _BLOCK_ELEMENTS.get(device.type, _BLOCK_ELEMENTS["cuda"])

@@ -105,11 +105,27 @@ def test_merge_codes_do_not_depend_on_the_tiles(device, rng, monkeypatch):
     times = torch.tensor([0.1, 0.2, 0.4, 0.8, 1.6], device=device)
     x, var = _tables(3, 8, device, torch.float32, rng)
     whole = weighted_radiance_merge_codes(codes, times, x, var)
-    monkeypatch.setattr(merge_module, "_MERGE_TILE_CPU", 7)
     monkeypatch.setattr(merge_module, "_tile_elements", lambda device, cpu: cpu)
-    tiled = weighted_radiance_merge_codes(codes, times, x, var)
-    for a, b in zip(whole, tiled, strict=True):
-        assert torch.equal(a, b)
+    for tile in (7, 50, 1000):
+        monkeypatch.setattr(merge_module, "_MERGE_TILE_CPU", tile)
+        tiled = weighted_radiance_merge_codes(codes, times, x, var)
+        for a, b in zip(whole, tiled, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_merge_codes_out_dtype(device, rng):
+    codes = _stack((1, 3, 3, 11, 13), 8, device, rng)
+    times = torch.tensor([0.5, 1.0, 2.0], device=device)
+    x, var = _tables(3, 8, device, torch.float64, rng)
+    rad, std, sat = weighted_radiance_merge_codes(codes, times, x, var)
+    rad32, std32, sat32 = weighted_radiance_merge_codes(
+        codes, times, x, var, out_dtype=torch.float32
+    )
+    assert rad.dtype == torch.float64 and rad32.dtype == torch.float32
+    assert torch.equal(rad32, rad.float())
+    # the std's square root is taken in the result's dtype
+    torch.testing.assert_close(std32, std.float(), rtol=2e-7, atol=0.0)
+    assert torch.equal(sat32, sat)
 
 
 def test_merge_codes_uint16_codes_from_numpy(rng):

@@ -308,6 +308,7 @@ def weighted_radiance_merge_codes(
     upper: float = 254.0 / 255.0,
     eps: float = 1e-8,
     channel_dim: int = 2,
+    out_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     r"""The merge of integer codes, from per-code tables: one gather per exposure and table.
 
@@ -328,7 +329,8 @@ def weighted_radiance_merge_codes(
     and exposure) hold the whole per-pixel arithmetic but the sums, and the stack is read
     once, exposure by exposure, with no floating-point copy of it. Values equal those of
     the two merges of the decoded stack to float rounding (the order of the sums over
-    exposures may differ).
+    exposures may differ, and the std is the square root of
+    :math:`\sum_k T^{w^2\sigma^2}_k / (\sum_k T^w)^2`).
 
     :param torch.Tensor codes: integer codes ``(B, N, ...)`` (any integer dtype, values in
         ``[0, 2^b)``, not checked), channels at dimension ``channel_dim``.
@@ -343,6 +345,10 @@ def weighted_radiance_merge_codes(
     :param float eps: smallest weight sum treated as valid. Default ``1e-8``.
     :param int channel_dim: the channel dimension of ``codes`` (default 2:
         ``(B, N, C, H, W)``; ``-1`` for channels last, ``(B, N, H, W, C)``).
+    :param torch.dtype, None out_dtype: dtype of the radiance and std (default the compute
+        dtype, that of ``x_table``: float32 or float64); the values are computed in the
+        compute dtype and rounded once (e.g. float32 results of a float64 ICRF without a
+        full-size float64 array).
     :return: (tuple) the radiance ``(B, ...)`` (``codes`` without its exposure dimension),
         its std (or ``None`` without ``var_table``) and the bool mask of pixels saturated in
         every exposure, both of that shape.
@@ -413,24 +419,28 @@ def weighted_radiance_merge_codes(
     wx_tab = (w_table * (x_tab / t_b)).reshape(batch, n, -1)  # (B, N, C 2^b)
     w_flat = w_table.expand(channels, levels).reshape(-1)
     x_flat = x_tab.reshape(-1)
-    var_tab = sd_flat = None
+    var_tab = v_flat = None
     if var_table is not None:
         var = var_table.to(device=device, dtype=dtype).expand(channels, levels)
         var_tab = (w_table**2 * var / t_b**2).reshape(batch, n, -1)
-        sd_flat = var.sqrt().reshape(-1)
+        v_flat = var.reshape(-1)
     # v > u exactly for the codes from first_sat on (v increases with the code)
     above = (unit > upper).nonzero()
     first_sat = int(above[0]) if above.numel() else levels
     order = t.argsort(dim=1)  # the shortest and longest exposures: fallbacks
     # tiles of at most a few ten thousand codes per exposure on the CPU (a tile's buffers stay
-    # in cache, its operations below torch's parallel grain), large ones on a GPU
+    # in cache, its operations below torch's parallel grain), large ones on a GPU; the std's
+    # square root is taken once at the end (torch's CPU sqrt goes through a threaded library
+    # whatever the size: once per tile stalled a busy machine)
     rest = codes.shape[2:]
     before, after = _around_channels(rest, cd - 2, channels)
     offsets = torch.arange(channels, device=device, dtype=torch.int32) * levels
     offsets = offsets.view(1, channels, 1)
-    radiance = torch.empty((batch, before, channels, after), device=device, dtype=dtype)
+    out_dtype = dtype if out_dtype is None else out_dtype
+    shape = (batch, before, channels, after)
+    radiance = torch.empty(shape, device=device, dtype=out_dtype)
     std = torch.empty_like(radiance) if var_table is not None else None
-    saturated = torch.empty(radiance.shape, device=device, dtype=torch.bool)
+    saturated = torch.empty(shape, device=device, dtype=torch.bool)
     block = _tile_elements(device, _MERGE_TILE_CPU)
     for b in range(batch):
         codes_b = codes[b].reshape(n, before, channels, after)
@@ -455,26 +465,29 @@ def weighted_radiance_merge_codes(
                 if var_tab is not None:
                     vv = var_tab[b, k].index_select(0, flat)
                     var_sum = vv if var_sum is None else var_sum.add_(vv)
-            shape = lowest.shape
-            valid = (wsum > eps).view(shape)
-            denom = wsum.clamp_min_(eps).view(shape)
-            rad = num.view(shape).div_(denom)
-            sd = None if var_sum is None else var_sum.view(shape).sqrt_().div_(denom)
+            tile = lowest.shape
+            valid = (wsum > eps).view(tile)
+            denom = wsum.clamp_min_(eps).view(tile)
+            rad = num.view(tile).div_(denom)
+            # the std squared: sum_k w_k^2 var_k / t_k^2 / (sum_k w_k)^2
+            var = None if var_sum is None else var_sum.view(tile).div_(denom * denom)
             if not bool(valid.all()):
                 # no valid exposure: the shortest one if it is saturated (its x / t is a
                 # lower bound), else the longest one
                 use_short = index[short] >= offsets + first_sat
                 pick = torch.where(use_short, index[short], index[long]).view(-1)
                 t_pick = torch.where(use_short, t[b, short], t[b, long])
-                fallback = x_flat.index_select(0, pick).view(shape) / t_pick
+                fallback = x_flat.index_select(0, pick).view(tile) / t_pick
                 rad = torch.where(valid, rad, fallback)
-                if sd is not None:
-                    fb_sd = sd_flat.index_select(0, pick).view(shape) / t_pick
-                    sd = torch.where(valid, sd, fb_sd)
+                if var is not None:
+                    fb_var = v_flat.index_select(0, pick).view(tile) / (t_pick * t_pick)
+                    var = torch.where(valid, var, fb_var)
             radiance[b, rows, :, cols] = rad
             if std is not None:
-                std[b, rows, :, cols] = sd
+                std[b, rows, :, cols] = var
             saturated[b, rows, :, cols] = lowest >= first_sat
+    if std is not None:
+        std.sqrt_()
     shape = (batch, *rest)
     std = None if std is None else std.view(shape)
     return radiance.view(shape), std, saturated.view(shape)
