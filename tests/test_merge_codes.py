@@ -194,3 +194,12 @@ def test_lookup_codes_bad_inputs(device):
         lookup_codes(torch.zeros(2, 2, 2, dtype=torch.uint8, device=device), table)
     with pytest.raises(TypeError, match="`table` to be a torch.Tensor"):
         lookup_codes(torch.zeros(3, 2, 2, dtype=torch.uint8), [[0.0, 1.0]])
+
+
+def test_lookup_codes_empty(device):
+    table = torch.rand(3, 16, device=device)
+    for shape in ((3, 0), (0, 3, 4)):
+        codes = torch.zeros(shape, dtype=torch.uint8, device=device)
+        cd = 0 if shape[0] == 3 else 1
+        out = lookup_codes(codes, table, channel_dim=cd)
+        assert out.shape == shape and out.dtype == table.dtype

@@ -184,7 +184,7 @@ def _tiles(
 ) -> Iterator[tuple[slice, slice]]:
     r"""Slices ``(rows, cols)`` covering a ``(before, C, after)`` view in tiles of about
     ``block`` elements (every channel in each tile)."""
-    cols = min(after, max(1, block // n_channels))
+    cols = max(1, min(after, block // n_channels))
     rows = max(1, block // (n_channels * max(1, cols)))
     for r0 in range(0, before, rows):
         for c0 in range(0, after, cols):
