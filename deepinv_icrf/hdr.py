@@ -23,11 +23,17 @@ from deepinv_icrf._checks import (
     check_range,
     check_threshold,
 )
-from deepinv_icrf.functional.interp import curve_slope, interp_curve
+from deepinv_icrf.functional.interp import (
+    code_values,
+    curve_slope,
+    interp_curve,
+    lookup_codes,
+)
 from deepinv_icrf.functional.merge import (
     consistent_exposures,
     merge_weights,
     weighted_radiance_merge,
+    weighted_radiance_merge_codes,
     weighted_radiance_merge_std,
 )
 from deepinv_icrf.models import ICRF
@@ -115,8 +121,10 @@ def linearize(images: np.ndarray | Tensor, icrf: ICRF | Tensor) -> np.ndarray | 
     :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF, or its curve ``(C, L)``
         (``C = 1`` applies to every channel).
     :return: (:class:`numpy.ndarray`, :class:`torch.Tensor`) relative irradiance in
-        ``[0, 1]``: float32 ``(..., H, W, C)`` for numpy input, else a tensor shaped like
-        ``images`` (on its device, float32 or float64).
+        ``[0, 1]``: float32 ``(..., H, W, C)`` for numpy input (looked up tile by tile: the
+        peak memory is the images and the result), else a tensor shaped like ``images`` (on
+        its device, float32 or float64; codes of the ICRF's bit depth are looked up,
+        :func:`~deepinv_icrf.functional.interp_curve` with ``bit_depth``).
 
     |sep|
 
@@ -129,20 +137,19 @@ def linearize(images: np.ndarray | Tensor, icrf: ICRF | Tensor) -> np.ndarray | 
     >>> x.shape, [round(float(v), 4) for v in x.ravel()]
     ((1, 3, 1), [0.0, 0.2195, 1.0])
     """
-    curve, _ = _curve(icrf)
+    curve, icrf_bits = _curve(icrf)
     codes, bits, from_numpy = _codes(images, "images")
     _check_channels(codes, curve, "images")
-    if codes.is_floating_point():
-        x = interp_curve(codes.to(curve.device), curve, channel_dim=-3)
-    else:  # integer codes: the curve at every code once, then a lookup
-        channels, levels = codes.shape[-3], 2**bits
-        grid = _to_unit(torch.arange(levels, device=curve.device), bits, curve.dtype)
-        lut = interp_curve(grid.expand(channels, 1, levels), curve, channel_dim=-3)
-        offsets = (torch.arange(channels, device=curve.device) * levels).view(-1, 1, 1)
-        x = lut.reshape(-1).take(codes.to(curve.device).long() + offsets)
-    if from_numpy:
-        return x.movedim(-3, -1).to("cpu", torch.float32).numpy()
-    return x
+    if codes.is_floating_point():  # a table lookup when they are the ICRF's codes
+        return interp_curve(
+            codes.to(curve.device), curve, channel_dim=-3, bit_depth=icrf_bits
+        )
+    # integer codes (numpy, channels last): the curve at every code once, then a lookup
+    # tile by tile into the float32 result, with no other copy of the images
+    grid = code_values(bits, curve.dtype, curve.device)
+    table = interp_curve(grid.expand(curve.shape[0], -1), curve, channel_dim=0)
+    x = lookup_codes(codes.movedim(-3, -1), table.to(torch.float32), channel_dim=-1)
+    return x.cpu().numpy()
 
 
 def merge_hdr(
@@ -179,9 +186,14 @@ def merge_hdr(
     valid exposure take one exposure's estimate
     (:func:`~deepinv_icrf.functional.weighted_radiance_merge`): pixels saturated (:math:`y > u`)
     in every exposure take the shortest exposure's :math:`x/t` (a lower bound) and are
-    flagged: their std is ``inf`` and they are ``True`` in the saturation mask. The stack is
-    merged in blocks of rows (bounded memory); integer codes use per-code lookup tables of the
-    curve, its slope and the band.
+    flagged: their std is ``inf`` and they are ``True`` in the saturation mask.
+
+    Memory stays bounded: integer codes (numpy arrays as decoded) are merged from per-code
+    tables of every term (:func:`~deepinv_icrf.functional.weighted_radiance_merge_codes`),
+    tile by tile and channels last, so that the peak memory is the stack and the results plus
+    a few small tiles (no floating-point copy of the stack; with ``deghost``, blocks of rows
+    of the float path). Float tensors are merged in blocks of rows. Tiles and blocks are
+    larger on a GPU.
 
     With ``deghost`` set (a threshold :math:`\tau` in stds; 4 is a good value), exposures
     that saw something else than the reference exposure at a pixel (a moving person, a
@@ -314,12 +326,36 @@ def merge_hdr(
     if not codes.is_floating_point():
         # integer codes: evaluate curve, slope and band once per code, then look them up
         levels = 2**bits
-        grid = _to_unit(torch.arange(levels, device=device), bits, dtype)
+        grid = code_values(bits, dtype, device)
         lut_x, lut_vars = x_and_var(grid.expand(channels, 1, levels))
+        if deghost is None and not return_count:
+            # every per-pixel term is a function of the code: merged from per-code tables,
+            # channels last as decoded, tile by tile (no float copy of the stack)
+            radiance, std, saturated = weighted_radiance_merge_codes(
+                codes.movedim(-3, -1),
+                times,
+                lut_x.reshape(channels, levels),
+                lut_vars[0].reshape(channels, levels) if return_std else None,
+                weights=weights,
+                lower=lower,
+                upper=upper,
+                channel_dim=-1,
+                out_dtype=torch.float32,  # numpy results are float32
+            )
+            outputs = [radiance]
+            if std is not None:
+                outputs.append(std.masked_fill_(saturated, math.inf))
+            if return_saturated:
+                outputs.append(saturated)
+            return _outputs(outputs, squeeze, channels_last=True)
         offsets = (torch.arange(channels, device=device) * levels).view(channels, 1, 1)
         lut = (lut_x.reshape(-1), [v.reshape(-1) for v in lut_vars])
 
-    radiance = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
+    # numpy results are float32: blocks computed in `dtype` are rounded into them
+    out_dtype = torch.float32 if from_numpy else dtype
+    radiance = torch.empty(
+        batch, channels, height, width, device=device, dtype=out_dtype
+    )
     std = torch.empty_like(radiance) if return_std else None
     saturated = torch.empty(radiance.shape, device=device, dtype=torch.bool)
     count = (
@@ -327,7 +363,8 @@ def merge_hdr(
         if return_count
         else None
     )
-    rows = max(1, _BLOCK_ELEMENTS // max(1, batch * n * channels * width))
+    block = _BLOCK_ELEMENTS.get(device.type, _BLOCK_ELEMENTS["cuda"])
+    rows = max(1, block // max(1, batch * n * channels * width))
     for top in range(0, height, rows):
         block = codes[..., top : top + rows, :].to(device)
         if lut is None:
@@ -369,25 +406,41 @@ def merge_hdr(
         outputs.append(saturated)
     if count is not None:
         outputs.append(count)
+    if from_numpy:
+        outputs = [o.movedim(-3, -1) for o in outputs]
+    return _outputs(outputs, squeeze, channels_last=from_numpy)
+
+
+def _outputs(
+    outputs: list[Tensor], squeeze: bool, channels_last: bool
+) -> np.ndarray | Tensor | tuple:
+    r"""``merge_hdr``'s results: float32 numpy arrays ``(..., H, W, C)`` when the channels
+    are last (numpy input; counts int32, masks bool), else the tensors; without the batch
+    dimension if ``squeeze``.
+    """
     if squeeze:
         outputs = [o.squeeze(0) for o in outputs]
-    if from_numpy:
+    if channels_last:
         outputs = [
-            o.movedim(-3, -1)
-            .cpu()
+            o.cpu()
             .numpy()
             .astype(
-                np.float32
-                if o.is_floating_point()
-                else (bool if o.dtype == torch.bool else np.int32)
+                (
+                    np.float32
+                    if o.is_floating_point()
+                    else (bool if o.dtype == torch.bool else np.int32)
+                ),
+                copy=False,
             )
             for o in outputs
         ]
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
-# elements of the (B, N, C, rows, W) stack merged at once: bounds the peak memory
-_BLOCK_ELEMENTS = 1 << 22
+# elements of the (B, N, C, rows, W) stack merged at once by the floating-point path, per
+# device type: bounds the peak memory; on the CPU a block's temporaries stay in cache (1/4 of
+# the time of 4M-element blocks at 12 MP), a GPU gets large blocks
+_BLOCK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 25}
 
 
 def tonemap(
@@ -430,11 +483,15 @@ def tonemap(
     """
     check_in(method, "method", TONEMAP_METHODS)
     from_numpy = isinstance(radiance, np.ndarray)
-    e = (
-        torch.from_numpy(np.asarray(radiance, np.float64)).movedim(-1, -3)
-        if from_numpy
-        else radiance
-    )
+    e = radiance
+    if from_numpy:
+        # float32 / float64 arrays are used as they are (no full-size copy)
+        arr = radiance
+        if arr.dtype not in (np.float32, np.float64):
+            arr = np.asarray(arr, np.float64)
+        with warnings.catch_warnings():  # read-only arrays are fine: never written to
+            warnings.simplefilter("ignore", UserWarning)
+            e = torch.from_numpy(np.ascontiguousarray(arr)).movedim(-1, -3)
     if not isinstance(e, Tensor) or not e.is_floating_point() or e.ndim < 3:
         raise TypeError(
             "Expected `radiance` as a float array (H, W, C) or a float tensor (..., C, H, W)."
@@ -446,26 +503,25 @@ def tonemap(
             f"{key} and {percentile}."
         )
     tiny = 1e-12
+    # in the radiance's dtype; the only full-size temporary is the result (updated in place)
     if method == "reinhard":
         if e.shape[-3] == 3:
-            lum_w = torch.tensor(
-                [0.2126, 0.7152, 0.0722], dtype=e.dtype, device=e.device
-            )
-            lum = (e * lum_w.view(3, 1, 1)).sum(dim=-3, keepdim=True)
+            lum = e[..., 0:1, :, :] * 0.2126
+            lum.add_(e[..., 1:2, :, :] * 0.7152).add_(e[..., 2:3, :, :] * 0.0722)
         else:
             lum = e.mean(dim=-3, keepdim=True)
         log_avg = torch.exp(torch.log(lum + tiny).mean(dim=(-3, -2, -1), keepdim=True))
         lm = key / log_avg * lum
-        ld = lm / (1.0 + lm)
-        out = e * (ld / (lum + tiny))
+        ratio = lm.div_(lm + 1.0).div_(lum.add_(tiny))  # L_d / L
+        out = e * ratio
     else:
         flat = e.reshape(*e.shape[:-3], -1)
         k = max(1, min(flat.shape[-1], math.ceil(percentile / 100.0 * flat.shape[-1])))
         white = flat.kthvalue(k, dim=-1).values.clamp_min(tiny)
         out = e / white.reshape(*white.shape, 1, 1, 1)
-    out = out.clamp(0.0, 1.0) ** (1.0 / gamma)
+    out = out.clamp_(0.0, 1.0).pow_(1.0 / gamma)
     if from_numpy:
-        return out.movedim(-3, -1).numpy().astype(np.float32)
+        return out.movedim(-3, -1).numpy().astype(np.float32, copy=False)
     return out
 
 

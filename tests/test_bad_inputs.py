@@ -498,6 +498,14 @@ def _finite_close_to_clean(value: torch.Tensor) -> None:
     torch.testing.assert_close(value, clean, rtol=0.05, atol=0.0)
 
 
+def _nan_at_that_pixel_only(x: torch.Tensor) -> None:
+    nan = torch.zeros_like(x, dtype=torch.bool)
+    nan[0, 1, 0, 2, 3] = True
+    assert torch.equal(x.isnan(), nan)
+    clean = ICRF()(_stack().unsqueeze(0))
+    assert torch.equal(x[~nan], clean[~nan])
+
+
 def _promoted_to_float32(value: torch.Tensor) -> None:
     assert value.dtype == torch.float32 and bool(torch.isfinite(value).all())
     torch.testing.assert_close(value, _linearity(_stack()), rtol=0.02, atol=0.0)
@@ -641,6 +649,10 @@ CATALOGUE: list[Row] = [
         lambda tmp: _linearity(_with(float("nan"))),
         None, "documented: the pixel fails the valid mask; the loss stays finite",
         check=_finite_close_to_clean),
+    Row("nan_pixel_icrf", "a NaN pixel", "ICRF",
+        lambda tmp: ICRF()(_with(float("nan")).unsqueeze(0)),
+        None, "documented: NaN at that pixel, every other pixel as without it",
+        check=_nan_at_that_pixel_only),
     # --- dtypes
     Row("int_tensor_fit", "uint8 tensor of codes", "fit_icrf",
         lambda tmp: fit_icrf((_stack() * 255).to(torch.uint8), TIMES, **FAST),

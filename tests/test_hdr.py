@@ -364,7 +364,11 @@ def test_merge_blocks_and_code_lookup_agree_with_float_path(monkeypatch):
     whole = merge_hdr(
         codes, times, icrf, return_std=True, return_saturated=True, band=band
     )
-    monkeypatch.setattr(hdr, "_BLOCK_ELEMENTS", N * C * W * 2)  # 2 rows per block
+    import deepinv_icrf.functional.merge as fmerge
+
+    # 2 rows per block (the float path) and per tile (the code path)
+    monkeypatch.setattr(hdr, "_BLOCK_ELEMENTS", {"cpu": N * C * W * 2, "cuda": 1})
+    monkeypatch.setattr(fmerge, "_MERGE_TILE_CPU", C * W * 2)
     blocks = merge_hdr(
         codes, times, icrf, return_std=True, return_saturated=True, band=band
     )

@@ -29,9 +29,11 @@ from deepinv_icrf.functional.histogram import (  # noqa: F401
     linearity_from_histogram,
 )
 from deepinv_icrf.functional.interp import (
+    code_values,
     curve_slope,
     interp_curve,
     invert_curve,
+    lookup_codes,
 )  # noqa: F401
 from deepinv_icrf.functional.linearity import (  # noqa: F401
     aggregate_pairs,
@@ -51,6 +53,7 @@ from deepinv_icrf.functional.merge import (
     merge_weights,
     stack_prediction_error,
     weighted_radiance_merge,
+    weighted_radiance_merge_codes,
     weighted_radiance_merge_std,
 )  # noqa: F401
 from deepinv_icrf.functional.metrics import curve_rmse  # noqa: F401

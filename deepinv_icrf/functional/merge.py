@@ -17,16 +17,25 @@ from deepinv_icrf._checks import (
     check_threshold,
     compute_dtype,
 )
+from deepinv_icrf.functional.interp import (
+    _around_channels,
+    _tile_elements,
+    _tiles,
+    code_values,
+)
 
 __all__ = [
     "consistent_exposures",
     "merge_weights",
     "stack_prediction_error",
     "weighted_radiance_merge",
+    "weighted_radiance_merge_codes",
     "weighted_radiance_merge_std",
 ]
 
 MERGE_WEIGHTS = ("hat", "gaussian")
+# codes per exposure merged at once by weighted_radiance_merge_codes on the CPU
+_MERGE_TILE_CPU = 1 << 15
 
 
 def merge_weights(y: Tensor, kind: str = "hat") -> Tensor:
@@ -287,6 +296,201 @@ def weighted_radiance_merge_std(
     wsum = w.sum(dim=1)
     merged = (w**2 * var / t_b**2).sum(dim=1).sqrt() / wsum.clamp_min(eps)
     return torch.where(wsum > eps, merged, _fallback(yc, var.sqrt() / t_b, t, upper))
+
+
+def weighted_radiance_merge_codes(
+    codes: Tensor,
+    exposure_times: Tensor,
+    x_table: Tensor,
+    var_table: Tensor | None = None,
+    weights: str = "hat",
+    lower: float = 1.0 / 255.0,
+    upper: float = 254.0 / 255.0,
+    eps: float = 1e-8,
+    channel_dim: int = 2,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    r"""The merge of integer codes, from per-code tables: one gather per exposure and table.
+
+    With :math:`v = \text{code} / (2^b - 1)`, :math:`x_k` the linearised value
+    (``x_table`` at the code) and :math:`\sigma_k^2` its variance (``var_table``), this is
+    :func:`weighted_radiance_merge` and :func:`weighted_radiance_merge_std` of
+    :math:`(v, x)`, with the same weights, validity and fallbacks, and the mask of pixels
+    saturated in every exposure (:math:`v_k > u` for all :math:`k`):
+
+    .. math::
+
+        E = \frac{\sum_k T^{wx}_k[\text{code}_k]}{\sum_k T^{w}[\text{code}_k]}, \quad
+        T^{wx}_k = \frac{w(v)\, m(v)\, x}{t_k}, \quad T^{w} = w(v)\, m(v), \quad
+        \sigma_E = \frac{\sqrt{\sum_k T^{w^2\sigma^2}_k[\text{code}_k]}}{\sum_k
+        T^{w}[\text{code}_k]}.
+
+    Every term depends on the pixel through its code only, so the tables (one entry per code
+    and exposure) hold the whole per-pixel arithmetic but the sums, and the stack is read
+    once, exposure by exposure, with no floating-point copy of it. Values equal those of
+    the two merges of the decoded stack to float rounding (the order of the sums over
+    exposures may differ, and the std is the square root of
+    :math:`\sum_k T^{w^2\sigma^2}_k / (\sum_k T^w)^2`).
+
+    :param torch.Tensor codes: integer codes ``(B, N, ...)`` (any integer dtype, values in
+        ``[0, 2^b)``, not checked), channels at dimension ``channel_dim``.
+    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)`` seconds, ``> 0`` (not checked).
+    :param torch.Tensor x_table: the linearised value of every code, ``(C, 2^b)`` or
+        ``(1, 2^b)`` (one table for every channel), float32 or float64 (the compute dtype).
+    :param torch.Tensor, None var_table: the variance of the linearised value of every code,
+        shape of ``x_table``; ``None`` (default) computes no std.
+    :param str weights: ``"hat"`` (default) or ``"gaussian"`` (:func:`merge_weights`).
+    :param float lower: smallest valid code value :math:`\ell` (inclusive). Default ``1/255``.
+    :param float upper: largest valid code value :math:`u` (inclusive). Default ``254/255``.
+    :param float eps: smallest weight sum treated as valid. Default ``1e-8``.
+    :param int channel_dim: the channel dimension of ``codes`` (default 2:
+        ``(B, N, C, H, W)``; ``-1`` for channels last, ``(B, N, H, W, C)``).
+    :param torch.dtype, None out_dtype: dtype of the radiance and std (default the compute
+        dtype, that of ``x_table``: float32 or float64); the values are computed in the
+        compute dtype and rounded once (e.g. float32 results of a float64 ICRF without a
+        full-size float64 array).
+    :return: (tuple) the radiance ``(B, ...)`` (``codes`` without its exposure dimension),
+        its std (or ``None`` without ``var_table``) and the bool mask of pixels saturated in
+        every exposure, both of that shape.
+
+    :Example:
+
+    >>> import torch
+    >>> codes = torch.tensor([51, 102], dtype=torch.uint8).view(1, 2, 1, 1, 1)
+    >>> x_table = (torch.arange(256) / 255.0).view(1, 256)  # a linear camera
+    >>> e, _, sat = weighted_radiance_merge_codes(codes, torch.tensor([1.0, 2.0]), x_table)
+    >>> e.flatten(), sat.flatten()
+    (tensor([0.2000]), tensor([False]))
+    """
+    check_tensor(codes, "codes")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `codes` to be an integer tensor, but got dtype {codes.dtype}."
+        )
+    check_float(x_table, "x_table")
+    if (
+        x_table.ndim != 2
+        or x_table.shape[1] < 2
+        or x_table.shape[1] & (x_table.shape[1] - 1)
+    ):
+        raise ValueError(
+            "Expected `x_table` to have shape (C, 2**b) (one value per b-bit code), but "
+            f"got shape {tuple(x_table.shape)}."
+        )
+    if codes.ndim < 3:
+        raise ValueError(
+            "Expected `codes` to have shape (B, N, ...) with a channel dimension, but got "
+            f"shape {tuple(codes.shape)}."
+        )
+    if not -codes.ndim <= channel_dim < codes.ndim or channel_dim % codes.ndim < 2:
+        raise ValueError(
+            f"Expected `channel_dim` to index a dimension of `codes` after (B, N) (shape "
+            f"{tuple(codes.shape)}), but got {channel_dim}."
+        )
+    cd = channel_dim % codes.ndim
+    channels = codes.shape[cd]
+    if x_table.shape[0] not in (1, channels):
+        raise ValueError(
+            f"Expected `x_table` to have 1 or {channels} rows (the channels of `codes`), "
+            f"but got shape {tuple(x_table.shape)}."
+        )
+    if var_table is not None:
+        check_float(var_table, "var_table")
+        if var_table.shape != x_table.shape:
+            raise ValueError(
+                f"Expected `var_table` to have the shape of `x_table` "
+                f"{tuple(x_table.shape)}, but got shape {tuple(var_table.shape)}."
+            )
+    check_in(weights, "weights", MERGE_WEIGHTS)
+    if not lower < upper:
+        raise ValueError(
+            f"Expected `lower` < `upper`, but got lower={lower} and upper={upper}."
+        )
+    batch, n = codes.shape[:2]
+    device = x_table.device
+    dtype = x_table.dtype if x_table.dtype == torch.float64 else torch.float32
+    t = _times(exposure_times, batch, n).to(device=device, dtype=dtype)
+    levels = x_table.shape[1]
+    unit = code_values(levels.bit_length() - 1, dtype, device)
+    # the whole per-pixel arithmetic of the two merges, per code: (C 2^b,) tables
+    w_table = _masked_weights(unit, weights, dtype, lower, upper)  # (2^b,)
+    x_tab = x_table.to(dtype).expand(channels, levels)
+    t_b = t.view(batch, n, 1, 1)
+    wx_tab = (w_table * (x_tab / t_b)).reshape(batch, n, -1)  # (B, N, C 2^b)
+    w_flat = w_table.expand(channels, levels).reshape(-1)
+    x_flat = x_tab.reshape(-1)
+    var_tab = v_flat = None
+    if var_table is not None:
+        var = var_table.to(device=device, dtype=dtype).expand(channels, levels)
+        var_tab = (w_table**2 * var / t_b**2).reshape(batch, n, -1)
+        v_flat = var.reshape(-1)
+    # v > u exactly for the codes from first_sat on (v increases with the code)
+    above = (unit > upper).nonzero()
+    first_sat = int(above[0]) if above.numel() else levels
+    order = t.argsort(dim=1)  # the shortest and longest exposures: fallbacks
+    # tiles of at most a few ten thousand codes per exposure on the CPU (a tile's buffers stay
+    # in cache, its operations below torch's parallel grain), large ones on a GPU; the std's
+    # square root is taken once at the end (torch's CPU sqrt goes through a threaded library
+    # whatever the size: once per tile stalled a busy machine)
+    rest = codes.shape[2:]
+    before, after = _around_channels(rest, cd - 2, channels)
+    offsets = torch.arange(channels, device=device, dtype=torch.int32) * levels
+    offsets = offsets.view(1, channels, 1)
+    out_dtype = dtype if out_dtype is None else out_dtype
+    shape = (batch, before, channels, after)
+    radiance = torch.empty(shape, device=device, dtype=out_dtype)
+    std = torch.empty_like(radiance) if var_table is not None else None
+    saturated = torch.empty(shape, device=device, dtype=torch.bool)
+    block = _tile_elements(device, _MERGE_TILE_CPU)
+    for b in range(batch):
+        codes_b = codes[b].reshape(n, before, channels, after)
+        short, long = int(order[b, 0]), int(order[b, -1])
+        for rows, cols in _tiles(before, channels, after, block):
+            num = wsum = var_sum = lowest = None
+            index = {}
+            for k in range(n):
+                code = codes_b[k, rows, :, cols].to(device=device, dtype=torch.int32)
+                lowest = (
+                    code.clone()
+                    if lowest is None
+                    else torch.minimum(lowest, code, out=lowest)
+                )
+                flat = code.add_(offsets).view(-1)
+                if k in (short, long):
+                    index[k] = code
+                wx = wx_tab[b, k].index_select(0, flat)
+                ww = w_flat.index_select(0, flat)
+                num = wx if num is None else num.add_(wx)
+                wsum = ww if wsum is None else wsum.add_(ww)
+                if var_tab is not None:
+                    vv = var_tab[b, k].index_select(0, flat)
+                    var_sum = vv if var_sum is None else var_sum.add_(vv)
+            tile = lowest.shape
+            valid = (wsum > eps).view(tile)
+            denom = wsum.clamp_min_(eps).view(tile)
+            rad = num.view(tile).div_(denom)
+            # the std squared: sum_k w_k^2 var_k / t_k^2 / (sum_k w_k)^2
+            var = None if var_sum is None else var_sum.view(tile).div_(denom * denom)
+            if not bool(valid.all()):
+                # no valid exposure: the shortest one if it is saturated (its x / t is a
+                # lower bound), else the longest one
+                use_short = index[short] >= offsets + first_sat
+                pick = torch.where(use_short, index[short], index[long]).view(-1)
+                t_pick = torch.where(use_short, t[b, short], t[b, long])
+                fallback = x_flat.index_select(0, pick).view(tile) / t_pick
+                rad = torch.where(valid, rad, fallback)
+                if var is not None:
+                    fb_var = v_flat.index_select(0, pick).view(tile) / (t_pick * t_pick)
+                    var = torch.where(valid, var, fb_var)
+            radiance[b, rows, :, cols] = rad
+            if std is not None:
+                std[b, rows, :, cols] = var
+            saturated[b, rows, :, cols] = lowest >= first_sat
+    if std is not None:
+        std.sqrt_()
+    shape = (batch, *rest)
+    std = None if std is None else std.view(shape)
+    return radiance.view(shape), std, saturated.view(shape)
 
 
 def stack_prediction_error(

@@ -251,13 +251,20 @@ class ICRF(Reconstructor):
     ) -> Tensor:
         r"""Linearise codes: :math:`x = g(y)`, per channel (dimension -3).
 
+        When every value of ``y`` is a code :math:`k / (2^b - 1)` of the model's
+        :attr:`bit_depth` (checked on every value, one device synchronisation), the curve is
+        sampled at every code once and looked up (a gather; its gradient to the parameters a
+        scatter-add); other input (continuous values, NaN) is interpolated. Both give the
+        same values (:func:`deepinv_icrf.functional.interp_curve` with ``bit_depth``). NaN
+        codes give NaN.
+
         :param torch.Tensor y: codes in :math:`[0, 1]`, shape ``(B, N, C, H, W)`` or
             ``(B, C, H, W)`` (any shape with ``C`` at dimension -3), float.
         :param deepinv.physics.Physics physics: unused (deepinv reconstructor interface).
         :return: (:class:`torch.Tensor`) irradiance, shape of ``y``.
         """
         self._check_y(y, "y")
-        return interp_curve(y, self.curve, channel_dim=-3)
+        return interp_curve(y, self.curve, channel_dim=-3, bit_depth=self._bit_depth)
 
     def derivative(self, y: Tensor) -> Tensor:
         r"""Slope :math:`g_c'(y)` (centred difference at knots,
