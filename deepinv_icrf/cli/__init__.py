@@ -1,6 +1,6 @@
 r"""Command line: ``deepinv-icrf`` (no arguments: fit the embedded demo stack).
 
-One module per command (:mod:`~deepinv_icrf.cli.demo`, ``fit``, ``linearize``,
+One module per command (:mod:`~deepinv_icrf.cli.demo`, ``fit``, ``hdr``, ``linearize``,
 ``merge``, ``validate``), each with a ``configure(parser)`` that adds its arguments and a
 ``run(args) -> int``; the table :data:`SUBCOMMANDS` (in ``cli/app.py``, with the parser and
 :func:`main`) names them, and a new command is one more entry (see
@@ -29,6 +29,7 @@ from deepinv_icrf.cli._common import CLIError
 from deepinv_icrf.cli.app import SUBCOMMANDS, Subcommand, main, register_subcommand
 from deepinv_icrf.cli.demo import run_demo
 from deepinv_icrf.cli.fit import run_fit
+from deepinv_icrf.cli.hdr import run_hdr
 from deepinv_icrf.cli.linearize import run_linearize
 from deepinv_icrf.cli.merge import run_merge
 from deepinv_icrf.cli.validate import run_validate
@@ -37,6 +38,7 @@ __all__ = [
     "main",
     "run_demo",
     "run_fit",
+    "run_hdr",
     "run_linearize",
     "run_merge",
     "run_validate",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from deepinv_icrf import __version__
-from deepinv_icrf.cli import demo, fit, linearize, merge, validate
+from deepinv_icrf.cli import demo, fit, hdr, linearize, merge, validate
 from deepinv_icrf.cli._common import PROG, CLIError
 
 __all__ = ["main", "SUBCOMMANDS", "Subcommand", "register_subcommand", "build_parser"]
@@ -34,6 +34,7 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "demo": Subcommand(demo.HELP, demo.configure, demo.run),
     "fit": Subcommand(fit.HELP, fit.configure, fit.run_fit),
+    "hdr": Subcommand(hdr.HELP, hdr.configure, hdr.run_hdr),
     "linearize": Subcommand(
         linearize.HELP, linearize.configure, linearize.run_linearize
     ),
