@@ -341,6 +341,13 @@ def test_cli_merge_lower_upper(photos, tmp_path, gamma_icrf_file, merge_calls, c
     np.testing.assert_allclose(np.load(out), expect, rtol=1e-6)
     default = merge_hdr(stack.images, stack.exposure_times, ICRF.load(gamma_icrf_file))
     assert not np.allclose(expect, default)  # the bounds changed the merge
-    for bad in (["--lower", "-0.1"], ["--upper", "nan"], ["--lower", "x"]):
+    assert main(argv + ["--lower", "16/255"]) == 0
+    assert merge_calls[-1][1]["lower"] == 16 / 255
+    for bad in (
+        ["--lower", "-0.1"],
+        ["--upper", "nan"],
+        ["--lower", "x"],
+        ["--lower", "1/0"],
+    ):
         assert main(argv + bad) == 2
         assert f"argument {bad[0]}: expected a number in [0, 1]" in _error_line(capsys)

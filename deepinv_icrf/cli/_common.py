@@ -49,10 +49,12 @@ def threshold(text: str) -> float | None:
 
 
 def unit_fraction(text: str) -> float:
-    r"""``argparse`` type: a number in ``[0, 1]`` (a code as a fraction of the code range)."""
+    r"""``argparse`` type: a number in ``[0, 1]`` (a code as a fraction of the code range),
+    also written as a ratio such as ``16/255``."""
     try:
-        value = float(text)
-    except ValueError:
+        top, _, bottom = text.partition("/")
+        value = float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
         value = math.nan
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")

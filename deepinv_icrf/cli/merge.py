@@ -86,8 +86,8 @@ def add_merge_options(p: argparse.ArgumentParser) -> None:
         "--lower",
         type=unit_fraction,
         default=LIBRARY_DEFAULT,
-        help="smallest code merged, as a fraction of the code range, e.g. 0.06 for code 15 "
-        "of 255 (default: merge_hdr's, one code step above black)",
+        help="smallest code merged, as a fraction of the code range, e.g. 16/255 or 0.0627 "
+        "(default: merge_hdr's, one code step above black)",
     )
     p.add_argument(
         "--upper",
