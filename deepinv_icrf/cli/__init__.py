@@ -1,6 +1,6 @@
 r"""Command line: ``deepinv-icrf`` (no arguments: fit the embedded demo stack).
 
-One module per command (:mod:`~deepinv_icrf.cli.demo`, ``fit``, ``hdr``, ``linearize``,
+One module per command (``demo``, ``fit``, ``hdr``, ``linearize``,
 ``merge``, ``validate``), each with a ``configure(parser)`` that adds its arguments and a
 ``run(args) -> int``; the table :data:`SUBCOMMANDS` (in ``cli/app.py``, with the parser and
 :func:`main`) names them, and a new command is one more entry (see
@@ -25,14 +25,19 @@ genuine bug still shows its traceback.
 
 from __future__ import annotations
 
+from deepinv_icrf.cli import app as _app
 from deepinv_icrf.cli._common import CLIError
-from deepinv_icrf.cli.app import SUBCOMMANDS, Subcommand, main, register_subcommand
+from deepinv_icrf.cli.app import Subcommand, main, register_subcommand
 from deepinv_icrf.cli.demo import run_demo
 from deepinv_icrf.cli.fit import run_fit
 from deepinv_icrf.cli.hdr import run_hdr
 from deepinv_icrf.cli.linearize import run_linearize
 from deepinv_icrf.cli.merge import run_merge
 from deepinv_icrf.cli.validate import run_validate
+
+#: The subcommands by name, in ``--help`` order: :class:`Subcommand` entries (one more with
+#: :func:`register_subcommand`).
+SUBCOMMANDS = _app.SUBCOMMANDS
 
 __all__ = [
     "main",
