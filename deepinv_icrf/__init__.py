@@ -1,20 +1,53 @@
-r"""deepinv-icrf: inverse camera response fitting and training losses for DeepInverse."""
+r"""deepinv-icrf: inverse camera response fitting and training losses for DeepInverse.
+
+The subpackages (``deepinv_icrf.data``, ``deepinv_icrf.loss``, ...) and the top-level
+:func:`~deepinv_icrf.calibration.fit_icrf` are imported on first use (PEP 562), so that
+``import deepinv_icrf`` (and the command line's ``--help``) does not pay for torch and
+deepinv until something needs them.
+"""
 
 from __future__ import annotations
+
+import importlib as _importlib
 
 #: The package version, written only here (pyproject.toml reads it for the build).
 __version__ = "0.1.0"
 
-from deepinv_icrf import (  # noqa: F401
-    bracket,
-    calibration,
-    data,
-    functional,
-    hdr,
-    io,
-    loss,
-    models,
-    physics,
-    training,
+__all__ = ["fit_icrf"]
+
+#: Subpackages and modules reachable as attributes of the package, imported on first use.
+_SUBMODULES = frozenset(
+    {
+        "bracket",
+        "calibration",
+        "cli",
+        "data",
+        "functional",
+        "hdr",
+        "hdr_summary",
+        "io",
+        "loss",
+        "models",
+        "physics",
+        "plot",
+        "training",
+        "validate",
+    }
 )
-from deepinv_icrf.calibration import fit_icrf  # noqa: F401
+#: Top-level names, by the module that defines them.
+_NAMES = {"fit_icrf": "deepinv_icrf.calibration"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    if name in _NAMES:
+        value = getattr(_importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value  # once: later lookups do not come back here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    dunders = {name for name in globals() if name.startswith("__")}
+    return sorted(dunders | _SUBMODULES | set(_NAMES))

@@ -166,6 +166,7 @@ def merge_hdr(
     lower: float | None = None,
     upper: float | None = None,
     deghost: float | None = None,
+    device: str | torch.device | None = None,
 ) -> np.ndarray | Tensor | tuple:
     r"""Merge a bracketed stack into one HDR radiance map, with per-pixel uncertainty.
 
@@ -232,6 +233,9 @@ def merge_hdr(
     :param float, None deghost: threshold :math:`\tau > 0` (in stds, e.g. 4) of the
         consistency test that leaves moving objects out of the non-reference exposures;
         ``None`` (default) merges every valid exposure.
+    :param str, torch.device, None device: where to merge (e.g. ``"cuda"``; default: the
+        curve's device). The stack moves there block by block; numpy results come back on
+        the CPU.
     :return: radiance (relative units: :math:`x/t` per second of exposure), ``(H, W, C)``
         float32 for numpy input, else ``(C, H, W)`` / ``(B, C, H, W)`` tensors; with
         ``return_std`` / ``return_saturated`` / ``return_count`` a tuple
@@ -252,6 +256,8 @@ def merge_hdr(
     """
     check_in(weights, "weights", ("hat", "gaussian"))
     curve, icrf_bits = _curve(icrf)
+    if device is not None:
+        curve = curve.to(device)
     codes, bits, from_numpy = _codes(stack, "stack")
     squeeze = codes.ndim == 4
     if squeeze:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import deepinv_icrf
-from deepinv_icrf import cli
 from deepinv_icrf.cli import SUBCOMMANDS, main, register_subcommand
+from deepinv_icrf.cli import demo as cli_demo
 from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.hdr import linearize, merge_hdr
 from deepinv_icrf.io import read_image
@@ -127,7 +127,7 @@ def test_cli_no_arguments_runs_the_demo(monkeypatch):
         seen.update(kwargs)
         return {}
 
-    monkeypatch.setattr(cli, "run_demo", fake_demo)
+    monkeypatch.setattr(cli_demo, "run_demo", fake_demo)
     assert main([]) == 0
     assert seen == {
         "out": "deepinv_icrf_demo",
@@ -186,15 +186,6 @@ def test_cli_fit_refine_exposures(photos, tmp_path, monkeypatch, capsys):
         == 0
     )
     assert calls == [True]
-
-
-def test_cli_fit_refine_exposures_unsupported(photos, tmp_path, fake_fit, capsys):
-    assert (
-        main(["fit", str(photos), "--out", str(tmp_path / "o"), "--refine-exposures"])
-        == 2
-    )
-    assert "--refine-exposures" in _error_line(capsys)
-    assert not (tmp_path / "o").exists() and fake_fit == []
 
 
 def test_cli_linearize_formats_and_files(photos, tmp_path, gamma_icrf_file, capsys):
@@ -534,12 +525,6 @@ def test_cli_fit_band_and_refined_times(photos, tmp_path, monkeypatch, capsys):
     saved = json.loads((out / "icrf.json").read_text())
     assert set(saved["band"]) == {"lower", "upper"}
     assert (out / "icrf_fit.png").stat().st_size > 0
-
-
-def test_cli_fit_band_unsupported(photos, tmp_path, fake_fit, capsys):
-    assert main(["fit", str(photos), "--out", str(tmp_path / "o"), "--band"]) == 2
-    assert "--band" in _error_line(capsys)
-    assert fake_fit == []
 
 
 def test_cli_fit_without_steps_leaves_the_fit_its_default(photos, tmp_path, fake_fit):

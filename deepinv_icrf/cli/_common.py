@@ -1,0 +1,207 @@
+r"""What the commands share: the program name, the error type, argument types, the device.
+
+Nothing here imports torch, numpy or the rest of the package at module level: the parsers of
+every command are built from this module, and ``deepinv-icrf --help`` or a usage error must
+answer without them. Heavy imports happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+PROG = "deepinv-icrf"
+#: Device types ``--device`` accepts.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+class CLIError(ValueError):
+    r"""Bad command-line input, reported as one ``deepinv-icrf: error: ...`` line."""
+
+
+# ---------------------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    r"""``argparse`` type: an integer ``>= 1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def threshold(text: str) -> float | None:
+    r"""``argparse`` type: a number ``> 0``, or ``none`` (``None``)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 or 'none', got {text!r}"
+        )
+    return value
+
+
+def unit_fraction(text: str) -> float:
+    r"""``argparse`` type: a number in ``[0, 1]`` (a code as a fraction of the code range),
+    also written as a ratio such as ``16/255``."""
+    try:
+        top, _, bottom = text.partition("/")
+        value = float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+class _LibraryDefault:
+    r"""The default of an option the library sets: the option is not passed on."""
+
+    def __repr__(self) -> str:
+        return "the library's"
+
+
+#: ``default=`` of every option that a library function defaults: such an option is passed on
+#: only when given (:func:`given`), so that each default is written once, in the library.
+LIBRARY_DEFAULT = _LibraryDefault()
+
+
+def given(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
+    r"""The options the user gave, as keyword arguments of a library function.
+
+    :param argparse.Namespace args: the parsed arguments.
+    :param dict names: ``{argument destination: keyword of the library function}``.
+    :return: (dict) the keywords of the options that were given.
+    """
+    return {
+        keyword: getattr(args, dest)
+        for dest, keyword in names.items()
+        if getattr(args, dest) is not LIBRARY_DEFAULT
+    }
+
+
+# ---------------------------------------------------------------------------- device
+def add_device_option(p: argparse.ArgumentParser, what: str) -> None:
+    r"""The ``--device`` option of a command (checked by :func:`check_device`)."""
+    p.add_argument(
+        "--device",
+        default=None,
+        help=f"torch device to {what} on: cpu, cuda, cuda:1 or mps (default: the library's, "
+        "the CPU for photos)",
+    )
+
+
+def check_device(device: str | None) -> str | None:
+    r"""``--device``, checked: a torch device of a type in :data:`DEVICE_TYPES`, available here.
+
+    :param str, None device: the option's value.
+    :return: (str, None) the device as torch writes it, or ``None`` when not given.
+    :raises CLIError: for a string torch does not parse, another device type, or a device
+        this machine does not have.
+    """
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"--device: not a torch device: {device!r}") from err
+    if dev.type not in DEVICE_TYPES:
+        raise CLIError(
+            f"--device {device}: expected one of the device types {DEVICE_TYPES}"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": mps is not None and mps.is_available(),
+    }
+    if not available[dev.type]:
+        raise CLIError(
+            f"--device {device}: {dev.type} is not available on this machine"
+        )
+    if dev.type == "cuda" and dev.index is not None:
+        if dev.index >= torch.cuda.device_count():
+            raise CLIError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)"
+            )
+    return str(dev)
+
+
+# ---------------------------------------------------------------------------- files
+def load_icrf(path: str | Path):
+    r"""The ICRF of ``--icrf``: a missing file is one error line, not a traceback."""
+    from deepinv_icrf.models import ICRF
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"--icrf: no such file {str(path)!r}")
+    return ICRF.load(path)
+
+
+def save_plot(
+    path: Path, curve, reference=None, title: str | None = None, band=None
+) -> None:
+    r"""Plot a curve (with its reference or band) into ``path``, atomically."""
+    from deepinv_icrf.io import atomic_path
+    from deepinv_icrf.plot import plot_icrf
+
+    with atomic_path(path) as tmp:
+        extra = {} if band is None else {"band": band}
+        plot_icrf(curve, reference=reference, path=tmp, title=title, **extra)
+
+
+def describe_folder(command: str, stack) -> str:
+    r"""The first line of a command that read a folder of photos."""
+    n, h, w, c = stack.images.shape
+    return (
+        f"{PROG} {command}: {n} exposures {w}x{h}, {c} channel(s), {stack.bit_depth}-bit, "
+        f"times {stack.exposure_times[0]:.6g}..{stack.exposure_times[-1]:.6g} s "
+        f"(from {stack.time_source})"
+    )
+
+
+# ---------------------------------------------------------------------------- folders
+def add_folder_arguments(p: argparse.ArgumentParser) -> None:
+    r"""The folder of bracketed photos and how its exposure times are found."""
+    p.add_argument("folder", help="folder of bracketed JPEG/PNG/TIFF images")
+    p.add_argument(
+        "--sidecar",
+        default=None,
+        help="exposure-time sidecar: CSV (filename,exposure_time), JSON ({filename: time}), "
+        "OpenCV's list.txt or a list with a header (default: one found in the folder, "
+        "else EXIF)",
+    )
+    p.add_argument(
+        "--pattern", default=None, help="glob selecting the images, e.g. '*.jpg'"
+    )
+
+
+def read_folder(args: argparse.Namespace):
+    r"""The photos of ``args.folder`` (:func:`deepinv_icrf.data.read_exposure_folder`)."""
+    from deepinv_icrf.data import read_exposure_folder
+
+    return read_exposure_folder(args.folder, sidecar=args.sidecar, pattern=args.pattern)
+
+
+def folder_inputs(args: argparse.Namespace, stack) -> list[Path]:
+    r"""The files a command on a folder reads (no output may be one of them)."""
+    return [*stack.paths, *([Path(args.sidecar)] if args.sidecar else [])]
+
+
+def aligned(stack, command: str, stream):
+    r"""The photos aligned (:func:`deepinv_icrf.data.align_exposures`) and their shifts."""
+    from deepinv_icrf.data import align_exposures
+
+    images, shifts = align_exposures(stack.images, exposure_times=stack.exposure_times)
+    print(f"{PROG} {command}: aligned, shifts (dy, dx) {shifts.tolist()}", file=stream)
+    return images, shifts.tolist()

@@ -1,0 +1,131 @@
+r"""The ``deepinv-icrf`` program: its table of commands, its parser and :func:`main`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from deepinv_icrf import __version__
+from deepinv_icrf.cli import demo, fit, hdr, linearize, merge, validate
+from deepinv_icrf.cli._common import PROG, CLIError
+
+__all__ = ["main", "SUBCOMMANDS", "Subcommand", "register_subcommand", "build_parser"]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    r"""One ``deepinv-icrf`` subcommand.
+
+    :param str help: one-line description shown by ``--help``.
+    :param Callable configure: adds the subcommand's arguments to its parser.
+    :param Callable run: runs it from the parsed arguments; returns the exit code. It raises
+        :class:`ValueError` or :class:`OSError` for bad input (reported as one error line,
+        exit code 2); other exceptions are bugs and keep their traceback.
+    """
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: the subcommands, by name, in ``--help`` order
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": Subcommand(demo.HELP, demo.configure, demo.run),
+    "fit": Subcommand(fit.HELP, fit.configure, fit.run_fit),
+    "hdr": Subcommand(hdr.HELP, hdr.configure, hdr.run_hdr),
+    "linearize": Subcommand(
+        linearize.HELP, linearize.configure, linearize.run_linearize
+    ),
+    "merge": Subcommand(merge.HELP, merge.configure, merge.run_merge),
+    "validate": Subcommand(validate.HELP, validate.configure, validate.run_validate),
+}
+
+
+def register_subcommand(
+    name: str,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    r"""Add a subcommand to :data:`SUBCOMMANDS`; names must be new.
+
+    :param str name: the command's name.
+    :param str help: its one-line description.
+    :param Callable configure: ``configure(parser)`` adds its arguments.
+    :param Callable run: ``run(args) -> int`` runs it.
+    """
+    if name in SUBCOMMANDS:
+        raise ValueError(f"Subcommand {name!r} already exists.")
+    SUBCOMMANDS[name] = Subcommand(help, configure, run)
+
+
+class _Parser(argparse.ArgumentParser):
+    r"""An argument parser whose errors are one line: ``deepinv-icrf: error: ...``."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        raise CLIError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    r"""The parser of ``deepinv-icrf`` and of every command of :data:`SUBCOMMANDS`.
+
+    Building it imports nothing heavy (no torch, no numpy): ``--help`` and usage errors
+    answer at once.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="Fit inverse camera response functions (ICRF) with DeepInverse losses, "
+        "linearize images and merge HDR radiance maps. With no command, fits the embedded "
+        "demo stack.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, command in SUBCOMMANDS.items():
+        command.configure(
+            sub.add_parser(name, help=command.help, description=command.help)
+        )
+    return parser
+
+
+def _error_text(err: ValueError | OSError) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if (
+        isinstance(err, OSError)
+        and err.strerror
+        and err.filename
+        and not str(err).startswith(("Cannot", "No such"))
+    ):
+        text = f"{err.strerror}: {err.filename!r}"
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    r"""Entry point of the ``deepinv-icrf`` console script; returns the exit code.
+
+    Exit codes: 0 success, 2 bad input or a system limit such as a full disk (one
+    ``deepinv-icrf: error: ...`` line on stderr, no output written), 130 interrupted (no
+    output written either).
+
+    :param Sequence, None argv: the arguments (default: ``sys.argv[1:]``); none runs ``demo``.
+    :return: (int) the exit code.
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args(["demo"])
+        return SUBCOMMANDS[args.command].run(args)
+    except SystemExit as stop:  # --help / --version
+        return stop.code if isinstance(stop.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:
+        # bad input (files, values) and system limits (disk full, permissions): one line;
+        # anything else is a bug and keeps its traceback
+        print(f"{PROG}: error: {_error_text(err)}", file=sys.stderr)
+        return 2

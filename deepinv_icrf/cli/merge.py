@@ -1,0 +1,289 @@
+r"""``deepinv-icrf merge FOLDER --icrf icrf.json --out x.exr``: photos to an HDR radiance map.
+
+The merge options and outputs are shared with ``hdr`` (:func:`add_merge_options`,
+:func:`stage_merge_outputs`, :func:`merge_and_write`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from deepinv_icrf.cli._common import (
+    LIBRARY_DEFAULT,
+    PROG,
+    CLIError,
+    add_device_option,
+    add_folder_arguments,
+    aligned,
+    check_device,
+    folder_inputs,
+    given,
+    load_icrf,
+    read_folder,
+    threshold,
+    unit_fraction,
+)
+
+__all__ = [
+    "configure",
+    "run_merge",
+    "add_merge_options",
+    "stage_merge_outputs",
+    "merge_and_write",
+]
+
+HELP = "merge a folder of bracketed photos into an HDR radiance map (+ preview)"
+#: Extensions of ``--preview`` (8-bit images).
+PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Layers ``--layers`` can add to an OpenEXR ``--out``.
+LAYERS = ("std", "saturated", "count")
+#: Merge weights and tone-mapping methods offered (the library's; a test keeps them equal to
+#: ``functional.merge.MERGE_WEIGHTS`` and ``hdr.TONEMAP_METHODS``, which import torch).
+WEIGHTS = ("hat", "gaussian")
+TONEMAPS = ("reinhard", "gamma")
+#: ``--deghost`` without a value: the threshold in noise stds.
+DEGHOST_THRESHOLD = 4.0
+#: Code noise std ``--deghost`` assumes when the curve records none (2 codes of 8 bits).
+DEGHOST_CODE_STD = 2.0 / 255.0
+#: Options passed to :func:`~deepinv_icrf.hdr.merge_hdr` when given.
+_MERGE_OPTIONS = {"weights": "weights", "lower": "lower", "upper": "upper"}
+
+
+def add_merge_options(p: argparse.ArgumentParser) -> None:
+    r"""The outputs and options of the merge (shared by ``merge`` and ``hdr``)."""
+    p.add_argument(
+        "--out",
+        required=True,
+        help="HDR radiance file: .exr (OpenEXR, float32), .hdr, .npy or .tif (float32)",
+    )
+    p.add_argument(
+        "--preview", default=None, help="tone-mapped 8-bit preview (.png/.jpg)"
+    )
+    p.add_argument(
+        "--std",
+        default=None,
+        help="also write the per-pixel std (.npy, .tif, .hdr, .exr)",
+    )
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        choices=LAYERS,
+        default=[],
+        help="also store these layers in the .exr --out (viewers show them as layers): "
+        "std (the radiance's std; -1 where unbounded), saturated (pixels saturated in "
+        "every exposure, 0/1), count (exposures merged per pixel)",
+    )
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default=LIBRARY_DEFAULT,
+        help="merge weights (default: merge_hdr's)",
+    )
+    p.add_argument(
+        "--lower",
+        type=unit_fraction,
+        default=LIBRARY_DEFAULT,
+        help="smallest code merged, as a fraction of the code range, e.g. 16/255 or 0.0627 "
+        "(default: merge_hdr's, one code step above black)",
+    )
+    p.add_argument(
+        "--upper",
+        type=unit_fraction,
+        default=LIBRARY_DEFAULT,
+        help="largest code merged, as a fraction of the code range (default: merge_hdr's, "
+        "one code step below white)",
+    )
+    p.add_argument(
+        "--tonemap",
+        choices=TONEMAPS,
+        default=LIBRARY_DEFAULT,
+        help="tone-mapping of the preview (default: tonemap's)",
+    )
+    p.add_argument(
+        "--deghost",
+        nargs="?",
+        const=DEGHOST_THRESHOLD,
+        default=None,
+        type=threshold,
+        metavar="THRESHOLD",
+        help="leave out, per pixel, exposures whose radiance differs from the middle "
+        "exposure's by more than THRESHOLD noise stds (default %(const)s): moving things "
+        "appear as in the middle exposure, without ghosts. The code noise is the one the "
+        "fit estimated (the ICRF file's metadata 'code_std') when known, else "
+        f"{DEGHOST_CODE_STD * 255:g}/255; it also enters --std",
+    )
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    r"""The arguments of ``merge``."""
+    add_folder_arguments(p)
+    p.add_argument(
+        "--icrf", required=True, help="curve file written by 'fit' (icrf.json)"
+    )
+    add_merge_options(p)
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="align handheld brackets first (integer shifts, median threshold bitmaps); "
+        "the radiance map covers the region every photo covers",
+    )
+    add_device_option(p, "merge")
+
+
+def check_merge_arguments(args: argparse.Namespace) -> list[str]:
+    r"""Check the merge's outputs and options before anything is read; return the layers."""
+    from deepinv_icrf.io import RADIANCE_EXTENSIONS
+
+    for flag, value, allowed in (
+        ("--out", args.out, RADIANCE_EXTENSIONS),
+        ("--std", args.std, RADIANCE_EXTENSIONS),
+        ("--preview", args.preview, PREVIEW_EXTENSIONS),
+    ):
+        if value is not None and Path(value).suffix.lower() not in allowed:
+            raise CLIError(
+                f"{flag} {value!r}: expected one of the extensions {allowed}"
+            )
+    layers = list(dict.fromkeys(args.layers))
+    if layers and Path(args.out).suffix.lower() != ".exr":
+        raise CLIError(
+            f"--layers needs an OpenEXR --out (.exr), which holds layers; got {args.out!r}"
+        )
+    bounds = given(args, {"lower": "lower", "upper": "upper"})
+    if len(bounds) == 2 and not bounds["lower"] < bounds["upper"]:
+        raise CLIError(
+            f"--lower {bounds['lower']:g} must be below --upper {bounds['upper']:g}"
+        )
+    return layers
+
+
+def stage_merge_outputs(outputs, args: argparse.Namespace) -> dict[str, Path]:
+    r"""Register ``--out``, ``--std`` and ``--preview`` in the command's output set."""
+    return {
+        flag: outputs.file(value, flag)
+        for flag, value in (
+            ("--out", args.out),
+            ("--std", args.std),
+            ("--preview", args.preview),
+        )
+        if value is not None
+    }
+
+
+def merge_and_write(
+    staged: dict[str, Path],
+    args: argparse.Namespace,
+    icrf,
+    images,
+    exposure_times,
+    layers: list[str],
+    *,
+    device: str | None,
+    command: str,
+    noise_source: str,
+    stream,
+) -> dict[str, Any]:
+    r"""Merge and write every output of the merge to its staged path; return what it made.
+
+    :return: (dict) :func:`deepinv_icrf.hdr_summary.radiance_summary` of the map, with the
+        deghosting threshold and the code noise used.
+    """
+    import numpy as np
+
+    from deepinv_icrf.hdr import merge_hdr, save_radiance, tonemap
+    from deepinv_icrf.hdr_summary import radiance_summary, recorded_code_std
+    from deepinv_icrf.io import write_image
+
+    deghost = args.deghost
+    code_std = 0.0
+    if deghost is not None:
+        code_std = recorded_code_std(icrf)
+        source = noise_source
+        if code_std is None:
+            code_std, source = (
+                DEGHOST_CODE_STD,
+                f"default {DEGHOST_CODE_STD * 255:g}/255",
+            )
+        print(
+            f"{PROG} {command}: deghosting, threshold {deghost:g} stds, code noise "
+            f"{code_std:.4g} ({source})",
+            file=stream,
+        )
+    options = given(args, _MERGE_OPTIONS)
+    if device is not None:
+        options["device"] = device
+    radiance, std, saturated, count = merge_hdr(
+        images,
+        exposure_times,
+        icrf,
+        return_std=True,
+        return_saturated=True,
+        return_count=True,
+        code_std=code_std,
+        deghost=deghost,
+        **options,
+    )
+    layer_values = {"std": std, "saturated": saturated, "count": count}
+    save_radiance(staged["--out"], radiance, **{k: layer_values[k] for k in layers})
+    if "--std" in staged:
+        # pixels saturated everywhere have an unbounded std: stored as -1
+        save_radiance(
+            staged["--std"], np.where(np.isfinite(std), std, -1.0).astype(np.float32)
+        )
+    if "--preview" in staged:
+        shown = tonemap(radiance, **given(args, {"tonemap": "method"}))
+        write_image(staged["--preview"], np.round(shown * 255.0).astype(np.uint8))
+    return {
+        **radiance_summary(radiance, saturated),
+        "deghost": deghost,
+        "code_std": code_std,
+    }
+
+
+def written(args: argparse.Namespace, layers: list[str]) -> str:
+    r"""The ``wrote ...`` line of the merge's outputs."""
+    paths = [v for v in (args.out, args.std, args.preview) if v is not None]
+    extra = f" (layers: {', '.join(layers)})" if layers else ""
+    return f"wrote {', '.join(paths)}{extra}"
+
+
+def run_merge(args: argparse.Namespace, stream=None) -> int:
+    r"""``deepinv-icrf merge FOLDER``: merge bracketed photos into an HDR radiance map."""
+    from deepinv_icrf.hdr_summary import describe_radiance
+    from deepinv_icrf.io import OutputSet
+
+    stream = sys.stdout if stream is None else stream
+    layers = check_merge_arguments(args)
+    device = check_device(args.device)
+    icrf = load_icrf(args.icrf)
+    stack = read_folder(args)
+    if stack.images.shape[-1] != icrf.channels and icrf.channels != 1:
+        raise CLIError(
+            f"the images have {stack.images.shape[-1]} channel(s) but the ICRF has "
+            f"{icrf.channels}"
+        )
+    # every output checked (not an input, not another output, its folder exists) before
+    # the merge costs anything; all of them land together at the end
+    with OutputSet(inputs=[*folder_inputs(args, stack), Path(args.icrf)]) as outputs:
+        staged = stage_merge_outputs(outputs, args)
+        images = aligned(stack, "merge", stream)[0] if args.align else stack.images
+        merged = merge_and_write(
+            staged,
+            args,
+            icrf,
+            images,
+            stack.exposure_times,
+            layers,
+            device=device,
+            command="merge",
+            noise_source="the ICRF file",
+            stream=stream,
+        )
+    print(
+        f"{PROG} merge: {len(stack.paths)} exposures -> {describe_radiance(merged)}",
+        file=stream,
+    )
+    print(written(args, layers), file=stream)
+    return 0

@@ -1,0 +1,353 @@
+r"""The command line's start-up, ``hdr`` (fit and merge in one process), ``--device``,
+``--lower``/``--upper`` and the rule that library defaults are written once."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepinv_icrf
+from deepinv_icrf.cli import main
+from deepinv_icrf.cli import merge as cli_merge
+from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
+from deepinv_icrf.hdr import merge_hdr
+from deepinv_icrf.io import read_image
+from deepinv_icrf.models import ICRF
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W = 13, 11
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return write_synthetic_folder(
+        tmp_path / "photos", n_exposures=4, height=H, width=W, response="gamma"
+    )
+
+
+@pytest.fixture
+def gamma_icrf_file(tmp_path):
+    path = tmp_path / "gamma.json"
+    ICRF.from_response("gamma", channels=3).save(path)
+    return path
+
+
+@pytest.fixture
+def fake_fit(monkeypatch):
+    calls = []
+
+    def fit(stack, exposure_times, **options):
+        calls.append((stack, exposure_times, options))
+        return ICRF.from_response("gamma", channels=stack.shape[-1])
+
+    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+    return calls
+
+
+@pytest.fixture
+def merge_calls(monkeypatch):
+    import deepinv_icrf.hdr
+
+    calls = []
+    original = deepinv_icrf.hdr.merge_hdr
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(deepinv_icrf.hdr, "merge_hdr", spy)
+    return calls
+
+
+def _error_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("deepinv-icrf: error: ")
+    return lines[0]
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+# ---------------------------------------------------------------- start-up
+_STARTUP = """
+import sys
+from deepinv_icrf.cli import main
+argvs = [["--help"], ["fit", "--help"], ["hdr", "--help"], ["--version"], ["fit"],
+         ["merge", "photos", "--out", "x.exr"], ["fit", "photos", "--steps", "0"],
+         ["hdr", "photos", "--out", "x.exr", "--lower", "2"], ["bogus"]]
+codes = [main(argv) for argv in argvs]
+print(codes, sorted(m for m in ("torch", "numpy", "deepinv") if m in sys.modules))
+"""
+
+
+def _python(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, check=False
+    )
+
+
+def test_cli_help_and_usage_errors_do_not_import_torch():
+    result = _python("-c", _STARTUP)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "[0, 0, 0, 0, 2, 2, 2, 2, 2] []"
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 5 and all(
+        e.startswith("deepinv-icrf: error: ") for e in errors
+    )
+    assert "--lower" in errors[3] and "[0, 1]" in errors[3]
+
+
+def test_cli_runs_as_a_module_with_version():
+    result = _python("-m", "deepinv_icrf", "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"deepinv-icrf {deepinv_icrf.__version__}"
+
+
+def test_cli_version_in_process(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "deepinv-icrf 0.1.0"
+
+
+def test_package_top_level_is_lazy():
+    result = _python(
+        "-c",
+        "import sys, deepinv_icrf; print('torch' in sys.modules); "
+        "f = deepinv_icrf.fit_icrf; print('torch' in sys.modules, f.__module__)",
+    )
+    assert result.stdout.split() == ["False", "True", "deepinv_icrf.calibration.fit"]
+    from deepinv_icrf.calibration import fit_icrf
+
+    assert deepinv_icrf.fit_icrf is fit_icrf
+    public = {
+        info.name
+        for info in pkgutil.iter_modules(deepinv_icrf.__path__)
+        if not info.name.startswith("_") and info.name not in ("conftest", "__main__")
+    }
+    assert public <= set(dir(deepinv_icrf)) and "fit_icrf" in dir(deepinv_icrf)
+    for name in public:
+        assert getattr(deepinv_icrf, name).__name__ == f"deepinv_icrf.{name}"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        deepinv_icrf.nope  # noqa: B018
+
+
+# ---------------------------------------------------------------- defaults, choices
+def test_cli_choices_are_the_library_ones():
+    from deepinv_icrf.functional.merge import MERGE_WEIGHTS
+    from deepinv_icrf.hdr import TONEMAP_METHODS
+
+    assert cli_merge.WEIGHTS == MERGE_WEIGHTS
+    assert cli_merge.TONEMAPS == TONEMAP_METHODS
+
+
+def test_cli_passes_only_given_options(photos, tmp_path, fake_fit, merge_calls):
+    assert main(["fit", str(photos), "--out", str(tmp_path / "f")]) == 0
+    assert fake_fit[0][2] == {}  # every default is the fit's own
+    out = tmp_path / "r.npy"
+    assert main(["hdr", str(photos), "--out", str(out)]) == 0
+    assert fake_fit[1][2] == {}
+    (_, kwargs), *_ = merge_calls
+    assert set(kwargs) == {
+        "return_std",
+        "return_saturated",
+        "return_count",
+        "code_std",
+        "deghost",
+    }
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["steps"] is None and summary["seed"] is None
+
+
+# ---------------------------------------------------------------- hdr
+def test_cli_hdr_equals_fit_then_merge(photos, tmp_path, capsys):
+    fit_dir, hdr_dir = tmp_path / "fit", tmp_path / "hdr"
+    hdr_dir.mkdir()
+    steps = ["--steps", "15", "--no-progress"]
+    assert main(["fit", str(photos), "--out", str(fit_dir)] + steps) == 0
+    merged = tmp_path / "m.npy"
+    args = ["merge", str(photos), "--icrf", str(fit_dir / "icrf.json")]
+    assert main(args + ["--out", str(merged)]) == 0
+    capsys.readouterr()
+
+    out = hdr_dir / "scene.npy"
+    extra = ["--preview", str(hdr_dir / "p.png"), "--std", str(hdr_dir / "s.npy")]
+    assert main(["hdr", str(photos), "--out", str(out)] + extra + steps) == 0
+    printed = capsys.readouterr().out
+    assert "deepinv-icrf hdr: 4 exposures 11x13" in printed
+    assert "deepinv-icrf hdr: 4 exposures -> radiance 11x13" in printed
+    assert "\n  R  " in printed and "scene.icrf.json" in printed
+    assert _files(hdr_dir) == [
+        "p.png",
+        "s.npy",
+        "scene.icrf.json",
+        "scene.icrf_fit.png",
+        "scene.npy",
+        "scene.summary.json",
+    ]
+    one, two = ICRF.load(fit_dir / "icrf.json"), ICRF.load(hdr_dir / "scene.icrf.json")
+    np.testing.assert_array_equal(one.curve.detach(), two.curve.detach())
+    assert two.metadata["source"] == "deepinv-icrf hdr"
+    assert two.metadata["code_std"] == one.metadata["code_std"]
+    np.testing.assert_array_equal(np.load(out), np.load(merged))
+    fitted = json.loads((fit_dir / "summary.json").read_text())
+    summary = json.loads((hdr_dir / "scene.summary.json").read_text())
+    for key in ("channels", "code_std", "exposure_times", "files", "steps", "shape"):
+        assert summary[key] == fitted[key], key
+    assert summary["merge"]["width"] == W and summary["merge"]["deghost"] is None
+    assert summary["merge"]["stops"] > 3  # 4 exposures one stop apart of a gamma scene
+    assert read_image(hdr_dir / "p.png").shape == (H, W, 3)
+
+
+def test_cli_hdr_reads_aligns_and_decodes_once(
+    photos, tmp_path, monkeypatch, fake_fit, merge_calls, capsys
+):
+    import deepinv_icrf.data as data
+
+    reads, aligns = [], []
+    read, align = data.read_exposure_folder, data.align_exposures
+
+    def counted_read(*args, **kwargs):
+        reads.append(args)
+        return read(*args, **kwargs)
+
+    def counted_align(*args, **kwargs):
+        aligns.append(args)
+        return align(*args, **kwargs)
+
+    monkeypatch.setattr(data, "read_exposure_folder", counted_read)
+    monkeypatch.setattr(data, "align_exposures", counted_align)
+    out = tmp_path / "r.npy"
+    assert main(["hdr", str(photos), "--out", str(out), "--align"]) == 0
+    assert len(reads) == 1 and len(aligns) == 1
+    ((images, times, options),) = fake_fit
+    assert "align" not in options  # aligned once, before the fit
+    ((args, _),) = merge_calls
+    assert args[0] is images  # the merge gets the very codes the fit got
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["align"] is True and summary["shifts"][2] == [0, 0]
+    assert "aligned, shifts (dy, dx)" in capsys.readouterr().out
+
+
+def test_cli_hdr_deghost_uses_the_fit_noise(photos, tmp_path, merge_calls, capsys):
+    out = tmp_path / "r.npy"
+    argv = ["hdr", str(photos), "--out", str(out), "--deghost", "--no-progress"]
+    assert main(argv) == 0
+    code_std = ICRF.load(tmp_path / "r.icrf.json").metadata["code_std"]
+    ((_, kwargs),) = merge_calls
+    assert kwargs["deghost"] == 4.0 and kwargs["code_std"] == max(code_std)
+    assert "code noise" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["merge"]["code_std"] == max(code_std)
+
+
+def test_cli_hdr_layers_in_one_exr(photos, tmp_path, fake_fit, capsys):
+    from deepinv_icrf.io import read_exr_layers
+
+    out = tmp_path / "r.exr"
+    assert main(["hdr", str(photos), "--out", str(out), "--layers", "count"]) == 0
+    assert sorted(read_exr_layers(out)) == ["", "count"]
+    assert "(layers: count)" in capsys.readouterr().out
+
+
+def test_cli_hdr_bad_inputs_write_nothing(photos, tmp_path, monkeypatch, capsys):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    base = ["hdr", str(photos)]
+    cases = [
+        (["--out", str(tmp_path / "r.png")], "--out .*expected one of the extensions"),
+        (["--out", str(tmp_path / "r.npy"), "--layers", "std"], "--layers needs"),
+        (
+            ["--out", str(tmp_path / "r.npy"), "--preview", str(tmp_path / "r.icrf_fit.png")],
+            "--out's plot '.*r.icrf_fit.png' is also the output of --preview",
+        ),
+        (["--out", str(tmp_path / "r.npy"), "--lower", "0.5", "--upper", "0.4"],
+         "--lower 0.5 must be below --upper 0.4"),
+        (["--out", str(tmp_path / "r.npy"), "--device", "meta"],
+         "--device meta: expected one of the device types"),
+        (["--out", str(tmp_path / "r.npy"), "--steps", "0"], "--steps"),
+    ]  # fmt: skip
+    for extra, match in cases:
+        assert main(base + extra) == 2, extra
+        line = _error_line(capsys)
+        assert re.search(match, line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # a merge that fails after the fit: not even the curve is written
+    import deepinv_icrf.hdr
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r.npy"))
+
+    monkeypatch.setattr(deepinv_icrf.hdr, "save_radiance", full)
+    argv = base + ["--out", str(tmp_path / "r.npy"), "--no-progress", "--steps", "3"]
+    assert main(argv) == 2
+    assert "No space left on device" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------- --device, --lower/--upper
+def test_cli_device_reaches_fit_and_merge(
+    photos, tmp_path, gamma_icrf_file, fake_fit, merge_calls
+):
+    out = tmp_path / "r.npy"
+    assert main(["hdr", str(photos), "--out", str(out), "--device", "cpu"]) == 0
+    assert fake_fit[0][2] == {"device": "cpu"}
+    assert merge_calls[0][1]["device"] == "cpu"
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["device"] == "cpu"
+    argv = ["merge", str(photos), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+    assert main(argv + ["--device", "cpu"]) == 0
+    assert merge_calls[1][1]["device"] == "cpu"
+    stack = read_exposure_folder(photos)
+    expect = merge_hdr(stack.images, stack.exposure_times, ICRF.load(gamma_icrf_file))
+    np.testing.assert_allclose(np.load(out), expect, rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda:99", "not a device"])
+def test_cli_merge_bad_device(photos, tmp_path, gamma_icrf_file, device, capsys):
+    out = tmp_path / "r.npy"
+    argv = ["merge", str(photos), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+    assert main(argv + ["--device", device]) == 2
+    assert "--device" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_cli_merge_lower_upper(photos, tmp_path, gamma_icrf_file, merge_calls, capsys):
+    out = tmp_path / "r.npy"
+    argv = ["merge", str(photos), "--icrf", str(gamma_icrf_file), "--out", str(out)]
+    assert main(argv + ["--lower", "0.1", "--upper", "0.9"]) == 0
+    kwargs = merge_calls[0][1]
+    assert kwargs["lower"] == 0.1 and kwargs["upper"] == 0.9
+    stack = read_exposure_folder(photos)
+    expect = merge_hdr(
+        stack.images,
+        stack.exposure_times,
+        ICRF.load(gamma_icrf_file),
+        lower=0.1,
+        upper=0.9,
+    )
+    np.testing.assert_allclose(np.load(out), expect, rtol=1e-6)
+    default = merge_hdr(stack.images, stack.exposure_times, ICRF.load(gamma_icrf_file))
+    assert not np.allclose(expect, default)  # the bounds changed the merge
+    assert main(argv + ["--lower", "16/255"]) == 0
+    assert merge_calls[-1][1]["lower"] == 16 / 255
+    for bad in (
+        ["--lower", "-0.1"],
+        ["--upper", "nan"],
+        ["--lower", "x"],
+        ["--lower", "1/0"],
+    ):
+        assert main(argv + bad) == 2
+        assert f"argument {bad[0]}: expected a number in [0, 1]" in _error_line(capsys)
