@@ -271,17 +271,36 @@ def _time_check(report) -> object:
     return check
 
 
-def _describe_check(check: object) -> str:
+#: Names a time check may give the frames it flags (the first one present is shown).
+_CHECK_FRAME_KEYS = ("frames", "flagged", "suspect_frames", "wrong_frames", "suspects")
+
+
+def _check_fields(check: object) -> dict | None:
     if check is None:
-        return "-"
+        return None
     if dataclasses.is_dataclass(check) and not isinstance(check, type):
-        check = dataclasses.asdict(check)
+        return dataclasses.asdict(check)
+    if hasattr(check, "_asdict"):
+        return dict(check._asdict())
     if isinstance(check, dict):
-        for key in ("frames", "flagged", "suspect_frames", "wrong_frames", "suspects"):
-            if key in check:
-                return f"{key} {list(check[key])}"
-        return ", ".join(f"{k}={v}" for k, v in list(check.items())[:3])[:60]
-    return str(check)[:60]
+        return dict(check)
+    return {
+        k: getattr(check, k) for k in _CHECK_FRAME_KEYS if hasattr(check, k)
+    } or None
+
+
+def _describe_check(check: object) -> tuple[str, bool | None]:
+    # (short text for the table, whether it flags any frame: None if it cannot be told)
+    if check is None:
+        return "-", False
+    fields = _check_fields(check)
+    if fields:
+        for key in _CHECK_FRAME_KEYS:
+            if key in fields and fields[key] is not None:
+                frames = list(fields[key])
+                return f"{key} {frames}", bool(frames)
+        return ", ".join(f"{k}={v}" for k, v in list(fields.items())[:3])[:60], None
+    return str(check)[:60], None
 
 
 def run_bench_case(spec: dict, args, fit_options: dict) -> dict:
@@ -346,8 +365,9 @@ def run_bench_case(spec: dict, args, fit_options: dict) -> dict:
         t_refine=t_refine,
         t_band=t_band,
         warnings=msgs,
-        time_check=_describe_check(_time_check(plain.fit_report)),
-        time_check_refined=_describe_check(_time_check(refined.fit_report)),
+        time_check=_describe_check(_time_check(plain.fit_report))[0],
+        time_check_flags=_describe_check(_time_check(plain.fit_report))[1],
+        time_check_refined=_describe_check(_time_check(refined.fit_report))[0],
         seconds=time.perf_counter() - start,
     )
     return row
@@ -470,15 +490,17 @@ def _cases_summary(rows: list[dict]) -> list[str]:
     )
     if right:
         drift = max(r["t_refined_vs_listed"] for r in right)
-        warned = [r["case"] for r in right if r["warnings"]]
+        warned = [r["case"] for r in right if r["warnings"] or r["time_check_flags"]]
         out.append(
             f"target right listed times: refined within 5% of the listed ones "
             f"{_met(drift <= 0.05)} (largest {pct(drift)}); no warning from the default "
-            f"fit {_met(not warned)}" + (f" ({', '.join(warned)})" if warned else "")
+            f"fit (nor frames flagged by fit_report.time_check) {_met(not warned)}"
+            + (f" ({', '.join(warned)})" if warned else "")
         )
     if wrong:
+        # a check whose flags cannot be read counts as noticing (shown as its text)
         noticed = [
-            r for r in wrong if r["warnings"] or r["time_check"] not in ("-", None)
+            r for r in wrong if r["warnings"] or r["time_check_flags"] is not False
         ]
         out.append(
             f"target wrong listed times noticed by the default fit (a warning or "
