@@ -79,7 +79,7 @@ def _prior_oracle(nominal: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     # the best the EXIF prior can do even with the identifiable part exact: the package's own
     # MAP (estimate_log_exposures) fed the exact pairwise log ratios with negligible errors,
     # so only the exponent and offset come from the nominal times
-    from deepinv_icrf.training.refine import estimate_log_exposures
+    from deepinv_icrf.calibration.refine import estimate_log_exposures
 
     a_idx, b_idx = torch.triu_indices(true.shape[0], true.shape[0], offset=1)
     rho = true.log()[a_idx] - true.log()[b_idx]
@@ -153,8 +153,8 @@ def _rmse_mod_exponent(curve: torch.Tensor, true: torch.Tensor) -> float:
 def run_case(name, sigma, args, fit_options) -> dict:
     from deepinv.physics import GaussianNoise
 
-    from deepinv_icrf.training.bands import icrf_confidence_band
-    from deepinv_icrf.training.refine import fit_refined
+    from deepinv_icrf.calibration.bands import icrf_confidence_band
+    from deepinv_icrf.calibration.refine import fit_refined
 
     gen = torch.Generator().manual_seed(args.seed + int(sigma * 1e4))
     nominal = demo_exposure_times(args.exposures, shortest=args.shortest)

@@ -6,6 +6,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from deepinv_icrf import (  # noqa: F401
+    bracket,
+    calibration,
     data,
     functional,
     hdr,
@@ -15,4 +17,4 @@ from deepinv_icrf import (  # noqa: F401
     physics,
     training,
 )
-from deepinv_icrf.training import fit_icrf  # noqa: F401
+from deepinv_icrf.calibration import fit_icrf  # noqa: F401

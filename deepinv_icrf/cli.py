@@ -5,9 +5,13 @@ function that adds its arguments to an :class:`argparse.ArgumentParser` and a fu
 runs it from the parsed arguments and returns the exit code. A new subcommand is one more
 entry (see :func:`register_subcommand`).
 
-Every output file is written atomically (:mod:`deepinv_icrf.io`). Bad input ends with exit
-code 2 and one line ``deepinv-icrf: error: ...`` on stderr, no traceback, and no partial
-output file.
+Every command writes its output files as one set (:class:`deepinv_icrf.io.OutputSet`): into
+a hidden folder beside the targets, moved into place at the end, so that an error, Ctrl-C or a
+full disk leaves the previous outputs untouched and two runs into one folder leave one
+complete set. An output path that is one of the command's inputs (or a link to one), or
+another of its outputs, is refused before anything is computed. Bad input ends with exit
+code 2 and one line ``deepinv-icrf: error: ...`` on stderr, no traceback, and no output; a
+genuine bug still shows its traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
 
 PROG = "deepinv-icrf"
 _CHANNEL_NAMES = ("R", "G", "B")
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 class CLIError(ValueError):
@@ -79,18 +84,30 @@ def run_demo(
     :param stream: where to print (default ``sys.stdout``).
     :return: (dict) the summary written to ``summary.json``.
     """
+    from deepinv_icrf.io import OutputSet
+
+    stream = stream if stream is not None else sys.stdout
+    target = Path(out)
+    with OutputSet() as outputs:
+        summary = _demo(outputs.folder(target, "--out"), steps, noise, progress, stream)
+    print(
+        f"wrote {target / 'icrf.json'}, {target / 'icrf_fit.png'} and "
+        f"{target / 'summary.json'}",
+        file=stream,
+    )
+    return summary
+
+
+def _demo(out: Path, steps, noise, progress, stream) -> dict:
     import deepinv as dinv
     import torch
 
+    from deepinv_icrf.calibration.fit import fit_icrf
     from deepinv_icrf.data import demo_exposure_times, demo_scene
     from deepinv_icrf.functional.metrics import curve_rmse
     from deepinv_icrf.io import write_json
     from deepinv_icrf.physics import ExposureStack, get_response
-    from deepinv_icrf.training.fit import fit_icrf
 
-    stream = stream if stream is not None else sys.stdout
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     scene = demo_scene()
     times = demo_exposure_times(9)
@@ -142,10 +159,6 @@ def run_demo(
         "max_abs_error": {names[k]: float(worst[k]) for k in range(c)},
     }
     write_json(out / "summary.json", summary)
-    print(
-        f"wrote {out / 'icrf.json'}, {out / 'icrf_fit.png'} and {out / 'summary.json'}",
-        file=stream,
-    )
     return summary
 
 
@@ -159,8 +172,26 @@ def _check_device(device: str | None) -> str | None:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise CLIError(f"--device: not a torch device: {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type not in _DEVICE_TYPES:
+        raise CLIError(
+            f"--device {device}: expected one of the device types {_DEVICE_TYPES}"
+        )
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }
+    if not available[dev.type]:
+        raise CLIError(
+            f"--device {device}: {dev.type} is not available on this machine"
+        )
+    if dev.type == "cuda" and dev.index is not None:
+        if dev.index >= torch.cuda.device_count():
+            raise CLIError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)"
+            )
     return str(dev)
 
 
@@ -171,14 +202,6 @@ def _load_icrf(path: str | Path):
     if not path.is_file():
         raise CLIError(f"--icrf: no such file {str(path)!r}")
     return ICRF.load(path)
-
-
-def _out_folder(path: str | Path) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _channel_stats(curve, images: np.ndarray, bit_depth: int) -> list[dict]:
@@ -295,7 +318,7 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
 
     from deepinv_icrf import fit_icrf
     from deepinv_icrf.data import read_exposure_folder
-    from deepinv_icrf.io import write_json
+    from deepinv_icrf.io import OutputSet, write_json
 
     stream = stream if stream is not None else sys.stdout
     if args.steps is not None and args.steps < 1:
@@ -334,73 +357,78 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
         f"(from {stack.time_source})",
         file=stream,
     )
-    out = _out_folder(args.out)
-    start = time.perf_counter()
-    icrf = fit_icrf(stack.images, stack.exposure_times, **options)
-    elapsed = time.perf_counter() - start
-    curve = icrf.curve.detach().to("cpu").double()
-    if not bool(curve.isfinite().all()):
-        raise CLIError("the fit diverged (the curve holds NaN or inf); nothing written")
-    stats = _channel_stats(curve.numpy(), stack.images, stack.bit_depth)
-    files = [p.name for p in stack.paths]
-    times = [float(t) for t in stack.exposure_times]
-    noise = {}
-    sigma = (getattr(getattr(icrf, "fit_report", None), "extra", None) or {}).get(
-        "sigma"
-    )
-    if sigma:
-        # the code noise the fit estimated: `merge --deghost` reads it back
-        noise["code_std"] = [float(v) for v in sigma]
-    icrf.save(
-        out / "icrf.json",
-        source=f"{PROG} fit",
-        folder=str(Path(args.folder).resolve()),
-        files=files,
-        exposure_times=times,
-        time_source=stack.time_source,
-        **noise,
-    )
-    band = getattr(icrf, "band", None)
-    _save_plot(
-        out / "icrf_fit.png",
-        curve,
-        title=f"{PROG}: ICRF of {Path(args.folder).name}",
-        band=band.detach().to("cpu") if band is not None else None,
-    )
-    summary = {
-        "folder": str(Path(args.folder).resolve()),
-        "files": files,
-        "exposure_times": times,
-        "time_source": stack.time_source,
-        "bit_depth": stack.bit_depth,
-        "shape": [c, h, w],
-        "steps": args.steps,
-        "seed": args.seed,
-        "device": device or "cpu",
-        "refine_exposures": bool(args.refine_exposures),
-        "band": band is not None,
-        "fit_seconds": round(elapsed, 3),
-        "channels": stats,
-    }
-    report = getattr(icrf, "fit_report", None)
-    refined = getattr(report, "exposure_times", None)
-    if args.refine_exposures and refined is not None:
-        summary["refined_exposure_times"] = [
-            float(t) for t in torch.as_tensor(refined).reshape(-1)
-        ]
-        extra = getattr(report, "extra", None) or {}
-        if "exponent" in extra:
-            summary["refinement_exponent"] = float(extra["exponent"])
-    shifts = (getattr(report, "extra", None) or {}).get("shifts")
-    if getattr(args, "align", False) and shifts is not None:
-        summary["shifts"] = shifts
-    outliers = (getattr(report, "extra", None) or {}).get("outliers")
-    if outliers is not None:
-        summary["outlier_fraction"] = [float(v) for v in outliers]
-    meta = _jsonable(getattr(icrf, "metadata", None))
-    if meta:
-        summary["icrf_metadata"] = meta
-    write_json(out / "summary.json", summary)
+    target = Path(args.out)
+    inputs = [*stack.paths, *([args.sidecar] if args.sidecar else [])]
+    with OutputSet(inputs=inputs) as outputs:
+        out = outputs.folder(target, "--out")
+        start = time.perf_counter()
+        icrf = fit_icrf(stack.images, stack.exposure_times, **options)
+        elapsed = time.perf_counter() - start
+        curve = icrf.curve.detach().to("cpu").double()
+        if not bool(curve.isfinite().all()):
+            raise CLIError(
+                "the fit diverged (the curve holds NaN or inf); nothing written"
+            )
+        stats = _channel_stats(curve.numpy(), stack.images, stack.bit_depth)
+        files = [p.name for p in stack.paths]
+        times = [float(t) for t in stack.exposure_times]
+        noise = {}
+        sigma = (getattr(getattr(icrf, "fit_report", None), "extra", None) or {}).get(
+            "sigma"
+        )
+        if sigma:
+            # the code noise the fit estimated: `merge --deghost` reads it back
+            noise["code_std"] = [float(v) for v in sigma]
+        icrf.save(
+            out / "icrf.json",
+            source=f"{PROG} fit",
+            folder=str(Path(args.folder).resolve()),
+            files=files,
+            exposure_times=times,
+            time_source=stack.time_source,
+            **noise,
+        )
+        band = getattr(icrf, "band", None)
+        _save_plot(
+            out / "icrf_fit.png",
+            curve,
+            title=f"{PROG}: ICRF of {Path(args.folder).name}",
+            band=band.detach().to("cpu") if band is not None else None,
+        )
+        summary = {
+            "folder": str(Path(args.folder).resolve()),
+            "files": files,
+            "exposure_times": times,
+            "time_source": stack.time_source,
+            "bit_depth": stack.bit_depth,
+            "shape": [c, h, w],
+            "steps": args.steps,
+            "seed": args.seed,
+            "device": device or "cpu",
+            "refine_exposures": bool(args.refine_exposures),
+            "band": band is not None,
+            "fit_seconds": round(elapsed, 3),
+            "channels": stats,
+        }
+        report = getattr(icrf, "fit_report", None)
+        refined = getattr(report, "exposure_times", None)
+        if args.refine_exposures and refined is not None:
+            summary["refined_exposure_times"] = [
+                float(t) for t in torch.as_tensor(refined).reshape(-1)
+            ]
+            extra = getattr(report, "extra", None) or {}
+            if "exponent" in extra:
+                summary["refinement_exponent"] = float(extra["exponent"])
+        shifts = (getattr(report, "extra", None) or {}).get("shifts")
+        if getattr(args, "align", False) and shifts is not None:
+            summary["shifts"] = shifts
+        outliers = (getattr(report, "extra", None) or {}).get("outliers")
+        if outliers is not None:
+            summary["outlier_fraction"] = [float(v) for v in outliers]
+        meta = _jsonable(getattr(icrf, "metadata", None))
+        if meta:
+            summary["icrf_metadata"] = meta
+        write_json(out / "summary.json", summary)
     print(f"fitted in {elapsed:.1f} s", file=stream)
     if outliers is not None and max(outliers) >= _OUTLIER_NOTE:
         hint = (
@@ -414,7 +442,7 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
             file=stream,
         )
     if args.refine_exposures and refined is not None:
-        from deepinv_icrf.training.refine import describe_refinement
+        from deepinv_icrf.calibration.refine import describe_refinement
 
         print(describe_refinement(icrf), file=stream)
     print("  channel  f(0.25)   f(0.5)    f(0.75)   gamma~   usable", file=stream)
@@ -427,7 +455,8 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
             file=stream,
         )
     print(
-        f"wrote {out / 'icrf.json'}, {out / 'icrf_fit.png'} and {out / 'summary.json'}",
+        f"wrote {target / 'icrf.json'}, {target / 'icrf_fit.png'} and "
+        f"{target / 'summary.json'}",
         file=stream,
     )
     return 0
@@ -486,33 +515,33 @@ def _collect_images(inputs: Sequence[str]) -> list[Path]:
 def run_linearize(args: argparse.Namespace, stream=None) -> int:
     r"""``deepinv-icrf linearize``: apply a fitted ICRF to images, write linear images."""
     from deepinv_icrf.hdr import linearize
-    from deepinv_icrf.io import read_image, write_image
+    from deepinv_icrf.io import OutputSet, read_image, write_image
 
     stream = stream if stream is not None else sys.stdout
     icrf = _load_icrf(args.icrf)
     paths = _collect_images(args.inputs)
-    images = []
-    for p in paths:  # read and check everything before writing anything
-        img = read_image(p)
-        if img.dtype not in (np.uint8, np.uint16):
-            raise CLIError(f"{str(p)!r} holds {img.dtype} values, not 8/16-bit codes")
-        if img.shape[-1] != icrf.channels and icrf.channels != 1:
-            raise CLIError(
-                f"{str(p)!r} has {img.shape[-1]} channel(s) but the ICRF has {icrf.channels}"
-            )
-        images.append(img)
-    out = _out_folder(args.out)
     ext = _LINEAR_FORMATS[args.format]
-    written = []
-    for p, img in zip(paths, images, strict=True):
-        x = linearize(img, icrf)
-        if args.format == "tif16":
-            x = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
-        target = out / f"{p.stem}{ext}"
-        write_image(target, x)
-        written.append(target)
+    target = Path(args.out)
+    # one image at a time into the staged folder: nothing lands unless every image works
+    with OutputSet(inputs=[*paths, Path(args.icrf)]) as outputs:
+        out = outputs.folder(target, "--out")
+        for p in paths:
+            img = read_image(p)
+            if img.dtype not in (np.uint8, np.uint16):
+                raise CLIError(
+                    f"{str(p)!r} holds {img.dtype} values, not 8/16-bit codes"
+                )
+            if img.shape[-1] != icrf.channels and icrf.channels != 1:
+                raise CLIError(
+                    f"{str(p)!r} has {img.shape[-1]} channel(s) but the ICRF has "
+                    f"{icrf.channels}"
+                )
+            x = linearize(img, icrf)
+            if args.format == "tif16":
+                x = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
+            write_image(out / f"{p.stem}{ext}", x)
     print(
-        f"{PROG} linearize: wrote {len(written)} linear image(s) ({args.format}) to {out}",
+        f"{PROG} linearize: wrote {len(paths)} linear image(s) ({args.format}) to {target}",
         file=stream,
     )
     return 0
@@ -520,6 +549,7 @@ def run_linearize(args: argparse.Namespace, stream=None) -> int:
 
 # ---------------------------------------------------------------------------- merge
 _PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_LAYERS = ("std", "saturated", "count")
 _DEGHOST_THRESHOLD = 4.0
 # code noise std assumed by --deghost when the ICRF file records none
 _DEGHOST_CODE_STD = 2.0 / 255.0
@@ -544,7 +574,18 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
         help="also write the per-pixel std (.npy, .tif, .hdr, .exr)",
     )
     p.add_argument(
-        "--sidecar", default=None, help="exposure-time sidecar (CSV or JSON)"
+        "--layers",
+        nargs="+",
+        choices=_LAYERS,
+        default=None,
+        help="also store these layers in the .exr --out (viewers show them as layers): "
+        "std (the radiance's std; -1 where unbounded), saturated (pixels saturated in "
+        "every exposure, 0/1), count (exposures merged per pixel)",
+    )
+    p.add_argument(
+        "--sidecar",
+        default=None,
+        help="exposure-time sidecar: CSV, JSON, OpenCV's list.txt or a list with a header",
     )
     p.add_argument("--pattern", default=None, help="glob selecting the images")
     p.add_argument(
@@ -594,8 +635,7 @@ def _code_noise(icrf) -> tuple[float, str]:
 def run_merge(args: argparse.Namespace, stream=None) -> int:
     r"""``deepinv-icrf merge FOLDER``: merge bracketed photos into an HDR radiance map."""
     from deepinv_icrf.data import read_exposure_folder
-    from deepinv_icrf.hdr import merge_hdr, save_radiance, tonemap
-    from deepinv_icrf.io import RADIANCE_EXTENSIONS, write_image
+    from deepinv_icrf.io import RADIANCE_EXTENSIONS, OutputSet
 
     stream = stream if stream is not None else sys.stdout
     for flag, value, allowed in (
@@ -607,6 +647,11 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
             raise CLIError(
                 f"{flag} {value!r}: expected one of the extensions {allowed}"
             )
+    layers = list(dict.fromkeys(getattr(args, "layers", None) or []))
+    if layers and Path(args.out).suffix.lower() != ".exr":
+        raise CLIError(
+            f"--layers needs an OpenEXR --out (.exr), which holds layers; got {args.out!r}"
+        )
     icrf = _load_icrf(args.icrf)
     stack = read_exposure_folder(
         args.folder, sidecar=args.sidecar, pattern=args.pattern
@@ -616,6 +661,51 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
             f"the images have {stack.images.shape[-1]} channel(s) but the ICRF has "
             f"{icrf.channels}"
         )
+    # every output checked (not an input, not another output, its folder exists) before
+    # the merge costs anything; all of them land together at the end
+    outputs = OutputSet(
+        inputs=[
+            *stack.paths,
+            Path(args.icrf),
+            *([Path(args.sidecar)] if args.sidecar else []),
+        ]
+    )
+    with outputs:
+        staged = {
+            flag: outputs.file(value, flag)
+            for flag, value in (
+                ("--out", args.out),
+                ("--std", args.std),
+                ("--preview", args.preview),
+            )
+            if value is not None
+        }
+        radiance, saturated = _merge_into(staged, args, icrf, stack, layers, stream)
+    positive = radiance[radiance > 0]
+    stops = (
+        math.log2(float(positive.max()) / float(positive.min()))
+        if positive.size
+        else 0.0
+    )
+    print(
+        f"{PROG} merge: {len(stack.paths)} exposures -> radiance {radiance.shape[1]}x"
+        f"{radiance.shape[0]} ({radiance.shape[2]} channel(s)), range "
+        f"{float(radiance.min()):.4g}.."
+        f"{float(radiance.max()):.4g} ({stops:.1f} stops), "
+        f"{int(saturated.any(axis=-1).sum())} pixel(s) saturated in every exposure",
+        file=stream,
+    )
+    written = [v for v in (args.out, args.std, args.preview) if v is not None]
+    extra = f" (layers: {', '.join(layers)})" if layers else ""
+    print(f"wrote {', '.join(written)}{extra}", file=stream)
+    return 0
+
+
+def _merge_into(staged, args, icrf, stack, layers, stream):
+    r"""Merge and write every output of ``merge`` to its staged path."""
+    from deepinv_icrf.hdr import merge_hdr, save_radiance, tonemap
+    from deepinv_icrf.io import write_image
+
     images = stack.images
     if getattr(args, "align", False):
         from deepinv_icrf.data import align_exposures
@@ -631,44 +721,28 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
             f"{code_std:.4g} ({source})",
             file=stream,
         )
-    radiance, std, saturated = merge_hdr(
+    radiance, std, saturated, count = merge_hdr(
         images,
         stack.exposure_times,
         icrf,
         weights=args.weights,
         return_std=True,
         return_saturated=True,
+        return_count=True,
         code_std=code_std,
         deghost=deghost,
     )
-    save_radiance(args.out, radiance)
-    written = [args.out]
-    if args.std is not None:
+    given = {"std": std, "saturated": saturated, "count": count}
+    save_radiance(staged["--out"], radiance, **{k: given[k] for k in layers})
+    if "--std" in staged:
         # pixels saturated everywhere have an unbounded std: stored as -1
         save_radiance(
-            args.std, np.where(np.isfinite(std), std, -1.0).astype(np.float32)
+            staged["--std"], np.where(np.isfinite(std), std, -1.0).astype(np.float32)
         )
-        written.append(args.std)
-    if args.preview is not None:
+    if "--preview" in staged:
         shown = tonemap(radiance, method=args.tonemap)
-        write_image(args.preview, np.round(shown * 255.0).astype(np.uint8))
-        written.append(args.preview)
-    positive = radiance[radiance > 0]
-    stops = (
-        math.log2(float(positive.max()) / float(positive.min()))
-        if positive.size
-        else 0.0
-    )
-    print(
-        f"{PROG} merge: {len(stack.paths)} exposures -> radiance {radiance.shape[1]}x"
-        f"{radiance.shape[0]} ({radiance.shape[2]} channel(s)), range "
-        f"{float(radiance.min()):.4g}.."
-        f"{float(radiance.max()):.4g} ({stops:.1f} stops), "
-        f"{int(saturated.any(axis=-1).sum())} pixel(s) saturated in every exposure",
-        file=stream,
-    )
-    print(f"wrote {', '.join(written)}", file=stream)
-    return 0
+        write_image(staged["--preview"], np.round(shown * 255.0).astype(np.uint8))
+    return radiance, saturated
 
 
 # ---------------------------------------------------------------------------- demo (table)
@@ -728,14 +802,19 @@ def run_validate(args: argparse.Namespace, stream=None) -> int:
     r"""``deepinv-icrf validate FOLDER --icrf icrf.json``: compare a fitted curve with the curve
     measured directly from processed/linear pairs (:func:`deepinv_icrf.validate.validate_folder`).
     """
-    from deepinv_icrf.io import write_json
+    from deepinv_icrf.io import OutputSet, write_json
     from deepinv_icrf.validate import format_validation, validate_folder
 
     stream = sys.stdout if stream is None else stream
-    result = validate_folder(args.folder, args.icrf, min_count=args.min_count)
+    folder = Path(args.folder)
+    inputs = [Path(args.icrf)] + (list(folder.iterdir()) if folder.is_dir() else [])
+    with OutputSet(inputs=inputs) as outputs:
+        staged = outputs.file(args.out, "--out") if args.out is not None else None
+        result = validate_folder(args.folder, args.icrf, min_count=args.min_count)
+        if staged is not None:
+            write_json(staged, result)
     print(format_validation(result), file=stream)
     if args.out is not None:
-        write_json(args.out, result)
         print(f"wrote {args.out}", file=stream)
     return 0
 
@@ -748,8 +827,8 @@ class Subcommand:
     :param str help: one-line description shown by ``--help``.
     :param Callable configure: adds the subcommand's arguments to its parser.
     :param Callable run: runs it from the parsed arguments; returns the exit code. It raises
-        :class:`ValueError`, :class:`TypeError` or :class:`OSError` for bad input (reported
-        as one error line, exit code 2).
+        :class:`ValueError` or :class:`OSError` for bad input (reported as one error line,
+        exit code 2); other exceptions are bugs and keep their traceback.
     """
 
     help: str
@@ -824,8 +903,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     r"""Entry point of the ``deepinv-icrf`` console script; returns the exit code.
 
-    Exit codes: 0 success, 2 bad input (one ``deepinv-icrf: error: ...`` line on stderr),
-    130 interrupted.
+    Exit codes: 0 success, 2 bad input or a system limit such as a full disk (one
+    ``deepinv-icrf: error: ...`` line on stderr, no output written), 130 interrupted (no
+    output written either).
     """
     try:
         args = _build_parser().parse_args(argv)
@@ -836,8 +916,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, OSError) as err:
+        # bad input (files, values) and system limits (disk full, permissions): one line;
+        # anything else is a bug and keeps its traceback
         text = " ".join(str(err).split()) or type(err).__name__
+        if (
+            isinstance(err, OSError)
+            and err.strerror
+            and err.filename
+            and not str(err).startswith(("Cannot", "No such"))
+        ):
+            text = f"{err.strerror}: {err.filename!r}"
         print(f"{PROG}: error: {text}", file=sys.stderr)
         return 2
 

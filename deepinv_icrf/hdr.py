@@ -153,6 +153,7 @@ def merge_hdr(
     weights: str = "hat",
     return_std: bool = False,
     return_saturated: bool = False,
+    return_count: bool = False,
     band: Tensor | None = None,
     code_std: float = 0.0,
     lower: float | None = None,
@@ -206,6 +207,9 @@ def merge_hdr(
     :param bool return_std: also return :math:`\sigma_E` (default ``False``).
     :param bool return_saturated: also return the mask of pixels saturated in every
         exposure (default ``False``).
+    :param bool return_count: also return, per pixel and channel, the number of exposures
+        that entered the merge (valid code, weight > 0, kept by ``deghost``; int32, default
+        ``False``).
     :param torch.Tensor, None band: per-code std of the ICRF ``(C, L')`` (a confidence band
         on any uniform grid), propagated into :math:`\sigma_E`. Default ``None``.
     :param float code_std: std of the code noise in ``[0, 1]`` units, added to the
@@ -218,7 +222,8 @@ def merge_hdr(
         ``None`` (default) merges every valid exposure.
     :return: radiance (relative units: :math:`x/t` per second of exposure), ``(H, W, C)``
         float32 for numpy input, else ``(C, H, W)`` / ``(B, C, H, W)`` tensors; with
-        ``return_std`` / ``return_saturated`` a tuple ``(radiance, [std], [saturated])``.
+        ``return_std`` / ``return_saturated`` / ``return_count`` a tuple
+        ``(radiance, [std], [saturated], [count])``.
 
     |sep|
 
@@ -317,6 +322,11 @@ def merge_hdr(
     radiance = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
     std = torch.empty_like(radiance) if return_std else None
     saturated = torch.empty(radiance.shape, device=device, dtype=torch.bool)
+    count = (
+        torch.empty(radiance.shape, device=device, dtype=torch.int32)
+        if return_count
+        else None
+    )
     rows = max(1, _BLOCK_ELEMENTS // max(1, batch * n * channels * width))
     for top in range(0, height, rows):
         block = codes[..., top : top + rows, :].to(device)
@@ -345,6 +355,10 @@ def merge_hdr(
         )
         sat = (unit > upper).all(dim=1)
         saturated[..., part, :] = sat
+        if count is not None:
+            w_num = merge_weights(unit, w) if isinstance(w, str) else w
+            used = (unit >= lower) & (unit <= upper) & (w_num > 0)
+            count[..., part, :] = used.sum(dim=1, dtype=torch.int32)
         if std is not None:
             part_std = weighted_radiance_merge_std(
                 unit, variances[0], times, weights=w, lower=lower, upper=upper
@@ -353,6 +367,8 @@ def merge_hdr(
     outputs = [radiance] + ([std] if std is not None else [])
     if return_saturated:
         outputs.append(saturated)
+    if count is not None:
+        outputs.append(count)
     if squeeze:
         outputs = [o.squeeze(0) for o in outputs]
     if from_numpy:
@@ -360,7 +376,11 @@ def merge_hdr(
             o.movedim(-3, -1)
             .cpu()
             .numpy()
-            .astype(np.float32 if o.is_floating_point() else bool)
+            .astype(
+                np.float32
+                if o.is_floating_point()
+                else (bool if o.dtype == torch.bool else np.int32)
+            )
             for o in outputs
         ]
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
@@ -449,29 +469,77 @@ def tonemap(
     return out
 
 
-def save_radiance(path: str | os.PathLike, radiance: np.ndarray | Tensor) -> None:
-    r"""Write a float radiance map, atomically (no partial file on failure).
+def _radiance_hwc(value: np.ndarray | Tensor, name: str) -> np.ndarray:
+    r"""A ``(C, H, W)``/``(1, C, H, W)`` tensor or an ``(H, W[, C])`` array as ``(H, W, C)``."""
+    if isinstance(value, Tensor):
+        r = value.detach()
+        if r.ndim == 4 and r.shape[0] == 1:
+            r = r[0]
+        if r.ndim != 3:
+            raise ValueError(
+                f"Expected `{name}` of shape (C, H, W) or (1, C, H, W), but got shape "
+                f"{tuple(value.shape)}."
+            )
+        return r.movedim(0, -1).cpu().numpy()
+    arr = np.asarray(value)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(
+            f"Expected `{name}` as an array (H, W, C), but got shape {arr.shape}."
+        )
+    return arr
 
-    Formats by extension: ``.exr`` (OpenEXR, built in, exact 32-bit float, ZIP), ``.hdr``
-    (Radiance RGBE, built in, about 0.4 % relative precision), ``.npy`` (float32 ``(H, W, C)``)
-    or ``.tif``/``.tiff`` (32-bit float). See :func:`deepinv_icrf.io.write_image`.
+
+def save_radiance(
+    path: str | os.PathLike,
+    radiance: np.ndarray | Tensor,
+    *,
+    std: np.ndarray | Tensor | None = None,
+    saturated: np.ndarray | Tensor | None = None,
+    count: np.ndarray | Tensor | None = None,
+) -> None:
+    r"""Write a float radiance map, atomically (no partial file on failure), with optional
+    layers in one OpenEXR file.
+
+    Formats by extension: ``.exr`` (OpenEXR through its official bindings, exact 32-bit
+    float, ZIP), ``.hdr`` (Radiance RGBE, about 1 % relative precision), ``.npy`` (float32
+    ``(H, W, C)``) or ``.tif``/``.tiff`` (32-bit float). See
+    :func:`deepinv_icrf.io.write_image`.
+
+    An ``.exr`` file also carries, when given, the std of the radiance (layer ``std``:
+    channels ``std.R, std.G, std.B``; ``-1`` where it is unbounded, i.e. pixels saturated in
+    every exposure), the saturation mask (layer ``saturated``, 0/1) and the number of
+    exposures merged per pixel (layer ``count``), the names OpenEXR viewers show as layers
+    (:func:`deepinv_icrf.io.read_exr_layers` reads them back). Other formats hold one image:
+    write the std to a file of its own.
 
     :param str, os.PathLike path: destination file.
     :param numpy.ndarray, torch.Tensor radiance: ``(H, W, C)`` array, or a tensor
         ``(C, H, W)`` or ``(1, C, H, W)``; finite.
+    :param numpy.ndarray, torch.Tensor, None std: the std of the radiance, same layout
+        (``inf`` allowed: stored as ``-1``). ``.exr`` only.
+    :param numpy.ndarray, torch.Tensor, None saturated: boolean mask, same layout. ``.exr``
+        only.
+    :param numpy.ndarray, torch.Tensor, None count: exposures merged per pixel, same layout.
+        ``.exr`` only.
 
     |sep|
 
     :Example:
 
     >>> import tempfile, pathlib, torch
-    >>> from deepinv_icrf.io import read_image
+    >>> from deepinv_icrf.io import read_image, read_exr_layers
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "hdr.npy"
     >>> save_radiance(path, torch.full((3, 2, 4), 12.5))
     >>> read_image(path).shape
     (2, 4, 3)
+    >>> exr = path.with_suffix(".exr")
+    >>> save_radiance(exr, torch.ones(3, 2, 4), std=torch.full((3, 2, 4), 0.1))
+    >>> sorted(read_exr_layers(exr))
+    ['', 'std']
     """
-    from deepinv_icrf.io import RADIANCE_EXTENSIONS, write_image
+    from deepinv_icrf.io import RADIANCE_EXTENSIONS, write_exr, write_image
 
     ext = os.fspath(path).lower().rsplit(".", 1)[-1]
     if "." + ext not in RADIANCE_EXTENSIONS:
@@ -479,28 +547,40 @@ def save_radiance(path: str | os.PathLike, radiance: np.ndarray | Tensor) -> Non
             f"Cannot save radiance to {os.fspath(path)!r}: expected one of the extensions "
             f"{RADIANCE_EXTENSIONS}."
         )
-    if isinstance(radiance, Tensor):
-        r = radiance.detach()
-        if r.ndim == 4 and r.shape[0] == 1:
-            r = r[0]
-        if r.ndim != 3:
-            raise ValueError(
-                f"Expected `radiance` of shape (C, H, W) or (1, C, H, W), but got shape "
-                f"{tuple(radiance.shape)}."
-            )
-        arr = r.movedim(0, -1).to("cpu", torch.float32).numpy()
-    else:
-        arr = np.asarray(radiance)
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(
-                f"Expected `radiance` as a float array (H, W, C), but got dtype {arr.dtype} "
-                f"and shape {arr.shape}."
-            )
-        arr = arr.astype(np.float32)
+    arr = _radiance_hwc(radiance, "radiance")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(
+            f"Expected `radiance` as a float array (H, W, C), but got dtype {arr.dtype} "
+            f"and shape {arr.shape}."
+        )
+    arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise ValueError(
             f"Cannot save radiance to {os.fspath(path)!r}: it holds NaN or inf values."
         )
-    write_image(path, arr)
+    layers: dict[str, np.ndarray] = {}
+    for name, value in (("std", std), ("saturated", saturated), ("count", count)):
+        if value is None:
+            continue
+        if ext != "exr":
+            raise ValueError(
+                f"Cannot save the `{name}` layer to {os.fspath(path)!r}: only OpenEXR "
+                "(.exr) files hold layers; write it to a file of its own."
+            )
+        layer = _radiance_hwc(value, name)
+        if layer.shape[:2] != arr.shape[:2]:
+            raise ValueError(
+                f"Expected `{name}` of the radiance's size {arr.shape[:2]}, but got "
+                f"{layer.shape[:2]}."
+            )
+        if name == "std":
+            layer = np.where(np.isfinite(layer), layer, -1.0).astype(np.float32)
+        elif name == "saturated":
+            layer = layer.astype(bool)
+        else:
+            layer = layer.astype(np.int32)
+        layers[name] = layer
+    if ext == "exr":
+        write_exr(path, arr, layers=layers)
+    else:
+        write_image(path, arr)

@@ -289,9 +289,9 @@ def _read_linear(path: Path) -> np.ndarray:
             return raw.postprocess(
                 gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True
             )
-    import imageio.v3 as iio
+    from deepinv_icrf.io import read_image
 
-    image = np.asarray(iio.imread(path))
+    image = read_image(path)
     if image.dtype != np.uint16 and not np.issubdtype(image.dtype, np.floating):
         raise ValueError(
             f"Expected linear capture {str(path)!r} as a 16-bit or float TIFF, "
@@ -321,9 +321,9 @@ def _pair_files(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _tiff_bits(path: Path) -> int | None:
-    try:
-        import tifffile
+    import tifffile
 
+    try:
         with tifffile.TiffFile(path) as tif:
             return int(tif.pages[0].bitspersample)
     except Exception:  # noqa: BLE001 - unreadable TIFF: not a linear capture
@@ -351,13 +351,14 @@ def validate_folder(
 
     :Example:
 
-    >>> import tempfile, numpy as np, imageio.v3 as iio
+    >>> import tempfile, numpy as np
+    >>> from deepinv_icrf.io import write_image
     >>> from pathlib import Path
     >>> from deepinv_icrf.models import ICRF
     >>> folder = Path(tempfile.mkdtemp())
     >>> lin = np.linspace(0, 1, 4096).reshape(64, 64, 1).repeat(3, -1) ** 2.2
-    >>> iio.imwrite(folder / "a.png", np.round(lin ** (1 / 2.2) * 255).astype(np.uint8))
-    >>> iio.imwrite(folder / "a.tif", np.round(lin * 65535).astype(np.uint16))
+    >>> write_image(folder / "a.png", np.round(lin ** (1 / 2.2) * 255).astype(np.uint8))
+    >>> write_image(folder / "a.tif", np.round(lin * 65535).astype(np.uint16))
     >>> ICRF(init="gamma").save(folder / "curve.json")
     >>> result = validate_folder(folder, folder / "curve.json", min_count=5)
     >>> result["pairs"], result["rmse"][0] < 1e-3
@@ -375,17 +376,15 @@ def validate_folder(
             f"Found no processed/linear pair in {str(folder)!r}: expected e.g. IMG_1.jpg with "
             "IMG_1.tif (16-bit linear) or IMG_1.dng (RAW, needs rawpy)."
         )
-    import imageio.v3 as iio
+    from deepinv_icrf.io import read_image
 
     processed, linear = [], []
     for proc_path, lin_path in pairs:
-        try:
-            proc = np.asarray(iio.imread(proc_path))
-        except Exception as err:  # noqa: BLE001 - report any reader failure by file
-            raise ValueError(f"Cannot read {str(proc_path)!r}: {err}") from err
+        # the package's reader: 16-bit PNGs stay 16-bit, sizes are checked before decoding
+        proc = read_image(proc_path)
         lin = _read_linear(lin_path)
-        if proc.ndim == 3 and proc.shape[-1] == 4:
-            proc = proc[..., :3]
+        if lin.ndim == 2:
+            lin = lin[..., None]
         if lin.ndim == 3 and lin.shape[-1] == 4:
             lin = lin[..., :3]
         if proc.shape != lin.shape:

@@ -30,11 +30,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from deepinv_icrf import fit_icrf
+from deepinv_icrf.calibration import icrf_confidence_band
 from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.functional import curve_rmse
 from deepinv_icrf.physics import get_response
 from deepinv_icrf.plot import plot_icrf
-from deepinv_icrf.training import icrf_confidence_band
 
 torch.manual_seed(0)
 workdir = Path(tempfile.mkdtemp(prefix="deepinv_icrf_gallery_"))

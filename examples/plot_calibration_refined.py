@@ -13,7 +13,7 @@ with the curve.
 One thing no method can do: the curve :math:`f` with the times :math:`t_k` explains the photos
 exactly as well as :math:`f^g` with :math:`t_k^g`, for every exponent :math:`g > 0`. The
 *ratios* between exposures are fixed by the images only up to this exponent, which the EXIF
-prior then sets (see :func:`deepinv_icrf.training.refine.fit_refined`).
+prior then sets (see :func:`deepinv_icrf.calibration.refine.fit_refined`).
 """
 
 # %%
@@ -35,10 +35,10 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from deepinv_icrf import fit_icrf
+from deepinv_icrf.calibration.refine import describe_refinement
 from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.physics import get_response
 from deepinv_icrf.plot import plot_icrf
-from deepinv_icrf.training.refine import describe_refinement
 
 torch.manual_seed(0)
 folder = Path(tempfile.mkdtemp()) / "bracket"

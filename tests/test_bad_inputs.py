@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from deepinv_icrf import fit_icrf
 from deepinv_icrf.cli import main as cli_main
 from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.hdr import merge_hdr
+from deepinv_icrf.io import read_exposure_list, read_image
 from deepinv_icrf.loss import (
     EquivariantSplittingLoss,
     PROPELLoss,
@@ -172,6 +176,300 @@ def _cli(tmp: Path, make: Callable[[Path], Path], command: str = "fit") -> dict:
     return {"code": code, "stderr": err.getvalue(), "out": out}
 
 
+# ---------------------------------------------------------------------------- hostile files
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(body))
+        + kind
+        + body
+        + struct.pack(">I", zlib.crc32(kind + body))
+    )
+
+
+def _write(tmp: Path, name: str, data: bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(data)
+    return path
+
+
+def _png_bomb(tmp: Path, depth: int = 8, size: int = 100_000) -> Path:
+    ihdr = struct.pack(">IIBBBBB", size, size, depth, 2, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b""))
+    )
+    return _write(tmp, "bomb.png", data)
+
+
+def _jpeg_bomb(tmp: Path) -> Path:
+    from deepinv_icrf.io import write_image
+
+    write_image(tmp / "a.jpg", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray((tmp / "a.jpg").read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 65000, 65000)
+    return _write(tmp, "bomb.jpg", bytes(data))
+
+
+def _tiff_bomb(tmp: Path) -> Path:
+    entries = [
+        (256, 4, 1, 100_000),
+        (257, 4, 1, 100_000),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 110),
+        (278, 4, 1, 100_000),
+        (279, 4, 1, 8),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", *e) for e in entries
+    )
+    return _write(tmp, "bomb.tif", b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(12))
+
+
+def _npy_bomb(tmp: Path) -> Path:
+    path = tmp / "bomb.npy"
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (100000, 100000, 3)}
+        )
+    return path
+
+
+def _exr_bomb(tmp: Path) -> Path:
+    def attr(name, kind, value):
+        return (
+            name.encode()
+            + b"\0"
+            + kind.encode()
+            + b"\0"
+            + struct.pack("<i", len(value))
+            + value
+        )
+
+    window = struct.pack("<4i", 0, 0, 99_999, 99_999)
+    chlist = b"Y\0" + struct.pack("<iB3xii", 2, 0, 1, 1) + b"\0"
+    header = (
+        b"\x76\x2f\x31\x01"
+        + struct.pack("<I", 2)
+        + attr("channels", "chlist", chlist)
+        + attr("compression", "compression", b"\x03")
+        + attr("dataWindow", "box2i", window)
+        + attr("displayWindow", "box2i", window)
+        + attr("lineOrder", "lineOrder", b"\0")
+        + attr("pixelAspectRatio", "float", struct.pack("<f", 1.0))
+        + attr("screenWindowCenter", "v2f", bytes(8))
+        + attr("screenWindowWidth", "float", struct.pack("<f", 1.0))
+        + b"\0"
+    )
+    return _write(tmp, "bomb.exr", header + bytes(64))
+
+
+def _exr_file(tmp: Path, compression: str = "zip", cut: bool = False) -> Path:
+    from deepinv_icrf.io import write_image
+
+    path = tmp / f"{compression}.exr"
+    write_image(
+        path, np.ones((40, 30, 3), np.float32) * 2.5, exr_compression=compression
+    )
+    if cut:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])
+    return path
+
+
+def _multi_frame_folder(tmp: Path, kind: str) -> Path:
+    import imagecodecs
+    import tifffile
+
+    folder = _folder(tmp, exif=False, fmt="png")
+    (folder / "exposures.csv").write_text(
+        "exposure_00.png,1\nexposure_01.png,2\nexposure_02.png,4\n"
+    )
+    frames = np.zeros((2, 8, 10, 3), np.uint8)
+    if kind == "tif":
+        (folder / "exposure_01.png").unlink()
+        (folder / "exposures.csv").write_text(
+            "exposure_00.png,1\nexposure_01.tif,2\nexposure_02.png,4\n"
+        )
+        with tifffile.TiffWriter(folder / "exposure_01.tif") as tif:
+            for frame in frames:
+                tif.write(frame, photometric="rgb", contiguous=False)
+    else:
+        (folder / "exposure_01.png").write_bytes(bytes(imagecodecs.apng_encode(frames)))
+    return folder
+
+
+def _fifo(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    os.mkfifo(path)
+    return path
+
+
+def _curve_raw(tmp: Path, edit: Callable[[str], str]) -> Path:
+    path = tmp / "icrf.json"
+    ICRF(channels=3, n_points=16).save(path)
+    path.write_text(edit(path.read_text()))
+    return path
+
+
+def _list_file(tmp: Path, name: str, text: str) -> Path:
+    return _write(tmp, name, text.encode())
+
+
+def _timed_sidecar(tmp: Path, value: str) -> Path:
+    return _sidecar_folder(
+        tmp, f"exposure_00.png,{value}\nexposure_01.png,0.5\nexposure_02.png,1\n"
+    )
+
+
+def _crops_across_workers(tmp: Path) -> list:
+    from torch.utils.data import DataLoader
+
+    from deepinv_icrf.data import ExposureStackDataset
+
+    folder = _folder(tmp)
+    data = ExposureStackDataset([folder] * 4, crop_size=(3, 3), seed=0)
+    loader = DataLoader(
+        data, batch_size=1, num_workers=2, generator=torch.Generator().manual_seed(0)
+    )
+    return [[y[0, 0, 0, :, 0].tolist() for y, _ in loader] for _ in range(2)]
+
+
+def _crops_differ(epochs: list) -> None:
+    first, second = epochs
+    assert first[0::2] != first[1::2]  # worker 0 and worker 1 draw different crops
+    assert first != second  # and so does every epoch
+
+
+def _validate_png16(tmp: Path) -> dict:
+    from deepinv_icrf.io import write_image
+    from deepinv_icrf.validate import validate_folder
+
+    lin = np.linspace(0, 1, 4096).reshape(64, 64, 1).repeat(3, -1) ** 2.2
+    write_image(tmp / "a.png", np.round(lin ** (1 / 2.2) * 65535).astype(np.uint16))
+    write_image(tmp / "a.tif", np.round(lin * 65535).astype(np.uint16))
+    ICRF(init="gamma", n_points=4096, bit_depth=16).save(tmp / "curve.json")
+    return validate_folder(tmp, tmp / "curve.json", min_count=1)
+
+
+def _sixteen_bit_levels(result: dict) -> None:
+    assert result["n_codes"][0] > 3000 and max(result["rmse"]) < 1e-3
+
+
+def _piz_read(img: np.ndarray) -> None:
+    assert img.shape == (40, 30, 3) and bool((img == 2.5).all())
+
+
+def _run(argv: list[str]) -> dict:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(argv)
+    return {"code": code, "stderr": err.getvalue()}
+
+
+def _cli_out(
+    tmp: Path, command: str, extra: Callable[[Path, Path], list[str]], fmt: str = "png"
+) -> dict:
+    folder = _folder(tmp, name="photos", fmt=fmt)
+    icrf = tmp / "icrf.json"
+    ICRF(channels=3, n_points=16).save(icrf)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = _run([command, str(folder), "--icrf", str(icrf)] + extra(tmp, folder))
+    result["inputs_unchanged"] = before == {
+        p.name: p.read_bytes() for p in folder.iterdir()
+    }
+    result["out"] = tmp / "out"
+    return result
+
+
+def _cli_refused(match: str) -> Callable[[dict], None]:
+    def check(result: dict) -> None:
+        _cli_error(match)(result)
+        assert result["inputs_unchanged"]
+
+    return check
+
+
+def _cli_fit_with(tmp: Path, patch: Callable[[pytest.MonkeyPatch], None]) -> dict:
+    import deepinv_icrf
+
+    folder = _folder(tmp, name="photos")
+    out = tmp / "cli_out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            deepinv_icrf,
+            "fit_icrf",
+            lambda stack, times, **kw: ICRF.from_response("gamma", channels=3),
+        )
+        patch(mp)
+        result = _run(["fit", str(folder), "--out", str(out), "--no-progress"])
+    result["out"] = out
+    return result
+
+
+def _full_disk(mp: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import deepinv_icrf.io as dio
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    mp.setattr(dio, "write_json", full)
+
+
+def _ctrl_c(mp: pytest.MonkeyPatch) -> None:
+    import deepinv_icrf.io as dio
+
+    def interrupted(path, obj):
+        raise KeyboardInterrupt
+
+    mp.setattr(dio, "write_json", interrupted)
+
+
+def _interrupted(result: dict) -> None:
+    assert (
+        result["code"] == 130
+        and result["stderr"].strip() == "deepinv-icrf: interrupted"
+    )
+    assert not result["out"].exists()
+
+
+def _fail(value: object) -> None:
+    raise AssertionError(f"unexpected {value!r}")
+
+
+def _with_env(name: str, value: str, fn: Callable[[], Any]) -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(name, value)
+        return fn()
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+def _cli_device(tmp: Path, device: str) -> dict:
+    folder = _folder(tmp)
+    out = tmp / "cli_out"
+    result = _run(["fit", str(folder), "--out", str(out), "--device", device])
+    result["out"] = out
+    return result
+
+
+def _bomb_folder(tmp: Path) -> Path:
+    folder = _folder(tmp, exif=False)
+    (folder / "exposures.csv").write_text(
+        "exposure_00.png,1\nexposure_01.png,2\nexposure_02.png,4\n"
+    )
+    (folder / "exposure_01.png").write_bytes(_png_bomb(tmp).read_bytes())
+    return folder
+
+
 # ---------------------------------------------------------------------------- checks
 def _cli_error(match: str) -> Callable[[dict], None]:
     def check(result: dict) -> None:
@@ -270,7 +568,7 @@ CATALOGUE: list[Row] = [
     Row("zero_time_sidecar", "a sidecar time of 0", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_sidecar_folder(
             tmp, "exposure_00.png,0\nexposure_01.png,0.5\nexposure_02.png,1\n")),
-        ValueError, r"row 1: exposure times must be finite and > 0 seconds, but got '0'"),
+        ValueError, r"line 1: exposure times must be > 0 seconds, but got '0'"),
     Row("nan_time_sidecar", "a sidecar time 'nan'", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_sidecar_folder(
             tmp, "exposure_00.png,nan\nexposure_01.png,0.5\nexposure_02.png,1\n")),
@@ -431,7 +729,7 @@ CATALOGUE: list[Row] = [
         ValueError, r"`curve` row 0 must hold 16 values, got 15"),
     Row("curve_missing_file", "a curve file that does not exist", "ICRF.load",
         lambda tmp: ICRF.load(tmp / "nope.json"),
-        FileNotFoundError, r"No such file or directory"),
+        FileNotFoundError, r"No such ICRF file '.*nope.json'"),
     Row("curve_save_nan", "saving a curve holding NaN", "ICRF.save",
         _save_nan_curve,
         ValueError, r"Cannot save an ICRF whose curve holds NaN or inf values"),
@@ -471,6 +769,181 @@ CATALOGUE: list[Row] = [
         "EquivariantSplittingLoss",
         lambda tmp: _splitting(0.9, 0.0),
         ValueError, r"The splitting mask leaves nothing to predict"),
+    # --- hostile files: declared sizes checked before anything is allocated
+    Row("hdr_empty_billion_rows", "50-byte .hdr declaring 10^9 rows of width 0 (hung 15 min)",
+        "read_image",
+        lambda tmp: read_image(_write(tmp, "a.hdr",
+                                      b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1000000000 +X 0\n")),
+        ValueError, r"a\.hdr': it declares an empty image \(0x1000000000 pixels\)"),
+    Row("hdr_huge_declared", ".hdr declaring 100000x100000 pixels", "read_image",
+        lambda tmp: read_image(_write(tmp, "a.hdr",
+                                      b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 100000 +X 100000\n")),
+        ValueError, r"declares 100000x100000 pixels \(10000000000\), more than the limit"),
+    Row("png_bomb", "PNG declaring 100000x100000 pixels (Pillow: DecompressionBombError)",
+        "read_image", lambda tmp: read_image(_png_bomb(tmp)),
+        ValueError, r"bomb\.png': it declares 100000x100000 pixels"),
+    Row("png16_bomb", "16-bit PNG declaring 70000x70000 (OpenCV: cv2.error)", "read_image",
+        lambda tmp: read_image(_png_bomb(tmp, 16, 70_000)),
+        ValueError, r"bomb\.png': it declares 70000x70000 pixels"),
+    Row("jpeg_bomb", "JPEG declaring 65000x65000 pixels", "read_image",
+        lambda tmp: read_image(_jpeg_bomb(tmp)),
+        ValueError, r"bomb\.jpg': it declares 65000x65000 pixels"),
+    Row("tiff_bomb", "TIFF declaring 100000x100000 pixels (MemoryError)", "read_image",
+        lambda tmp: read_image(_tiff_bomb(tmp)),
+        ValueError, r"bomb\.tif': it declares 100000x100000 pixels"),
+    Row("npy_bomb", ".npy declaring 100000x100000x3 floats (MemoryError)", "read_image",
+        lambda tmp: read_image(_npy_bomb(tmp)),
+        ValueError, r"bomb\.npy': it declares 100000x100000 pixels"),
+    Row("exr_bomb", "ZIP .exr declaring 100000x100000 pixels (inflated to 4.9 GB)",
+        "read_image", lambda tmp: read_image(_exr_bomb(tmp)),
+        ValueError, r"bomb\.exr': it declares 100000x100000 pixels"),
+    Row("pixel_limit_bad_env", "DEEPINV_ICRF_MAX_PIXELS set to a non-number", "read_image",
+        lambda tmp: _with_env("DEEPINV_ICRF_MAX_PIXELS", "1e9",
+                              lambda: read_image(_exr_file(tmp))),
+        ValueError, r"DEEPINV_ICRF_MAX_PIXELS to be an int >= 1, but got '1e9'"),
+    Row("exr_truncated", "a truncated OpenEXR file", "read_image",
+        lambda tmp: read_image(_exr_file(tmp, cut=True)),
+        ValueError, r"Cannot read image file .*zip\.exr': the OpenEXR .*(corrupted or truncated)"),
+    Row("exr_piz", "an OpenEXR file with PIZ compression (common from other tools)",
+        "read_image", lambda tmp: read_image(_exr_file(tmp, "piz")),
+        None, "accepted: read through the official OpenEXR bindings (every compression)",
+        check=_piz_read),
+    Row("image_fifo", "a named pipe given as an image (a read would block)", "read_image",
+        lambda tmp: read_image(_fifo(tmp, "a.png")),
+        ValueError, r"Cannot read image file .*a\.png': it is not a regular file"),
+    Row("multipage_tiff_folder", "a 2-page TIFF among the exposures", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_multi_frame_folder(tmp, "tif")),
+        ValueError, r"exposure_01\.tif': it holds 2 pages; choose one with `frame`"),
+    Row("animated_png_folder", "an animated PNG among the exposures", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_multi_frame_folder(tmp, "png")),
+        ValueError, r"exposure_01\.png': it holds 2 frames \(an animation\); choose one with `frame`"),
+    # --- exposure times parsed with bounded work
+    Row("sidecar_billion_digit_exponent", "sidecar time 1e999999999 (Fraction: hung)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1e999999999")),
+        ValueError, r"line 1: exposure time inf is not finite \(it overflows a float\)"),
+    Row("sidecar_overflow", "sidecar time 1e309 (OverflowError)", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1e309")),
+        ValueError, r"exposure time inf is not finite"),
+    Row("sidecar_401_digits", "sidecar time of 401 digits (OverflowError)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "9" * 401)),
+        ValueError, r"is 401 characters long, more than 40"),
+    Row("sidecar_underflow", "sidecar time 1e-320 (IndexError deep in torch)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1e-320")),
+        ValueError, r"exposure time 9\.99989e-321 s is outside the accepted range \[1e-09, 1e\+09\]"),
+    Row("sidecar_rounds_to_zero", "sidecar time 1e-400", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1e-400")),
+        ValueError, r"but got '1e-400' \(it rounds to zero\)"),
+    Row("sidecar_divide_by_zero", "sidecar time 1/0", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1/0")),
+        ValueError, r"exposure time '1/0' divides by zero"),
+    Row("sidecar_json_duplicate", "a JSON sidecar naming a file twice (kept the last)",
+        "read_exposure_list",
+        lambda tmp: read_exposure_list(_list_file(tmp, "s.json", '{"a.png": 1, "a.png": 2}')),
+        ValueError, r"s\.json' is not accepted JSON: the key 'a\.png' appears twice"),
+    Row("sidecar_json_deep", "a JSON sidecar nested 100000 deep (RecursionError)",
+        "read_exposure_list",
+        lambda tmp: read_exposure_list(_list_file(tmp, "s.json", "[" * 100000 + "]" * 100000)),
+        ValueError, r"nested more than 32 levels deep"),
+    Row("sidecar_ambiguous_list", "a headerless list 'name value': time or 1/time?",
+        "read_exposure_list",
+        lambda tmp: read_exposure_list(_list_file(tmp, "times.txt", "a.png 2\nb.png 4\n")),
+        ValueError, r"the second may hold the exposure times or their inverses"),
+    Row("sidecar_columns_disagree", "a list whose time and 1/time columns disagree",
+        "read_exposure_list",
+        lambda tmp: read_exposure_list(_list_file(
+            tmp, "l.txt", "# Filename exposure 1/shutter_speed\na.png 32 32\n")),
+        ValueError, r"line 2: the time '32' and the inverse time '32' disagree"),
+    Row("sidecar_opencv_list", "OpenCV's list.txt (name 1/t)", "read_exposure_list",
+        lambda tmp: read_exposure_list(_list_file(tmp, "list.txt", "a.png 4\nb.png 1/0.5\n")),
+        None, "accepted: the second column is the inverse time, as in OpenCV's tutorial",
+        check=lambda table: table == {"a.png": 0.25, "b.png": 0.5} or _fail(table)),
+    Row("sidecar_fifo", "a named pipe given as the sidecar (a read would block)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_folder(tmp, exif=False),
+                                         sidecar=_fifo(tmp, "s.csv")),
+        ValueError, r"sidecar '.*s\.csv' is not a regular file"),
+    # --- curve files
+    Row("curve_unknown_dtype", "a curve file naming dtype float8 (NotImplementedError)",
+        "ICRF.load",
+        lambda tmp: ICRF.load(_curve_raw(tmp, lambda t: t.replace('"float32"', '"float8_e4m3fn"'))),
+        ValueError, r"`dtype` must be one of \('float32', 'float64', 'float16', 'bfloat16'\)"),
+    Row("curve_deep_json", "a curve file nested 100000 deep (RecursionError)", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_raw(tmp, lambda t: "[" * 100000 + "]" * 100000)),
+        ValueError, r"ICRF file '.*icrf\.json' is not accepted JSON: nested more than 32"),
+    Row("curve_duplicate_key", "a curve file giving a key twice", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_raw(tmp, lambda t: t[:-1] + ', "n_points": 4}')),
+        ValueError, r"the key 'n_points' appears twice"),
+    Row("curve_huge_number", "a curve file with a 401-digit integer", "ICRF.load",
+        lambda tmp: ICRF.load(_curve_raw(tmp, lambda t: t.replace('"version": 1', '"version": ' + "9" * 401))),
+        ValueError, r"a number of 401 characters"),
+    Row("opencv_csv_short", "an OpenCV response CSV with 255 rows", "ICRF.from_opencv_csv",
+        lambda tmp: ICRF.from_opencv_csv(_list_file(tmp, "r.csv", "1;2;3;\n" * 255)),
+        ValueError, r"expected 256 rows \(one per 8-bit code\), but got 255"),
+    # --- silent wrong results, now right
+    Row("crops_across_workers", "random crops with 2 DataLoader workers, 2 epochs",
+        "ExposureStackDataset", _crops_across_workers,
+        None, "documented: crops differ per worker and per epoch, reproducible by seed",
+        check=_crops_differ),
+    Row("validate_png16", "validate a folder of 16-bit PNGs (was read as 8-bit)",
+        "validate_folder", _validate_png16,
+        None, "accepted: read through the package's reader, 16-bit codes kept",
+        check=_sixteen_bit_levels),
+    # --- outputs never lost or half-written
+    Row("cli_linearize_onto_inputs", "linearize photos --out photos (replaced the photos)",
+        "deepinv-icrf linearize",
+        lambda tmp: _cli_out(tmp, "linearize", lambda t, f: ["--out", str(f)]),
+        None, "exit 2, 'is the folder of the input', the photos unchanged",
+        check=_cli_refused(r"--out '.*photos' is the folder of the input")),
+    Row("cli_merge_onto_input", "merge photos --out photos/exposure_00.tif (overwrote it)",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_out(
+            tmp, "merge", lambda t, f: ["--out", str(f / "exposure_00.tif")], fmt="tif"
+        ),
+        None, "exit 2, 'is an input of this command', the photo unchanged",
+        check=_cli_refused(r"--out '.*exposure_00\.tif' is an input of this command")),
+    Row("cli_merge_out_is_std", "merge --out r.exr --std r.exr (kept only the std map)",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_out(
+            tmp, "merge", lambda t, f: ["--out", str(t / "r.exr"), "--std", str(t / "r.exr")]
+        ),
+        None, "exit 2, one line naming both flags, nothing written",
+        check=_cli_refused(r"--std '.*r\.exr' is also the output of --out")),
+    Row("cli_out_symlink_to_input", "merge --out link.png where link.png -> an input",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_out(tmp, "merge", lambda t, f: ["--out", str(t / "r.exr"), "--preview",
+                                                         str(_link(t / "link.png", f / "exposure_00.png"))]),
+        None, "exit 2, 'is an input of this command', the photo unchanged",
+        check=_cli_refused(r"--preview '.*link\.png' is an input of this command")),
+    Row("cli_preview_missing_folder", "merge --preview into a folder that does not exist",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_out(tmp, "merge", lambda t, f: ["--out", str(t / "r.exr"), "--preview",
+                                                         str(t / "nope" / "p.png")]),
+        None, "exit 2 before merging, nothing written (no r.exr without its preview)",
+        check=_cli_refused(r"--preview '.*p\.png': folder '.*nope' does not exist")),
+    Row("cli_disk_full", "fit on a full disk (left icrf.json without summary)",
+        "deepinv-icrf fit", lambda tmp: _cli_fit_with(tmp, _full_disk),
+        None, "exit 2, 'No space left on device: .../summary.json', nothing written",
+        check=_cli_error(r"No space left on device: '.*cli_out/summary\.json'")),
+    Row("cli_ctrl_c_between_files", "Ctrl-C after icrf.json and the plot, before the summary",
+        "deepinv-icrf fit", lambda tmp: _cli_fit_with(tmp, _ctrl_c),
+        None, "exit 130, 'deepinv-icrf: interrupted', nothing written",
+        check=_interrupted),
+    Row("cli_device_meta", "fit --device meta (IndexError traceback)", "deepinv-icrf fit",
+        lambda tmp: _cli_device(tmp, "meta"),
+        None, "exit 2, one line, no output",
+        check=_cli_error(r"--device meta: expected one of the device types")),
+    Row("cli_png_bomb", "fit a folder holding a PNG that declares 100000x100000 pixels",
+        "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, lambda t: _bomb_folder(t)),
+        None, "exit 2, one line naming the file and the limit, within a second",
+        check=_cli_error(r"exposure_01\.png': it declares 100000x100000 pixels")),
+    Row("cli_sidecar_overflow", "fit with a sidecar time of 1e999999999", "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, lambda t: _timed_sidecar(t, "1e999999999")),
+        None, "exit 2, one line, no output",
+        check=_cli_error(r"exposure time inf is not finite")),
     # --- command line
     Row("cli_no_exif", "fit a folder without EXIF or sidecar", "deepinv-icrf fit",
         lambda tmp: _cli(tmp, lambda t: _folder(t, exif=False)),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from deepinv_icrf.calibration.bands import icrf_confidence_band
 from deepinv_icrf.data import demo_scene
 from deepinv_icrf.functional.uncertainty import (
     band_coverage,
@@ -16,7 +17,6 @@ from deepinv_icrf.functional.uncertainty import (
 )
 from deepinv_icrf.models import ICRF
 from deepinv_icrf.physics import ExposureStack
-from deepinv_icrf.training.bands import icrf_confidence_band
 
 
 def test_bootstrap_band_matches_numpy(device):

@@ -220,8 +220,14 @@ def test_bad_duplicate_times(tmp_path):
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        ("-0.5", "finite and > 0"),
-        ("0", "finite and > 0"),
+        ("-0.5", r"line 3: exposure times must be > 0 seconds, but got '-0.5'"),
+        ("0", r"line 3: exposure times must be > 0 seconds, but got '0'"),
+        ("1e-400", r"must be > 0 seconds, but got '1e-400' \(it rounds to zero\)"),
+        ("1e309", r"exposure time inf is not finite \(it overflows a float\)"),
+        ("1" * 401, r"is 401 characters long"),
+        ("1e999999999", r"inf is not finite"),
+        ("1/0", r"divides by zero"),
+        ("1e-12", r"outside the accepted range"),
         ("nan", "not a number"),
         ("fast", "not a number"),
     ],
@@ -240,7 +246,7 @@ def test_bad_sidecar_json_nan(tmp_path):
     (folder / "exposures.json").write_text(
         '{"exposure_00.jpg": 0.1, "exposure_01.jpg": NaN}'
     )
-    with pytest.raises(ValueError, match=r"exposure_01\.jpg.*finite and > 0"):
+    with pytest.raises(ValueError, match=r"exposures\.json' is not accepted JSON: NaN"):
         read_exposure_folder(folder)
 
 
@@ -257,7 +263,9 @@ def test_bad_sidecar_files(tmp_path):
         read_exposure_folder(folder)
     (folder / "exposures.json").unlink()
     (folder / "exposures.csv").write_text("exposure_00.jpg,0.1,extra\n")
-    with pytest.raises(ValueError, match="expected 2 columns"):
+    with pytest.raises(
+        ValueError, match="which column holds the exposure time is ambiguous"
+    ):
         read_exposure_folder(folder)
     with pytest.raises(FileNotFoundError, match="No such sidecar"):
         read_exposure_folder(folder, sidecar=folder / "other.csv")
@@ -441,3 +449,198 @@ def test_write_synthetic_folder_errors(tmp_path):
         write_synthetic_folder(tmp_path, sidecar="xml")
     with pytest.raises(ValueError, match="channels"):
         write_synthetic_folder(tmp_path, channels=2)
+
+
+# ---------------------------------------------------------------- list formats
+def _list_folder(tmp_path, name, text, n=2):
+    folder = _folder(tmp_path, n_exposures=n, exif=False)
+    (folder / name).write_text(text)
+    return folder
+
+
+def test_opencv_list_txt_holds_inverse_times(tmp_path):
+    folder = _list_folder(
+        tmp_path, "list.txt", "exposure_00.jpg 8\nexposure_01.jpg 1/0.25\n"
+    )
+    stack = read_exposure_folder(folder)  # list.txt is found automatically
+    np.testing.assert_array_equal(stack.exposure_times, [0.125, 0.25])
+    assert stack.time_source == "sidecar" and stack.time_detail == "sidecar list.txt"
+
+
+def test_list_with_header_and_fractions(tmp_path):
+    text = (
+        "# Filename   exposure 1/shutter_speed\n"
+        "exposure_01.jpg  1/4      4\n"
+        "exposure_00.jpg  0.125    1/0.125\n"
+    )
+    folder = _list_folder(tmp_path, "original_list.txt", text)
+    stack = read_exposure_folder(folder, sidecar=folder / "original_list.txt")
+    np.testing.assert_array_equal(stack.exposure_times, [0.125, 0.25])
+
+
+def test_list_with_aperture_and_gain_columns(tmp_path):
+    from deepinv_icrf.io import read_exposure_list
+
+    text = (
+        "# Filename exposure 1/shutter_speed f/stop gain(db) ND_filters\n"
+        "a.png 1 1 8 0 0\n"
+        "b.png 1 1 4 0 0\n"  # f/4: 4x the light of f/8
+        "c.png 1 1 8 3 0\n"  # +3 dB: twice the exposure
+    )
+    (tmp_path / "l.txt").write_text(text)
+    assert read_exposure_list(tmp_path / "l.txt") == {
+        "a.png": 1.0,
+        "b.png": 4.0,
+        "c.png": 2.0,
+    }
+    (tmp_path / "nd.txt").write_text(text.replace("8 0 0\n", "8 0 2\n", 1))
+    with pytest.raises(ValueError, match="line 2: ND filter 2 is not supported"):
+        read_exposure_list(tmp_path / "nd.txt")
+
+
+def test_real_original_lists_agree_with_their_csv():
+    from pathlib import Path
+
+    from deepinv_icrf.io import read_exposure_list
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+    lists = sorted(root.glob("*/original_list.txt"))
+    if not lists:
+        pytest.skip(f"no real brackets under {root} (shared data folder absent)")
+    for path in lists:
+        ours = read_exposure_list(path)
+        csv_times = read_exposure_list(path.parent / "exposures.csv")
+        assert ours == pytest.approx(csv_times, rel=1e-12), path.parent.name
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        (
+            "times.txt",
+            "a.jpg 0.5\nb.jpg 1\n",
+            "may hold the exposure times or their inverses",
+        ),
+        ("times.txt", "a.jpg 0.5 2\nb.jpg 1 1\n", "no header line: which column"),
+        ("l.txt", "# filename exposure 1/exposure\na.jpg 0.5 4\n", "disagree"),
+        ("l.txt", "# filename exposure time\na.jpg 0.5 0.5\n", "two time columns"),
+        ("l.txt", "# filename millis\na.jpg 500\n", "'millis' is not one this reader"),
+        ("l.txt", "# filename f/stop\na.jpg 8\n", "names no exposure time column"),
+        (
+            "l.txt",
+            "# filename exposure\na.jpg 0.5\na.jpg 1\n",
+            "'a.jpg' is listed twice",
+        ),
+        ("l.txt", "# filename exposure\na.jpg\n", "line 2: expected 2 columns"),
+        ("l.txt", "# just a comment\n", "lists no file"),
+        ("s.json", '{"a.jpg": 0.5, "a.jpg": 1}', "the key 'a.jpg' appears twice"),
+        ("s.json", "[" * 5000 + "]" * 5000, "nested more than 32 levels"),
+        ("s.json", '{"a.jpg": ' + "1" * 500 + "}", "a number of 500 characters"),
+        ("s.json", '{"a.jpg": true}', "True is not a number"),
+        ("s.csv", "a.jpg;0.5;\nb.jpg;1;\n", None),
+    ],
+)
+def test_exposure_list_errors(tmp_path, name, text, match):
+    from deepinv_icrf.io import read_exposure_list
+
+    (tmp_path / name).write_text(text)
+    if match is None:  # semicolons and a trailing separator are fine in CSV
+        assert read_exposure_list(tmp_path / name) == {"a.jpg": 0.5, "b.jpg": 1.0}
+        return
+    with pytest.raises(ValueError, match=match):
+        read_exposure_list(tmp_path / name)
+
+
+def test_exposure_list_limits(tmp_path):
+    from deepinv_icrf.io import read_exposure_list
+
+    (tmp_path / "big.csv").write_bytes(b"a.jpg,1\n" * (2 * 1024 * 1024 + 1))
+    with pytest.raises(ValueError, match="larger than 16777216 bytes"):
+        read_exposure_list(tmp_path / "big.csv")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00a.jpg")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_exposure_list(tmp_path / "bin.csv")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_exposure_list(tmp_path / "dir.csv")
+
+
+# ---------------------------------------------------------------- EXIF aperture and ISO
+def _shot(path, value, seconds, f_number=None, iso=None):
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    tags = {33434: IFDRational(*(seconds.as_integer_ratio()))}
+    if f_number is not None:
+        tags[33437] = IFDRational(*(float(f_number).as_integer_ratio()))
+    if iso is not None:
+        tags[34855] = iso
+    exif[0x8769] = tags
+    Image.fromarray(np.full((H, W, 3), value, np.uint8)).save(path, exif=exif.tobytes())
+
+
+def test_exif_aperture_and_iso_give_relative_exposures(tmp_path):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    _shot(folder / "a.png", 40, 0.01, f_number=8.0, iso=100)
+    _shot(folder / "b.png", 90, 0.01, f_number=4.0, iso=100)  # 4x the light
+    _shot(folder / "c.png", 200, 0.01, f_number=8.0, iso=1600)  # 16x the gain
+    stack = read_exposure_folder(folder)
+    np.testing.assert_allclose(stack.exposure_times, [0.01, 0.04, 0.16], rtol=1e-12)
+    assert [p.name for p in stack.paths] == ["a.png", "b.png", "c.png"]
+    assert stack.time_detail == "EXIF ExposureTime x ISO / FNumber^2"
+    # constant aperture and ISO: the times are the EXIF times, unchanged
+    for name in ("b.png", "c.png"):
+        (folder / name).unlink()
+    _shot(folder / "b.png", 90, 0.04, f_number=8.0, iso=100)
+    stack = read_exposure_folder(folder)
+    np.testing.assert_array_equal(stack.exposure_times, [0.01, 0.04])
+    assert stack.time_detail == "EXIF ExposureTime"
+
+
+def test_exif_aperture_missing_on_some_photos_is_refused(tmp_path):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    _shot(folder / "a.png", 40, 0.01, f_number=8.0)
+    _shot(folder / "b.png", 90, 0.01, f_number=4.0)
+    _shot(folder / "c.png", 200, 0.02)
+    with pytest.raises(ValueError, match=r"FNumber varies .* missing for \['c.png'\]"):
+        read_exposure_folder(folder)
+
+
+# ---------------------------------------------------------------- crops across workers
+def _crop_positions(data, full, loader_kwargs, epochs=2):
+    found = []
+    loader = DataLoader(data, batch_size=1, **loader_kwargs)
+    for _ in range(epochs):
+        epoch = []
+        for y, _ in loader:
+            crop = y[0]
+            hits = [
+                (i, j)
+                for i in range(H - crop.shape[-2] + 1)
+                for j in range(W - crop.shape[-1] + 1)
+                if torch.equal(
+                    full[..., i : i + crop.shape[-2], j : j + crop.shape[-1]], crop
+                )
+            ]
+            epoch.append(hits[0])
+        found.append(epoch)
+    return found
+
+
+def test_crops_differ_between_workers_and_epochs_and_are_reproducible(tmp_path):
+    folder = _folder(tmp_path, fmt="png")
+    full, _ = ExposureStackDataset(folder)[0]
+    data = ExposureStackDataset([folder] * 6, crop_size=(3, 3), seed=1)
+    kwargs = {"num_workers": 2, "generator": torch.Generator().manual_seed(7)}
+    first = _crop_positions(data, full, kwargs)
+    # items 0, 2, 4 go to worker 0 and 1, 3, 5 to worker 1: not the same sequence
+    assert first[0][0::2] != first[0][1::2]
+    assert first[0] != first[1]  # every epoch draws new crops
+    kwargs["generator"] = torch.Generator().manual_seed(7)
+    assert _crop_positions(data, full, kwargs) == first  # same seeds, same crops
+    # in the main process too, epochs differ
+    single = _crop_positions(data, full, {"num_workers": 0})
+    assert single[0] != single[1]

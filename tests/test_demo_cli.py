@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from deepinv_icrf.bracket import as_stack_tensor
+from deepinv_icrf.calibration import fit_icrf
 from deepinv_icrf.cli import main
 from deepinv_icrf.data import demo_exposure_times, demo_scene
 from deepinv_icrf.functional import curve_rmse
 from deepinv_icrf.models import ICRF
 from deepinv_icrf.physics import ExposureStack, get_response
-from deepinv_icrf.training import as_stack_tensor, fit_icrf
 
 
 def test_demo_scene_is_deterministic_and_hdr():

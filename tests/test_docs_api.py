@@ -104,7 +104,7 @@ def test_docs_api_each_object_documented_once(generated):
     assert duplicates == []
     # the top-level re-export links to the subpackage page instead of repeating it
     assert (
-        "``deepinv_icrf.fit_icrf``: documented as :py:obj:`deepinv_icrf.training.fit_icrf`"
+        "``deepinv_icrf.fit_icrf``: documented as :py:obj:`deepinv_icrf.calibration.fit_icrf`"
         in generated["deepinv_icrf"]
     )
 

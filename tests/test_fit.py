@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from deepinv_icrf import fit_icrf
+from deepinv_icrf.calibration.fit import FitReport
 from deepinv_icrf.data import demo_exposure_times, demo_scene, write_synthetic_folder
 from deepinv_icrf.functional import curve_rmse
 from deepinv_icrf.physics import ExposureStack, get_response
-from deepinv_icrf.training.fit import FitReport
 
 H, W = 61, 67  # odd, non-square
 #: measured RMSE (codes 8..247, no scale fit) of the default fit on the stack below: R 0.0010,

@@ -326,7 +326,9 @@ def test_save_radiance_round_trip(tmp_path, ext):
     expect = rad.permute(1, 2, 0).numpy().astype(np.float32)
     if ext == ".hdr":
         peak = expect.max(axis=-1, keepdims=True)
-        assert (np.abs(back - expect) / peak).max() <= 1 / 256 + 1e-7
+        assert (
+            np.abs(back - expect) / peak
+        ).max() <= 1 / 128  # 8-bit mantissa, truncated
     else:
         np.testing.assert_array_equal(back, expect)
 

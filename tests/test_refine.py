@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import deepinv_icrf.training.refine as refine
-from deepinv_icrf.data import demo_scene
-from deepinv_icrf.models import ICRF
-from deepinv_icrf.physics import ExposureStack, get_response
-from deepinv_icrf.training.refine import (
+import deepinv_icrf.calibration.refine as refine
+from deepinv_icrf.calibration.refine import (
     AMBIGUITY_WARNING,
     describe_refinement,
     estimate_log_exposures,
     fit_refined,
     pairwise_log_ratios,
 )
+from deepinv_icrf.data import demo_scene
+from deepinv_icrf.models import ICRF
+from deepinv_icrf.physics import ExposureStack, get_response
 
 
 def _reference_ratios(x, select, lower, upper):

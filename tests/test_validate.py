@@ -116,6 +116,19 @@ def test_validate_folder_end_to_end(tmp_path):
     assert text.count("\n") == 2 and "channel 2" in text
 
 
+def test_validate_folder_reads_16_bit_png_as_16_bit(tmp_path):
+    from deepinv_icrf.io import write_image
+
+    lin = np.linspace(0, 1, 4096).reshape(64, 64, 1).repeat(3, -1) ** 2.2
+    proc = np.round(lin ** (1 / 2.2) * 65535).astype(np.uint16)
+    write_image(tmp_path / "a.png", proc)  # a 16-bit colour PNG (imageio made it 8-bit)
+    write_image(tmp_path / "a.tif", np.round(lin * 65535).astype(np.uint16))
+    ICRF(init="gamma", n_points=4096, bit_depth=16).save(tmp_path / "curve.json")
+    out = validate_folder(tmp_path, tmp_path / "curve.json", min_count=1)
+    assert out["n_codes"][0] > 3000  # 16-bit codes: thousands of levels, not 256
+    assert max(out["rmse"]) < 1e-3
+
+
 def test_validate_folder_errors(tmp_path):
     import imageio.v3 as iio
 

@@ -113,7 +113,7 @@ def align_exposures(
 def _gray_stack(stack: Any) -> tuple[Tensor, str]:
     r"""Gray images ``(N, H, W)`` in ``[0, 1]`` of a stack, and its layout (``"NHWC"``,
     ``"NHW"`` or ``"NCHW"``)."""
-    from deepinv_icrf.training.fit import as_stack_tensor
+    from deepinv_icrf.bracket import as_stack_tensor
 
     if isinstance(stack, Tensor) and stack.ndim == 5:
         raise ValueError(

@@ -2,19 +2,22 @@ r"""Bracketed photos from a folder: images plus exposure times (EXIF or a sideca
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf.io import IMAGE_EXTENSIONS, read_exposure_time, read_image
+from deepinv_icrf.io import (
+    IMAGE_EXTENSIONS,
+    read_exposure_list,
+    read_exposure_settings,
+    read_image,
+    relative_exposures,
+)
 
 __all__ = [
     "ExposureFolder",
@@ -23,12 +26,14 @@ __all__ = [
     "SIDECAR_NAMES",
 ]
 
-#: sidecar files detected automatically in a folder (at most one may be present)
+#: sidecar files detected automatically in a folder (at most one may be present); ``list.txt``
+#: is OpenCV's layout (``filename 1/t``, see :func:`deepinv_icrf.io.read_exposure_list`)
 SIDECAR_NAMES: tuple[str, ...] = (
     "exposures.csv",
     "exposures.json",
     "exposure_times.csv",
     "exposure_times.json",
+    "list.txt",
 )
 
 
@@ -42,6 +47,9 @@ class ExposureFolder:
     :param list paths: the image files, in the order of ``images``.
     :param int bit_depth: 8 or 16.
     :param str time_source: ``"exif"`` or ``"sidecar"``.
+    :param str time_detail: what the exposures were computed from, e.g.
+        ``"EXIF ExposureTime x ISO / FNumber^2"`` for a bracket that varies aperture and ISO,
+        or the sidecar file.
     """
 
     images: np.ndarray
@@ -49,6 +57,7 @@ class ExposureFolder:
     paths: list[Path] = field(default_factory=list)
     bit_depth: int = 8
     time_source: str = "exif"
+    time_detail: str = ""
 
     def to_tensor(self) -> Tensor:
         r"""The stack as a float tensor ``(N, C, H, W)`` in ``[0, 1]`` (codes / ``2**bits - 1``)."""
@@ -58,66 +67,6 @@ class ExposureFolder:
 def _codes_to_float(images: np.ndarray, bit_depth: int) -> Tensor:
     scale = np.float32(2**bit_depth - 1)
     return torch.from_numpy(images.astype(np.float32) / scale).permute(0, 3, 1, 2)
-
-
-def _parse_time(value: object, where: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: exposure time {value!r} is not a number.")
-    try:
-        seconds = (
-            float(Fraction(value.strip())) if isinstance(value, str) else float(value)
-        )
-    except (TypeError, ValueError, ZeroDivisionError) as err:
-        raise ValueError(
-            f"{where}: exposure time {value!r} is not a number (seconds, e.g. 0.004 or 1/250)."
-        ) from err
-    if not np.isfinite(seconds) or seconds <= 0:
-        raise ValueError(
-            f"{where}: exposure times must be finite and > 0 seconds, but got {value!r}."
-        )
-    return seconds
-
-
-def _read_sidecar(path: Path) -> dict[str, float]:
-    r"""``{file name: seconds}`` from a CSV (``filename,exposure_time``) or JSON sidecar."""
-    where = f"sidecar {os.fspath(path)!r}"
-    if not path.is_file():
-        raise FileNotFoundError(f"No such {where}.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"Cannot read {where}: {err}") from err
-    table: dict[str, float] = {}
-    if path.suffix.lower() == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where} is not valid JSON: {err}") from err
-        if not isinstance(doc, dict) or not doc:
-            raise ValueError(
-                f"{where}: expected a non-empty JSON object {{filename: exposure_time}}."
-            )
-        for name, value in doc.items():
-            table[name] = _parse_time(value, f"{where}, entry {name!r}")
-        return table
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"{where}: expected a .csv or .json file.")
-    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
-    if rows and Path(rows[0][0].strip()).suffix.lower() not in IMAGE_EXTENSIONS:
-        rows = rows[1:]  # header line such as "filename,exposure_time"
-    if not rows:
-        raise ValueError(f"{where} holds no rows (expected filename,exposure_time).")
-    for k, row in enumerate(rows):
-        if len(row) != 2:
-            raise ValueError(
-                f"{where}, row {k + 1}: expected 2 columns (filename,exposure_time), "
-                f"but got {len(row)}."
-            )
-        name = row[0].strip()
-        if name in table:
-            raise ValueError(f"{where}: file {name!r} is listed twice.")
-        table[name] = _parse_time(row[1], f"{where}, row {k + 1}")
-    return table
 
 
 def _find_sidecar(folder: Path) -> Path | None:
@@ -152,10 +101,14 @@ def read_exposure_folder(
     Images: every ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff`` file (hidden files are
     skipped; ``pattern`` narrows the selection), 8 or 16-bit, all the same size and bit depth.
     Exposure times come from a sidecar file when there is one (``sidecar``, or one of
-    :data:`SIDECAR_NAMES` found in the folder): CSV rows ``filename,exposure_time`` (an optional
-    header line) or a JSON object ``{"filename": exposure_time}``, times in seconds as numbers
-    or fractions such as ``"1/250"``. Otherwise each image's EXIF ``ExposureTime`` is used.
-    The stack is sorted by exposure time:
+    :data:`SIDECAR_NAMES` found in the folder), in any layout of
+    :func:`deepinv_icrf.io.read_exposure_list`: CSV rows ``filename,exposure_time`` (an
+    optional header line), a JSON object ``{"filename": exposure_time}``, OpenCV's
+    ``list.txt`` (``filename 1/t``) or a list with a header naming its columns (``# Filename
+    exposure 1/shutter_speed f/stop gain(db)``); times in seconds as numbers or fractions such
+    as ``"1/250"``. Otherwise each image's EXIF is used: ``ExposureTime``, times
+    :math:`\text{ISO} / N^2` when the bracket varies the f-number :math:`N` or the ISO
+    (:func:`deepinv_icrf.io.relative_exposures`). The stack is sorted by exposure:
 
     .. math::
 
@@ -192,8 +145,10 @@ def read_exposure_folder(
             f"with extensions {IMAGE_EXTENSIONS}; an exposure stack needs at least 2."
         )
     sidecar_path = Path(sidecar) if sidecar is not None else _find_sidecar(folder)
+    detail = ""
     if sidecar_path is not None:
-        table = _read_sidecar(sidecar_path)
+        table = read_exposure_list(sidecar_path)
+        detail = f"sidecar {sidecar_path.name}"
         names = {p.name for p in paths}
         unknown = sorted(set(table) - names)
         if unknown:
@@ -205,8 +160,15 @@ def read_exposure_folder(
         times = [table.get(p.name) for p in paths]
         source = "sidecar"
     else:
-        times = [read_exposure_time(p) for p in paths]
-        missing = [p.name for p, t in zip(paths, times, strict=True) if t is None]
+        settings = [read_exposure_settings(p) for p in paths]
+        missing = [
+            p.name
+            for p, s in zip(paths, settings, strict=True)
+            if s.exposure_time is None
+        ]
+        times = [s.exposure_time for s in settings]
+        if not missing:
+            times, detail = relative_exposures(settings, [p.name for p in paths])
         source = "exif"
     if missing:
         # an unreadable file has no EXIF either: report it as unreadable, not as untimed
@@ -271,6 +233,7 @@ def read_exposure_folder(
         paths=paths,
         bit_depth=8 if stack.dtype == np.uint8 else 16,
         time_source=source,
+        time_detail=detail,
     )
 
 
@@ -305,8 +268,12 @@ class ExposureStackDataset(torch.utils.data.Dataset):
     :param str pattern: glob pattern selecting the images (default: all).
     :param int, tuple crop_size: random crop ``(h, w)`` (or ``h = w``) taken at the same position
         in every exposure (default ``None``: the whole image).
-    :param int seed: seed of the crop positions (default 0); the sequence of crops is
-        deterministic for a given seed and access order.
+    :param int seed: seed of the crop positions (default 0). Crops differ from one access to
+        the next, from epoch to epoch and between :class:`~torch.utils.data.DataLoader`
+        workers: in the main process they come from a generator seeded with ``seed``; in a
+        worker, from one seeded with ``seed`` and the worker's seed, which the loader draws
+        anew for each epoch from its ``generator`` (or torch's global one). Seeding those
+        (``torch.manual_seed``, or ``DataLoader(generator=...)``) makes a run reproducible.
     :param bool preload: read every folder once at construction (default ``True``; this also
         validates them early). ``False`` reads a folder at each access.
     :param bool as_dict: return deepinv's dict layout (see above) instead of ``(y, t)``.
@@ -368,7 +335,11 @@ class ExposureStackDataset(torch.utils.data.Dataset):
         self.crop_size = crop_size
         self.as_dict = as_dict
         self.dtype = dtype
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"Expected `seed` to be an int, but got {seed!r}.")
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._worker_generator: tuple[int, torch.Generator] | None = None
         self._cache: list[ExposureFolder] | None = None
         if preload:
             self._cache = [self._read(k) for k in range(len(folders))]
@@ -398,6 +369,18 @@ class ExposureStackDataset(torch.utils.data.Dataset):
         r"""Bit depth (8 or 16) of item ``index``."""
         return self.folder(index).bit_depth
 
+    def _crop_generator(self) -> torch.Generator:
+        r"""The generator of crop positions: the dataset's own in the main process; in a
+        DataLoader worker, one per worker and epoch (the worker's seed changes with both).
+        """
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return self.generator
+        if self._worker_generator is None or self._worker_generator[0] != info.seed:
+            mixed = (info.seed * 1_000_003 + self.seed) % (2**63 - 1)
+            self._worker_generator = (info.seed, torch.Generator().manual_seed(mixed))
+        return self._worker_generator[1]
+
     def __len__(self) -> int:
         return len(self.folders)
 
@@ -407,8 +390,9 @@ class ExposureStackDataset(torch.utils.data.Dataset):
         if self.crop_size is not None:
             h, w = images.shape[1:3]
             ch, cw = self.crop_size
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=self.generator))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=self.generator))
+            generator = self._crop_generator()
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
             images = images[:, top : top + ch, left : left + cw]
         y = _codes_to_float(images, stack.bit_depth).to(self.dtype)
         t = torch.from_numpy(stack.exposure_times.copy()).to(self.dtype)

@@ -25,6 +25,8 @@ __all__ = ["ICRF"]
 FORMAT_TAG = "deepinv-icrf/icrf"
 FORMAT_VERSION = 1
 PARAMETERIZATIONS = ("monotone", "free")
+#: parameter dtypes an ICRF file may name
+SAVED_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INITS = ("identity", "gamma")
 # smallest slope kept when turning a given non-decreasing curve into softplus increments
 MIN_SLOPE = 1e-6
@@ -369,16 +371,17 @@ class ICRF(Reconstructor):
         :param str, os.PathLike path: file to read.
         :param torch.device, str device: device of the parameters. Default ``"cpu"``.
         :return: (:class:`ICRF`) the model; its ``metadata`` attribute holds the saved metadata.
-        :raises ValueError: naming the file and the problem (not JSON, wrong format tag or
-            version, missing keys, wrong lengths, non-finite values, a curve the
-            parameterization cannot represent).
+        :raises FileNotFoundError: if the file does not exist.
+        :raises ValueError: naming the file and the problem (not JSON, or JSON beyond the
+            limits of :func:`deepinv_icrf.io.read_json`: larger than 64 MB, nested deeper
+            than 32, a number longer than 40 characters, a key given twice; wrong format tag
+            or version, missing keys, wrong lengths, non-finite values, a dtype other than
+            those of :data:`SAVED_DTYPES`, a curve the parameterization cannot represent).
         """
+        from deepinv_icrf.io.jsonfile import read_json  # size, depth, number limits
+
         where = f"ICRF file {os.fspath(path)!r}"
-        try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{where} is not valid JSON: {err}") from err
+        doc = read_json(path, where)
         if not isinstance(doc, dict):
             raise ValueError(
                 f"{where}: expected a JSON object, got {type(doc).__name__}."
@@ -427,11 +430,11 @@ class ICRF(Reconstructor):
                 f"{where}: `parameterization` must be one of {PARAMETERIZATIONS}, got {param!r}."
             )
         dtype_name = doc.get("dtype", "float32")
-        dtype = getattr(torch, str(dtype_name), None)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        if dtype_name not in SAVED_DTYPES:
             raise ValueError(
-                f"{where}: `dtype` must be a float dtype name, got {dtype_name!r}."
+                f"{where}: `dtype` must be one of {SAVED_DTYPES}, got {str(dtype_name)[:40]!r}."
             )
+        dtype = getattr(torch, dtype_name)
         curve = cls._read_table(doc["curve"], C, L, "curve", where)
         metadata = doc.get("metadata", {})
         if not isinstance(metadata, dict):
@@ -478,6 +481,107 @@ class ICRF(Reconstructor):
             ]
             model.band = torch.stack(edges).to(device=device, dtype=dtype)
         return model
+
+    @classmethod
+    def from_opencv_csv(
+        cls,
+        path: str | os.PathLike,
+        parameterization: str = "free",
+        device: torch.device | str = "cpu",
+    ) -> ICRF:
+        r"""An ICRF from a camera response saved in OpenCV's CSV layout.
+
+        OpenCV's calibrators return, per 8-bit code :math:`k` and channel (B, G, R), the
+        irradiance :math:`r_{c,k}` that gives the code, up to a scale per channel
+        (:func:`deepinv_icrf.io.read_opencv_response`). The ICRF is that curve in R, G, B
+        order, scaled to 1 at the top code:
+
+        .. math::
+
+            g_{c,k} = r_{c,k} / r_{c,255}.
+
+        Its start :math:`g_{c,0}` is kept (OpenCV's curves do not pass through 0), so the
+        default parameterization is ``"free"``; ``"monotone"`` needs a non-decreasing curve
+        with :math:`g_{c,0} \le 10^{-4}`.
+
+        :param str, os.PathLike path: the CSV file (256 rows; 3 columns B, G, R, or 1).
+        :param str parameterization: ``"free"`` (default) or ``"monotone"``.
+        :param torch.device, str device: device of the parameters. Default ``"cpu"``.
+        :return: (:class:`ICRF`) 256 points, ``bit_depth`` 8; ``metadata`` records the file
+            and the scales :math:`r_{c,255}`.
+        :raises ValueError: naming the file: see :func:`deepinv_icrf.io.read_opencv_response`,
+            a top code at 0, a curve the parameterization cannot represent.
+
+        |sep|
+
+        :Example:
+
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "response.csv"
+        >>> ICRF(init="gamma").save_opencv_csv(path)
+        >>> back = ICRF.from_opencv_csv(path)
+        >>> bool(torch.allclose(back.curve, ICRF(init="gamma").curve, atol=1e-6))
+        True
+        """
+        from deepinv_icrf.io.curves import read_opencv_response
+
+        check_in(parameterization, "parameterization", PARAMETERIZATIONS)
+        where = f"OpenCV response file {os.fspath(path)!r}"
+        table = (
+            torch.from_numpy(read_opencv_response(path)).flip(1).T
+        )  # (C, 256) R, G, B
+        top = table[:, -1]
+        if not bool((top > 0).all()):
+            raise ValueError(
+                f"{where}: the response at code 255 is 0 for channel(s) "
+                f"{(top <= 0).nonzero().flatten().tolist()}; it cannot be scaled to 1."
+            )
+        curve = table / top[:, None]
+        try:
+            model = cls(
+                channels=curve.shape[0],
+                n_points=curve.shape[1],
+                parameterization=parameterization,
+                init=curve,
+                bit_depth=8,
+                device=device,
+            )
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        model.metadata = {
+            "source": "OpenCV response CSV",
+            "file": os.fspath(path),
+            "opencv_scale": top.tolist(),
+        }
+        return model
+
+    def save_opencv_csv(self, path: str | os.PathLike, delimiter: str = ",") -> None:
+        r"""Write the curve in OpenCV's response CSV layout (256 rows, columns B, G, R).
+
+        The curve is sampled at the 256 codes :math:`k / 255` (exactly its points when
+        ``n_points`` is 256) and written, atomically, as
+        :func:`deepinv_icrf.io.write_opencv_response` does; load it for OpenCV with
+        ``np.loadtxt(path, delimiter=",").reshape(256, 1, 3).astype(np.float32)`` and pass
+        it to ``cv2.createMergeDebevec().process(images, times, response)``.
+
+        :param str, os.PathLike path: the destination.
+        :param str delimiter: ``","`` (default) or ``";"``.
+        :raises ValueError: for an ICRF with other than 1 or 3 channels, or a curve with
+            negative or non-finite values.
+        """
+        from deepinv_icrf.io.curves import OPENCV_LEVELS, write_opencv_response
+
+        if self._channels not in (1, 3):
+            raise ValueError(
+                f"OpenCV's layout holds 1 or 3 channels, but this ICRF has {self._channels}."
+            )
+        with torch.no_grad():
+            curve = self.curve.detach().to("cpu", torch.float64)
+            codes = torch.linspace(0.0, 1.0, OPENCV_LEVELS, dtype=torch.float64)
+            sampled = interp_curve(
+                codes.expand(self._channels, -1), curve, channel_dim=-2
+            )
+        write_opencv_response(path, sampled.flip(0).T.numpy(), delimiter=delimiter)
 
     @staticmethod
     def _read_table(

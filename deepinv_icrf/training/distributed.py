@@ -38,6 +38,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_in, check_int
+from deepinv_icrf.bracket import as_stack_tensor
 from deepinv_icrf.functional.histogram import (
     LinearityHistogram,
     build_linearity_histogram,
@@ -50,7 +51,6 @@ from deepinv_icrf.functional.penalties import (
     smoothness_penalty,
 )
 from deepinv_icrf.models.icrf import ICRF
-from deepinv_icrf.training.fit import as_stack_tensor
 
 __all__ = [
     "SHARDS",

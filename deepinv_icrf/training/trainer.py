@@ -362,9 +362,9 @@ class ICRFTrainer(TermLoggingTrainer):
             ``save_path``, ``device``, ...).
         :return: (:class:`ICRFTrainer`) the trainer; call :meth:`train`.
         """
+        from deepinv_icrf.bracket import as_stack_tensor
         from deepinv_icrf.models import ICRF
         from deepinv_icrf.physics import ExposureStack
-        from deepinv_icrf.training.fit import as_stack_tensor
 
         stack, bits = as_stack_tensor(y, "y")
         n = stack.shape[1]

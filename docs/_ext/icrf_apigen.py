@@ -9,7 +9,7 @@ export therefore appears in the API reference without editing the docs.
 A name is public when it is listed in the module's ``__all__``, or, without ``__all__``, when it
 does not start with ``_``, is not a module or a ``__future__`` feature, and (for classes and
 functions) is defined inside :mod:`deepinv_icrf`. An object exported from several modules (for
-example :func:`deepinv_icrf.fit_icrf`, also :func:`deepinv_icrf.training.fit_icrf`) is
+example :func:`deepinv_icrf.fit_icrf`, also :func:`deepinv_icrf.calibration.fit_icrf`) is
 documented once, in the module closest to where it is defined, and listed with a link in the
 others.
 """

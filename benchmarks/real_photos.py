@@ -1,0 +1,600 @@
+r"""Benchmark: calibration on real bracketed photos, scored by predicting a held-out exposure.
+
+For every folder (images plus ``exposures.csv`` or EXIF times) and every held-out exposure
+``j`` (not the first or the last): fit on the other exposures only, merge the radiance ``E``
+from them with one method-independent merge (Debevec's hat weights, codes <= 5 or >= 250
+ignored), predict exposure ``j``'s codes as ``f^-1(E t_j)``, and report the RMSE in 8-bit
+code units over the pixels whose real code in ``j`` lies in 10..245. The mean over held-out
+exposures is the score of a method on a stack. Methods, timed in the same run:
+
+- ``fit_icrf`` defaults (``ours``), and with ``--refined`` the refined curve and times
+  (the held-out time from its neighbours' refined/listed ratios);
+- OpenCV ``CalibrateDebevec`` (default, and ``samples=200``), ``CalibrateRobertson``;
+- the sRGB and identity curves (no fit);
+- with ``--oracle``: a curve fitted to the measure itself (a smooth monotone curve chosen to
+  minimise the held-out RMSE of every exposure at once), a floor for any curve.
+
+The measure's blind spot: with exposures one stop apart, a curve distorted periodically within
+each stop predicts just as well. So the table also gives each curve's largest jump between
+adjacent codes (``max f(c+1)/f(c)`` over codes 64..239, any channel) and, where a folder holds
+a reference radiance map (``memorial.hdr``), the distance in stops between each curve and the
+curve that map implies (median of ``E t_k`` per code), and the merge of the full stack with
+each curve against that map.
+
+Run::
+
+    PYTHONPATH=. python benchmarks/real_photos.py ../shared/data/real/*
+    PYTHONPATH=. python benchmarks/real_photos.py FOLDER --methods ours,debevec --refined
+
+Needs ``opencv-python-headless`` (benchmark-only extra ``bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: codes ignored by the benchmark's own merge (Debevec's hat, as OpenCV's merge)
+MERGE_LOW, MERGE_HIGH = 5, 250
+#: codes of the held-out exposure that are scored
+SCORE_LOW, SCORE_HIGH = 10, 245
+#: codes over which the largest jump of a curve is reported
+JUMP_LOW, JUMP_HIGH = 64, 239
+
+Curve = np.ndarray  # (C, 256) float64, code -> relative irradiance (any scale)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_folder(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+    r"""Images ``(N, H, W, C)`` uint8 sorted by time, times ``(N,)``, and the folder name."""
+    from deepinv_icrf.data import read_exposure_folder
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise SystemExit(
+            f"error: folder {os.fspath(path)!r} does not exist (pass the path of a folder of "
+            "bracketed photos, e.g. ../shared/data/real/taipei)"
+        )
+    stack = read_exposure_folder(path)
+    if stack.bit_depth != 8:
+        raise SystemExit(f"error: {path}: the benchmark scores 8-bit photos only")
+    return stack.images, np.asarray(stack.exposure_times, dtype=np.float64), path.name
+
+
+# --------------------------------------------------------------------------- the measure
+
+
+def hat(z: np.ndarray, lower: np.ndarray | int = MERGE_LOW) -> np.ndarray:
+    r"""Debevec's hat weight of codes ``z`` (0..255), zero at codes <= ``lower`` (5, or one
+    value per channel) or >= 250."""
+    w = np.minimum(z, 255 - z).astype(np.float64)
+    return np.where((z <= lower) | (z >= MERGE_HIGH), 0.0, w)
+
+
+def stack_floor(images: np.ndarray, margin: int = 5) -> np.ndarray:
+    r"""A lower cutoff per channel that depends on the photos only (no curve): the 0.1%
+    quantile of the codes of the shortest exposure plus ``margin`` codes, at least
+    :data:`MERGE_LOW`. Film scans never reach code 0 (the Memorial scans sit at 11-19 in the
+    dark): codes at their floor say nothing about the exposure."""
+    q = np.quantile(images[0].reshape(-1, images.shape[-1]), 0.001, axis=0)
+    return np.maximum(q + margin, MERGE_LOW).astype(np.int64)
+
+
+def merge(
+    images: np.ndarray,
+    times: np.ndarray,
+    curve: Curve,
+    lower: np.ndarray | int = MERGE_LOW,
+) -> np.ndarray:
+    r"""The benchmark's merge: ``E = sum w f(z) / t / sum w`` per pixel and channel, NaN
+    where no exposure has a weight. ``images`` ``(K, H, W, C)``, ``curve`` ``(C, 256)``.
+    """
+    k, h, w, c = images.shape
+    num = np.zeros((h, w, c))
+    den = np.zeros((h, w, c))
+    for i in range(k):
+        z = images[i]
+        wz = hat(z, lower)
+        f = np.stack([curve[ch][z[..., ch]] for ch in range(c)], -1)
+        num += wz * f / times[i]
+        den += wz
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def code_merge(
+    images: np.ndarray,
+    times: np.ndarray,
+    curve: Curve,
+    lower: np.ndarray | int = MERGE_LOW,
+    iterations: int = 12,
+) -> np.ndarray:
+    r"""Merge in the code domain: per pixel and channel the log radiance :math:`s` that
+    minimises :math:`\sum_k (z_k - f^{-1}(e^{s} t_k))^2` over the codes of the hat merge's
+    range (Gauss-Newton from the hat merge), so noisy codes are compared where their noise
+    lives instead of being fed through the curve."""
+    k, h, w, c = images.shape
+    z = images.reshape(k, -1, c).astype(np.float64)
+    lower = np.broadcast_to(np.asarray(lower), (c,))
+    f = np.maximum.accumulate(np.maximum(curve, 0.0), axis=1)
+    f = f / f[:, -1:]
+    start = merge(images, times, f, lower).reshape(-1, c)
+    log_t = np.log(times)[:, None]
+    codes = np.arange(256, dtype=np.float64)
+    out = np.full(start.shape, np.nan)
+    for ch in range(c):
+        valid = (z[..., ch] > lower[ch]) & (z[..., ch] < MERGE_HIGH)
+        fc = f[ch] + codes * 1e-12
+        ok = fc > 0
+        log_f, grid = np.log(fc[ok]), codes[ok]
+        s = np.log(np.where(start[:, ch] > 0, start[:, ch], 1.0))
+        for _ in range(iterations):
+            u = s[None, :] + log_t
+            pred = np.interp(u, log_f, grid)
+            slope = (
+                np.interp(u + 1e-3, log_f, grid) - np.interp(u - 1e-3, log_f, grid)
+            ) / 2e-3
+            r = (pred - z[..., ch]) * valid
+            grad = (r * slope).sum(0)
+            hess = (slope * slope * valid).sum(0) + 1e-9
+            s = s - np.clip(grad / hess, -1.0, 1.0)
+        usable = valid.any(0) & np.isfinite(start[:, ch]) & (start[:, ch] > 0)
+        out[:, ch] = np.where(usable, np.exp(s), np.nan)
+    return out.reshape(h, w, c)
+
+
+def invert(curve: Curve, values: np.ndarray) -> np.ndarray:
+    r"""Codes ``f^-1(values)`` per channel (last axis), the curve made non-decreasing."""
+    out = np.empty_like(values)
+    codes = np.arange(256, dtype=np.float64)
+    for ch in range(values.shape[-1]):
+        f = np.maximum.accumulate(curve[ch])
+        f = f + np.arange(256) * 1e-12 * max(abs(f[-1]), 1e-30)  # strictly increasing
+        out[..., ch] = np.interp(values[..., ch], f, codes)
+    return out
+
+
+#: the measures: the issue's (hat merge, codes <= 5 ignored), the same with the stack's
+#: floor as the lower cutoff, and the code-domain merge with that cutoff
+MEASURES = ("hat", "hat-floor", "code-floor")
+
+
+def predict_error(
+    images: np.ndarray,
+    times: np.ndarray,
+    j: int,
+    curve: Curve,
+    fit_times: np.ndarray | None = None,
+    t_j: float | None = None,
+    measure: str = "hat",
+) -> tuple[float, int]:
+    r"""Squared-error sum and count of the prediction of exposure ``j`` from the others."""
+    keep = [k for k in range(len(times)) if k != j]
+    ft = times[keep] if fit_times is None else fit_times
+    lower = MERGE_LOW if measure == "hat" else stack_floor(images)
+    if measure == "code-floor":
+        f = np.maximum.accumulate(np.maximum(curve, 0.0), axis=1)
+        curve = f / f[:, -1:]
+        e = code_merge(images[keep], ft, curve, lower)
+    else:
+        e = merge(images[keep], ft, curve, lower)
+    pred = invert(curve, e * (times[j] if t_j is None else t_j))
+    real = images[j].astype(np.float64)
+    ok = (real >= SCORE_LOW) & (real <= SCORE_HIGH) & np.isfinite(pred)
+    d = (pred - real)[ok]
+    return float((d * d).sum()), int(ok.sum())
+
+
+def max_jump(curve: Curve) -> float:
+    r"""Largest ``f(c+1) / f(c)`` over codes 64..239 and channels."""
+    f = curve[:, JUMP_LOW : JUMP_HIGH + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = f[:, 1:] / f[:, :-1]
+    return float(np.nanmax(np.where(f[:, :-1] > 0, r, np.inf)))
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def fill_unobserved(curve: Curve) -> Curve:
+    r"""Codes a calibration left undefined (Robertson: NaN at codes no pixel has, e.g. below
+    the film floor of the Memorial scans) filled by linear interpolation over the code, the
+    nearest defined value at the ends."""
+    out = curve.copy()
+    codes = np.arange(curve.shape[1])
+    for ch in range(curve.shape[0]):
+        ok = np.isfinite(out[ch])
+        if ok.any() and not ok.all():
+            out[ch] = np.interp(codes, codes[ok], out[ch][ok])
+    return out
+
+
+def _opencv(which: str, **kw) -> Callable:
+    def fit(images: np.ndarray, times: np.ndarray) -> Curve:
+        import cv2
+
+        cal = (
+            cv2.createCalibrateDebevec(**kw)
+            if which == "debevec"
+            else cv2.createCalibrateRobertson(**kw)
+        )
+        imgs = [np.ascontiguousarray(im) for im in images]
+        response = cal.process(imgs, times.astype(np.float32))
+        return fill_unobserved(response[:, 0, :].T.astype(np.float64))
+
+    return fit
+
+
+def _ours(**options) -> Callable:
+    def fit(images: np.ndarray, times: np.ndarray) -> Curve:
+        from deepinv_icrf import fit_icrf
+
+        icrf = fit_icrf(images, times, progress=False, **options)
+        return icrf.curve.detach().double().cpu().numpy()
+
+    return fit
+
+
+def _ours_refined(**options) -> Callable:
+    def fit(images: np.ndarray, times: np.ndarray) -> tuple[Curve, np.ndarray]:
+        from deepinv_icrf import fit_icrf
+
+        icrf = fit_icrf(images, times, progress=False, refine_exposures=True, **options)
+        refined = icrf.fit_report.exposure_times.double().cpu().numpy()
+        return icrf.curve.detach().double().cpu().numpy(), refined
+
+    fit.refines = True  # type: ignore[attr-defined]
+    return fit
+
+
+def _fixed(name: str) -> Callable:
+    def fit(images: np.ndarray, times: np.ndarray) -> Curve:
+        from deepinv_icrf.physics import get_response
+
+        c = images.shape[-1]
+        if name == "identity":
+            return np.tile(np.linspace(0.0, 1.0, 256), (c, 1))
+        return get_response(name).icrf_curve(256, channels=c).double().numpy()
+
+    fit.fixed = True  # type: ignore[attr-defined]
+    return fit
+
+
+def oracle_curve(
+    images: np.ndarray,
+    times: np.ndarray,
+    init: Curve,
+    steps: int = 300,
+    pixels: int = 20_000,
+    seed: int = 0,
+) -> Curve:
+    r"""A curve fitted to the measure itself: the monotone curve (free at every code) that
+    minimises the squared code error of predicting every inner exposure from the others with
+    the benchmark's merge, on a random sample of scored pixels (Adam from ``init``). No method
+    that gives one curve per stack can score better with this merge, up to the sample.
+    """
+    from deepinv_icrf.functional.interp import invert_curve
+
+    g = torch.Generator().manual_seed(seed)
+    n, h, w, c = images.shape
+    z = torch.from_numpy(images.reshape(n, h * w, c)).long()
+    t = torch.from_numpy(times)
+    weights = torch.from_numpy(hat(images.reshape(n, h * w, c)))
+    targets = []
+    for j in range(1, n - 1):
+        real = z[j]
+        ok = ((real >= SCORE_LOW) & (real <= SCORE_HIGH)).all(-1)
+        others = torch.ones(n, dtype=torch.bool)
+        others[j] = False
+        ok &= (weights[others].sum(0) > 0).all(-1)
+        idx = ok.nonzero().squeeze(1)
+        idx = idx[torch.randperm(idx.numel(), generator=g)[:pixels]]
+        targets.append((j, idx, others))
+    start = np.maximum.accumulate(np.clip(init, 1e-9, None), axis=1)
+    start = start / start[:, -1:]
+    inc = np.diff(np.concatenate([np.zeros((c, 1)), start], 1), axis=1)
+    raw = torch.from_numpy(np.log(np.expm1(np.clip(inc, 1e-7, None)))).requires_grad_()
+    opt = torch.optim.Adam([raw], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        f = torch.nn.functional.softplus(raw).cumsum(1)
+        f = f / f[:, -1:]
+        loss = 0.0
+        for j, idx, others in targets:
+            zz = z[others][:, idx]  # (K, P, C)
+            ww = weights[others][:, idx]
+            fz = torch.gather(f.T.expand(zz.shape[0], 256, c), 1, zz)
+            e = (ww * fz / t[others].view(-1, 1, 1)).sum(0) / ww.sum(0)
+            code = 255.0 * invert_curve(e * t[j], f, channel_dim=-1)
+            loss = loss + ((code - z[j][idx].double()) ** 2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        f = torch.nn.functional.softplus(raw).cumsum(1)
+        return (f / f[:, -1:]).numpy()
+
+
+def _oracle(images: np.ndarray, times: np.ndarray) -> Curve:
+    return oracle_curve(images, times, _opencv("debevec")(images, times))
+
+
+def methods(options: dict) -> dict[str, Callable]:
+    return {
+        "ours": _ours(**options),
+        "ours-refined": _ours_refined(**options),
+        "debevec": _opencv("debevec"),
+        "debevec-200": _opencv("debevec", samples=200),
+        "robertson": _opencv("robertson"),
+        "srgb": _fixed("srgb"),
+        "identity": _fixed("identity"),
+        "oracle": _oracle,
+    }
+
+
+def _neighbour_time(times: np.ndarray, refined: np.ndarray, j: int) -> float:
+    r"""The held-out exposure's time from its neighbours' refined/listed ratios (geometric
+    mean of the two ratios times its listed time). ``refined`` has no entry for ``j``.
+    """
+    before = refined[j - 1] / times[j - 1]
+    after = refined[j] / times[j + 1]
+    return float(times[j] * math.sqrt(before * after))
+
+
+def score_method(
+    fit: Callable,
+    images: np.ndarray,
+    times: np.ndarray,
+    measures: tuple[str, ...] = ("hat",),
+) -> dict[str, object]:
+    r"""Held-out RMSE per measure (mean over held-out exposures), mean fit time, largest
+    jump of the curve fitted on every exposure (and that curve)."""
+    n = len(times)
+    rmses: dict[str, list[float]] = {m: [] for m in measures}
+    seconds = []
+    for j in range(1, n - 1):
+        keep = [k for k in range(n) if k != j]
+        start = time.perf_counter()
+        out = fit(images[keep], times[keep])
+        seconds.append(time.perf_counter() - start)
+        refined, t_j = None, None
+        curve = out
+        if isinstance(out, tuple):
+            curve, refined = out
+            t_j = _neighbour_time(times, refined, j)
+        for m in measures:
+            sse, count = predict_error(images, times, j, curve, refined, t_j, m)
+            rmses[m].append(math.sqrt(sse / count) if count else math.nan)
+    start = time.perf_counter()
+    full = fit(images, times)
+    full_time = time.perf_counter() - start
+    full_curve = full[0] if isinstance(full, tuple) else full
+    fixed = getattr(fit, "fixed", False)
+    result: dict[str, object] = {
+        "rmse": {m: float(np.mean(v)) for m, v in rmses.items()},
+        "rmse_per_exposure": rmses,
+        "fit_s": 0.0 if fixed else float(np.mean(seconds)),
+        "full_fit_s": 0.0 if fixed else full_time,
+        "jump": max_jump(full_curve),
+        "curve": full_curve,
+    }
+    if isinstance(full, tuple):
+        result["refined_times"] = full[1].tolist()
+    return result
+
+
+# --------------------------------------------------------------------------- reference map
+
+
+def reference_map(folder: Path) -> np.ndarray | None:
+    r"""The folder's reference radiance map ``(H, W, C)`` (RGB), or ``None``."""
+    found = sorted(folder.glob("*.hdr"))
+    if not found:
+        return None
+    import cv2
+
+    img = cv2.imread(os.fspath(found[0]), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    return None if img is None else img[..., ::-1].astype(np.float64)
+
+
+def _border(images: np.ndarray) -> np.ndarray:
+    r"""Pixels marked pure blue (shifted border areas of the Memorial scans) in any image."""
+    blue = (images[..., 0] == 0) & (images[..., 1] == 0) & (images[..., 2] == 255)
+    return blue.any(axis=0)
+
+
+def implied_curve(
+    images: np.ndarray, times: np.ndarray, radiance: np.ndarray
+) -> np.ndarray:
+    r"""Curve implied by a radiance map: per channel and code, the median of ``E t_k`` over
+    the pixels of every exposure with that code (NaN for codes seen fewer than 50 times).
+    """
+    mask = ~_border(images)
+    c = images.shape[-1]
+    out = np.full((c, 256), np.nan)
+    for ch in range(c):
+        z = images[:, mask, ch].reshape(-1)
+        e = (radiance[mask, ch][None, :] * times[:, None]).reshape(-1)
+        order = np.argsort(z, kind="stable")
+        zs, es = z[order], e[order]
+        bounds = np.searchsorted(zs, np.arange(257))
+        for code in range(256):
+            lo, hi = bounds[code], bounds[code + 1]
+            if hi - lo >= 50:
+                out[ch, code] = np.median(es[lo:hi])
+    return out
+
+
+def stops_distance(curve: Curve, reference: np.ndarray, low=JUMP_LOW, high=JUMP_HIGH):
+    r"""RMS of ``log2(f / f_ref)`` over codes ``low..high`` after the best scale per channel."""
+    f = curve[:, low : high + 1]
+    g = reference[:, low : high + 1]
+    ok = np.isfinite(g) & (g > 0) & (f > 0)
+    errs = []
+    for ch in range(f.shape[0]):
+        d = np.log2(f[ch][ok[ch]]) - np.log2(g[ch][ok[ch]])
+        errs.append(float(np.sqrt(np.mean((d - d.mean()) ** 2))))
+    return float(np.mean(errs))
+
+
+def merge_distance(
+    images: np.ndarray,
+    times: np.ndarray,
+    curve: Curve,
+    radiance: np.ndarray,
+    lower: float | None = None,
+) -> float:
+    r"""RMS of ``log2`` of the package's ``merge_hdr`` over the reference map, after the best
+    scale per channel, over the non-border pixels where both are finite and positive."""
+    from deepinv_icrf.hdr import merge_hdr
+
+    c = torch.from_numpy(np.maximum.accumulate(curve, axis=1) / curve[:, -1:])
+    kw = {} if lower is None else {"lower": lower}
+    ours = merge_hdr(images, times, c.float(), **kw)
+    mask = ~_border(images)
+    errs = []
+    for ch in range(images.shape[-1]):
+        a, b = ours[..., ch][mask], radiance[..., ch][mask]
+        ok = np.isfinite(a) & (a > 0) & (b > 0)
+        d = np.log2(a[ok]) - np.log2(b[ok])
+        errs.append(float(np.sqrt(np.mean((d - np.median(d)) ** 2))))
+    return float(np.mean(errs))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _table(rows: list[dict], names: list[str], measure: str) -> str:
+    lines = [
+        f"| stack | method | held-out RMSE (codes, {measure}) | vs better OpenCV | "
+        "max jump 64..239 | fit time (s) | vs Robertson |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        results = row["results"]
+        opencv = [
+            results[m]["rmse"][measure]
+            for m in ("debevec", "robertson")
+            if m in results
+        ]
+        best_cv = min(opencv) if opencv else math.nan
+        rob = results["robertson"]["fit_s"] if "robertson" in results else math.nan
+        for name in names:
+            r = results[name]
+            rmse = r["rmse"][measure]
+            speed = f"{r['fit_s'] / rob:.2f}" if r["fit_s"] else "-"
+            lines.append(
+                f"| {row['stack']} | {name} | {rmse:.2f} | {rmse / best_cv:.3f} | "
+                f"{r['jump']:.3f} | {r['fit_s']:.3f} | {speed} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="folders of bracketed photos")
+    parser.add_argument(
+        "--methods",
+        default="ours,debevec,debevec-200,robertson,srgb,identity",
+        help="comma-separated methods (ours, ours-refined, debevec, debevec-200, "
+        "robertson, srgb, identity)",
+    )
+    parser.add_argument(
+        "--refined", action="store_true", help="also score ours-refined"
+    )
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also score a curve fitted to the measure itself (slow)",
+    )
+    parser.add_argument(
+        "--options",
+        default="{}",
+        help="JSON object of fit_icrf options for ours / ours-refined",
+    )
+    parser.add_argument(
+        "--measures",
+        default="hat",
+        help=f"comma-separated measures among {MEASURES} (default: the issue's, hat)",
+    )
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    registry = methods(json.loads(args.options))
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.refined and "ours-refined" not in names:
+        names.insert(1, "ours-refined")
+    if args.oracle and "oracle" not in names:
+        names.append("oracle")
+    measures = tuple(m.strip() for m in args.measures.split(",") if m.strip())
+    bad = [m for m in measures if m not in MEASURES]
+    if bad:
+        parser.error(f"unknown measures {bad}; choose from {MEASURES}")
+    unknown = [m for m in names if m not in registry]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {sorted(registry)}")
+    rows = []
+    for folder in args.folders:
+        images, times, stack = load_folder(folder)
+        results = {}
+        for name in names:
+            results[name] = score_method(registry[name], images, times, measures)
+            scores = "  ".join(
+                f"{m} {v:6.2f}" for m, v in results[name]["rmse"].items()
+            )
+            print(
+                f"{stack:>13} {name:>12}: RMSE {scores}  "
+                f"jump {results[name]['jump']:.3f}  fit {results[name]['fit_s']:.3f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        row = {"stack": stack, "results": results}
+        radiance = reference_map(Path(folder))
+        if radiance is not None:
+            ref = implied_curve(images, times, radiance)
+            row["reference"] = {
+                name: {
+                    "curve_stops": stops_distance(results[name]["curve"], ref),
+                    "merge_stops": merge_distance(
+                        images, times, results[name]["curve"], radiance
+                    ),
+                }
+                for name in names
+            }
+        rows.append(row)
+    for m in measures:
+        print(f"\n{_table(rows, names, m)}")
+    for row in rows:
+        if "reference" in row:
+            print(
+                f"\n{row['stack']}: distance to the reference radiance map (stops, RMS "
+                "after the best scale per channel)\n"
+            )
+            print(
+                "| method | curve vs implied curve (codes 64..239) | merge_hdr vs map |"
+            )
+            print("|---|---|---|")
+            for name, d in row["reference"].items():
+                print(f"| {name} | {d['curve_stops']:.3f} | {d['merge_stops']:.3f} |")
+    if args.json:
+        for row in rows:
+            for r in row["results"].values():
+                r["curve"] = np.asarray(r["curve"]).tolist()
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
