@@ -152,6 +152,73 @@ def linearize(images: np.ndarray | Tensor, icrf: ICRF | Tensor) -> np.ndarray | 
     return x.cpu().numpy()
 
 
+#: Code stds above the fitted floor at which :func:`floor_cutoff` puts the lower cutoff.
+FLOOR_MARGIN_STDS = 3.0
+#: Code std assumed by :func:`floor_cutoff` when the ICRF records none (2 codes of 8 bits).
+FLOOR_DEFAULT_CODE_STD = 2.0 / 255.0
+
+
+def _recorded(icrf: object, key: str) -> list[float] | None:
+    r"""A per-channel value an ICRF records: its file's metadata, else its fit report."""
+    value = (getattr(icrf, "metadata", None) or {}).get(key)
+    if value is None:
+        report = getattr(icrf, "fit_report", None)
+        value = getattr(report, "floor" if key == "floor" else "sigma", None)
+    try:
+        values = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        return None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        return None
+    return values
+
+
+def floor_cutoff(
+    icrf: ICRF | Tensor, margin: float = FLOOR_MARGIN_STDS
+) -> float | None:
+    r"""A lower merge cutoff above the floor the fit found, or ``None`` without a floor.
+
+    Film scans and some cameras never reach code 0: the fit
+    (:func:`~deepinv_icrf.calibration.fit_icrf`) records the code of no light per channel
+    (``fit_report.floor``, saved in the curve file as ``metadata["floor"]``). Codes near
+    that floor say almost nothing about the exposure, but a hat-weighted merge still counts
+    them, and divided by a short exposure time their noise dominates the radiance of dark
+    pixels. The cutoff is
+
+    .. math::
+
+        \ell = \max_c b_c + m\, \sigma,
+
+    with :math:`b_c` the floors, :math:`\sigma` the largest code noise the fit recorded
+    (``code_std``; 2/255 when none) and :math:`m` = ``margin``. ``None`` when no floor is
+    recorded or the largest is below one 8-bit code (a digital camera): then the merge's
+    default applies.
+
+    :param deepinv_icrf.models.ICRF, torch.Tensor icrf: a fitted or loaded ICRF (a bare curve
+        has no floor: ``None``).
+    :param float margin: :math:`m`, in code stds (default 3).
+    :return: (float, None) the cutoff in ``[0, 1]`` code units, or ``None``.
+
+    |sep|
+
+    :Example:
+
+    >>> from deepinv_icrf.models import ICRF
+    >>> icrf = ICRF(channels=3, n_points=4)
+    >>> floor_cutoff(icrf) is None
+    True
+    >>> icrf.metadata.update(floor=[0.05, 0.07, 0.06], code_std=[0.007, 0.006, 0.008])
+    >>> round(floor_cutoff(icrf), 4)
+    0.094
+    """
+    floors = _recorded(icrf, "floor")
+    if floors is None or max(floors) < 1.0 / 255.0:
+        return None
+    noise = _recorded(icrf, "code_std")
+    std = max(noise) if noise else FLOOR_DEFAULT_CODE_STD
+    return min(max(floors) + float(margin) * std, 0.5)
+
+
 def merge_hdr(
     stack: np.ndarray | Tensor,
     exposure_times: np.ndarray | Tensor | Sequence[float],
@@ -227,8 +294,9 @@ def merge_hdr(
         on any uniform grid), propagated into :math:`\sigma_E`. Default ``None``.
     :param float code_std: std of the code noise in ``[0, 1]`` units, added to the
         quantisation noise (default 0).
-    :param float, None lower: smallest valid code :math:`\ell` (default :math:`1/(2^b-1)`,
-        ``b`` the images' bit depth, or the ICRF's, or 8).
+    :param float, None lower: smallest valid code :math:`\ell` (default: above the floor the
+        fit found, :func:`floor_cutoff`, for an ICRF that records one (film scans); else
+        :math:`1/(2^b-1)`, ``b`` the images' bit depth, or the ICRF's, or 8).
     :param float, None upper: largest valid code :math:`u` (default :math:`1 - 1/(2^b-1)`).
     :param float, None deghost: threshold :math:`\tau > 0` (in stds, e.g. 4) of the
         consistency test that leaves moving objects out of the non-reference exposures;
@@ -273,6 +341,8 @@ def merge_hdr(
     _check_channels(codes, curve, "stack")
     bits = bits if bits is not None else (icrf_bits if icrf_bits is not None else 8)
     step = 1.0 / (2**bits - 1)
+    if lower is None:
+        lower = floor_cutoff(icrf)
     lower = step if lower is None else float(lower)
     upper = 1.0 - step if upper is None else float(upper)
     device = curve.device

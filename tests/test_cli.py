@@ -494,17 +494,21 @@ def test_cli_fit_band_and_refined_times(photos, tmp_path, monkeypatch, capsys):
         refine_exposures=False,
         band=False,
     ):
-        from types import SimpleNamespace
+        from deepinv_icrf.calibration import FitReport, Refinement
 
         calls.append((refine_exposures, band))
         icrf = ICRF.from_response("gamma", channels=3)
         curve = icrf.curve.detach()
         icrf.band = torch.stack([curve * 0.9, (curve * 1.1).clamp(max=1.0)])
         nominal = torch.as_tensor(exposure_times, dtype=torch.float64)
-        icrf.fit_report = SimpleNamespace(
+        icrf.fit_report = FitReport(
+            "code+refined_exposures",
+            10,
+            0.1,
+            None,
             exposure_times=nominal * torch.tensor([1.0, 1.05, 0.97, 1.02]),
             nominal_exposure_times=nominal,
-            extra={"exponent": 1.01},
+            refinement=Refinement(exponent=1.01, exponent_std=0.01, prior_std=0.1),
         )
         return icrf
 
@@ -581,12 +585,11 @@ def test_cli_merge_align(photos, tmp_path, gamma_icrf_file, capsys):
 def test_cli_fit_reports_outliers(
     photos, tmp_path, monkeypatch, capsys, outliers, align, note
 ):
-    from types import SimpleNamespace
+    from deepinv_icrf.calibration import FitReport
 
     def fit(stack, exposure_times, **options):
         icrf = ICRF.from_response("gamma", channels=stack.shape[-1])
-        extra = {"outliers": outliers}
-        icrf.fit_report = SimpleNamespace(extra=extra, exposure_times=None)
+        icrf.fit_report = FitReport("code", 1, 0.0, None, None, None, outliers=outliers)
         return icrf
 
     monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)

@@ -3,18 +3,24 @@ r"""The summaries the command line prints, as library functions: fit and merge."
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from deepinv_icrf.calibration import describe_fit, fit_metadata, fit_summary
+from deepinv_icrf.calibration import (
+    FitReport,
+    Refinement,
+    describe_fit,
+    fit_metadata,
+    fit_summary,
+)
 from deepinv_icrf.calibration.summary import (
     REPORT_FIELDS,
     channel_names,
     channel_stats,
 )
+from deepinv_icrf.functional import check_exposure_ratios
 from deepinv_icrf.hdr_summary import (
     describe_radiance,
     radiance_summary,
@@ -75,15 +81,21 @@ def test_channel_stats_bit_depth_and_bad_inputs():
 def _refined_icrf():
     icrf = ICRF.from_response("gamma", channels=3)
     nominal = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    icrf.fit_report = SimpleNamespace(
-        exposure_times=nominal * torch.tensor([1.0, 1.1, 0.9], dtype=torch.float64),
+    times = nominal * torch.tensor([1.0, 1.1, 0.9], dtype=torch.float64)
+    step = torch.tensor([2.0, 2.0], dtype=torch.float64).log()
+    icrf.fit_report = FitReport(
+        "code+refined_exposures",
+        12,
+        0.2,
+        None,
+        exposure_times=times,
         nominal_exposure_times=nominal,
-        extra={
-            "exponent": 1.02,
-            "outliers": [0.02, 0.0, 0.001],
-            "sigma": [0.01, 0.02, 0.015],
-            "shifts": [[0, 1], [0, 0], [1, 0]],
-        },
+        refinement=Refinement(exponent=1.02, exponent_std=0.01, prior_std=0.1),
+        outliers=[0.02, 0.0, 0.001],
+        sigma=[0.01, 0.02, 0.015],
+        shifts=[[0, 1], [0, 0], [1, 0]],
+        floor=[0.0, 0.01, 0.0],
+        time_check=check_exposure_ratios(step, torch.full((2,), 0.01), nominal),
     )
     return icrf
 
@@ -99,7 +111,12 @@ def test_fit_summary_reads_the_report():
     assert summary["shifts"] == [[0, 1], [0, 0], [1, 0]]
     assert summary["outlier_fraction"] == [0.02, 0.0, 0.001]
     assert summary["code_std"] == [0.01, 0.02, 0.015]
-    assert fit_metadata(icrf) == {"code_std": [0.01, 0.02, 0.015]}
+    assert summary["floor"] == [0.0, 0.01, 0.0]
+    assert summary["time_check"]["consistent"] is True
+    assert fit_metadata(icrf) == {
+        "code_std": [0.01, 0.02, 0.015],
+        "floor": [0.0, 0.01, 0.0],
+    }
     # every row of the table is a key of the summary when the report has it
     assert {f.key for f in REPORT_FIELDS} <= set(summary)
 
@@ -112,8 +129,8 @@ def test_fit_summary_without_report_and_plain_fit():
     assert summary["icrf_metadata"] == {"camera": "test"}
     assert fit_metadata(icrf) == {}
     # a plain fit reports the times it used: they are not "refined"
-    icrf.fit_report = SimpleNamespace(
-        exposure_times=torch.tensor([1.0, 2.0, 4.0]), extra={"sigma": []}
+    icrf.fit_report = FitReport(
+        "code", 5, 0.1, None, torch.tensor([1.0, 2.0, 4.0]), None, sigma=[]
     )
     summary = fit_summary(icrf, _codes())
     assert "refined_exposure_times" not in summary and "code_std" not in summary
@@ -153,10 +170,13 @@ def test_describe_fit_notes():
     assert "left out 2.0% of the codes as outliers" in text and "--align" not in text
     assert lines[-4].split()[:2] == ["channel", "f(0.25)"]
     assert [line.split()[0] for line in lines[-3:]] == ["R", "G", "B"]
-    icrf.fit_report.extra = {"outliers": [0.004, 0.0, 0.0]}  # below the note threshold
+    # below the note threshold
+    icrf.fit_report = FitReport(
+        "code", 1, 0.0, None, None, None, outliers=[0.004, 0, 0]
+    )
     text = describe_fit(icrf, fit_summary(icrf, _codes()))
     assert "left out" not in text and "nominal" not in text
-    icrf.fit_report.extra = {"outliers": [0.1, 0.0, 0.0]}
+    icrf.fit_report = FitReport("code", 1, 0.0, None, None, None, outliers=[0.1, 0, 0])
     assert "try --align" in describe_fit(icrf, fit_summary(icrf, _codes()))
     summary = fit_summary(icrf, _codes(), context={"align": True})
     assert "try --align" not in describe_fit(icrf, summary)
@@ -219,7 +239,9 @@ def test_recorded_code_std(metadata, expected):
 
 def test_recorded_code_std_falls_back_to_the_fit_report():
     icrf = ICRF(channels=3, n_points=4)
-    icrf.fit_report = SimpleNamespace(extra={"sigma": [0.01, 0.04, 0.02]})
+    icrf.fit_report = FitReport(
+        "code", 5, 0.1, None, None, None, sigma=[0.01, 0.04, 0.02]
+    )
     assert recorded_code_std(icrf) == 0.04
     icrf.metadata = {"code_std": [0.05]}  # the curve file's value wins
     assert recorded_code_std(icrf) == 0.05

@@ -176,20 +176,19 @@ def channel_stats(
 
 
 # ---------------------------------------------------------------------------- the report
-def _extra(report: object) -> Mapping[str, Any]:
-    extra = getattr(report, "extra", None)
-    return extra if isinstance(extra, Mapping) else {}
-
-
 def _floats(value: object) -> list[float] | None:
     if value is None:
         return None
     return [float(v) for v in torch.as_tensor(value, dtype=torch.float64).reshape(-1)]
 
 
+def _refinement(report: object) -> Any:
+    return getattr(report, "refinement", None)
+
+
 def _refined_times(report: object) -> list[float] | None:
-    # a refinement reports the exponent of its times; a plain fit reports the times it used
-    if "exponent" not in _extra(report):
+    # a refinement reports how it set the exponent; a plain fit the times it used
+    if _refinement(report) is None:
         return None
     return _floats(getattr(report, "exposure_times", None))
 
@@ -210,6 +209,33 @@ def _outlier_note(icrf: ICRF, summary: Mapping[str, Any]) -> str | None:
         f"left out {100 * worst:.1f}% of the codes as outliers (something in the scene "
         f"changed between exposures{hint})"
     )
+
+
+def _time_check(report: object) -> dict[str, Any] | None:
+    check = getattr(report, "time_check", None)
+    return None if check is None else check.to_dict()
+
+
+def _time_note(icrf: ICRF, summary: Mapping[str, Any]) -> str | None:
+    check = getattr(getattr(icrf, "fit_report", None), "time_check", None)
+    if check is None or (check.consistent and not check.unmatched_steps):
+        return None
+    names = summary.get("files")
+    if not isinstance(names, list) or len(names) != check.listed.numel():
+        names = None
+    text = check.describe(names)
+    if not check.consistent:
+        refined = _refinement(icrf.fit_report) is not None
+        text += (
+            "\n  the fit used exposure times refined from the images"
+            if refined
+            else "\n  the fit used the listed times (refinement was switched off)"
+        )
+    return text
+
+
+def _floor(report: object) -> list[float] | None:
+    return _floats(getattr(report, "floor", None))
 
 
 @dataclass(frozen=True)
@@ -233,21 +259,27 @@ class ReportField:
 #: The fit-report values of a summary, in the order they are printed. A new field of the
 #: report is one more row.
 REPORT_FIELDS: tuple[ReportField, ...] = (
+    # the listed exposure times checked against the images (issue: times you cannot trust)
+    ReportField("time_check", _time_check, note=_time_note),
     ReportField("refined_exposure_times", _refined_times, note=_refinement_note),
     ReportField(
         "refinement_exponent",
-        lambda r: (float(_extra(r)["exponent"]) if "exponent" in _extra(r) else None),
+        lambda r: None if _refinement(r) is None else float(_refinement(r).exponent),
     ),
-    ReportField("shifts", lambda r: _extra(r).get("shifts")),
+    ReportField("shifts", lambda r: getattr(r, "shifts", None)),
     ReportField(
         "outlier_fraction",
-        lambda r: _floats(_extra(r).get("outliers")),
+        lambda r: _floats(getattr(r, "outliers", None)),
         note=_outlier_note,
     ),
     # the code noise the fit estimated: `merge --deghost` reads it back from the curve file
     ReportField(
-        "code_std", lambda r: _floats(_extra(r).get("sigma")) or None, metadata=True
+        "code_std",
+        lambda r: _floats(getattr(r, "sigma", None)) or None,
+        metadata=True,
     ),
+    # the code of no light per channel ([0, 1] units): merge's lower cutoff lies above it
+    ReportField("floor", _floor, metadata=True),
 )
 
 
@@ -268,9 +300,10 @@ def _report_values(icrf: ICRF, metadata_only: bool = False) -> dict[str, Any]:
 def fit_metadata(icrf: ICRF) -> dict[str, Any]:
     r"""The values of a fit report worth keeping in the curve's file (its ``metadata``).
 
-    Today the code noise the fit estimated (``code_std``, one std per channel in ``[0, 1]``
+    The code noise the fit estimated (``code_std``, one std per channel in ``[0, 1]``
     units), which :func:`deepinv_icrf.hdr_summary.recorded_code_std` reads back for
-    deghosting. Pass the result to :meth:`~deepinv_icrf.models.ICRF.save` as keywords.
+    deghosting, and the floor (``floor``, the code of no light per channel), above which
+    ``merge`` puts its lower cutoff. Pass the result to :meth:`~deepinv_icrf.models.ICRF.save` as keywords.
 
     :param deepinv_icrf.models.ICRF icrf: a fitted ICRF (with ``fit_report``; without one the
         result is empty).
@@ -281,10 +314,10 @@ def fit_metadata(icrf: ICRF) -> dict[str, Any]:
 
     :Example:
 
-    >>> from types import SimpleNamespace
+    >>> from deepinv_icrf.calibration import FitReport
     >>> from deepinv_icrf.models import ICRF
     >>> icrf = ICRF(channels=1, n_points=4)
-    >>> icrf.fit_report = SimpleNamespace(extra={"sigma": [0.01]})
+    >>> icrf.fit_report = FitReport("code", 9, 0.1, None, None, None, sigma=[0.01])
     >>> fit_metadata(icrf)
     {'code_std': [0.01]}
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ DEFAULT_OUT = "deepinv_icrf_fit"
 #: destination -> keyword.
 _VALUES = {"steps": "steps", "seed": "seed", "outlier_threshold": "outlier_threshold"}
 #: Flags passed to :func:`~deepinv_icrf.calibration.fit_icrf` as ``True`` when given.
-_FLAGS = {"refine_exposures": "refine_exposures", "band": "band"}
+_FLAGS = {"band": "band"}
+#: ``--refine-exposures`` choices and the values of ``fit_icrf(refine_exposures=...)``.
+REFINE_CHOICES = {"auto": "auto", "always": True, "never": False}
 
 
 def add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -58,8 +61,13 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--refine-exposures",
-        action="store_true",
-        help="refine the exposure times together with the curve",
+        nargs="?",
+        const="always",
+        default=LIBRARY_DEFAULT,
+        choices=tuple(REFINE_CHOICES),
+        help="refine the exposure times with the curve: 'auto' when the images show the "
+        "listed times wrong (the fit's default; it then names the frames), 'always' (also "
+        "the value of the bare flag), 'never'",
     )
     p.add_argument(
         "--band",
@@ -99,6 +107,8 @@ def _fit_options(args: argparse.Namespace, device: str | None) -> dict[str, Any]
     options.update(
         {keyword: True for dest, keyword in _FLAGS.items() if getattr(args, dest)}
     )
+    if args.refine_exposures is not LIBRARY_DEFAULT:
+        options["refine_exposures"] = REFINE_CHOICES[args.refine_exposures]
     if args.no_progress:
         options["progress"] = False
     if device is not None:
@@ -146,7 +156,12 @@ def fit_and_save(
     if align:
         options["align"] = True
     start = time.perf_counter()
-    icrf = deepinv_icrf.fit_icrf(images, stack.exposure_times, **options)
+    with warnings.catch_warnings():
+        # the command line prints the time check itself, naming the files
+        warnings.filterwarnings(
+            "ignore", message="listed exposure times disagree", category=UserWarning
+        )
+        icrf = deepinv_icrf.fit_icrf(images, stack.exposure_times, **options)
     elapsed = time.perf_counter() - start
     folder = str(Path(args.folder).resolve())
     names = [p.name for p in stack.paths]
@@ -163,7 +178,11 @@ def fit_and_save(
             "steps": options.get("steps"),
             "seed": options.get("seed"),
             "device": device or "cpu",
-            "refine_exposures": bool(args.refine_exposures),
+            "refine_exposures": (
+                "auto"
+                if args.refine_exposures is LIBRARY_DEFAULT
+                else args.refine_exposures
+            ),
             "align": bool(args.align),
             "fit_seconds": round(elapsed, 3),
             **(context or {}),

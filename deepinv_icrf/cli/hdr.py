@@ -101,12 +101,19 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
             command="hdr",
             context=context,
         )
+        # the times the fit used: refined from the images where the listed ones were wrong
+        report = getattr(icrf, "fit_report", None)
+        times = (
+            report.exposure_times.numpy()
+            if getattr(report, "refinement", None) is not None
+            else stack.exposure_times
+        )
         summary["merge"] = merge_and_write(
             staged,
             args,
             icrf,
             images,
-            stack.exposure_times,
+            times,
             layers,
             device=device,
             command="hdr",
