@@ -221,7 +221,9 @@ def refine_code_fit(
         time_init=start.float(),
     )
     tau = prior_log + result.log_time_offset.detach().to("cpu", torch.float64)
-    g, c = exponent_from_prior(tau, prior_log, scale=prior_std)
+    g, c = exponent_from_prior(
+        tau, prior_log, tolerance=time_options.tolerance if listed is not None else 10.0
+    )
     final = torch.exp(g * tau + c)
     icrf = curve_power(icrf, g)
     spread = float((tau - tau.mean()).square().sum().sqrt())

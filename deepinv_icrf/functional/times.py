@@ -417,41 +417,46 @@ def check_exposure_ratios(
 def exponent_from_prior(
     log_times: Tensor,
     prior_log_times: Tensor,
-    scale: float = 0.1,
+    tolerance: float = HALF_STOP,
     iterations: int = 20,
 ) -> tuple[float, float]:
     r"""The common power and scale of exposure times that only a prior can set.
 
     The images fix log-times :math:`\tau_k` only up to :math:`g \tau_k + c`. With the listed
-    log-times :math:`\tau^0_k` as the prior, :math:`(g, c)` minimise a Cauchy loss of the
-    residuals (iteratively reweighted least squares),
+    log-times :math:`\tau^0_k` as the prior, and the steps between neighbours in listed
+    order :math:`\hat\rho_k = \Delta\tau_k`, :math:`\rho_k = \Delta\tau^0_k`, the exponent is
+    the least-squares slope through the origin over the steps that agree,
 
     .. math::
 
-        \min_{g, c} \sum_k \log\!\Big(1 + \frac{(\tau^0_k - g \tau_k - c)^2}{s^2}\Big),
+        g = \frac{\sum_{k \in A} \hat\rho_k \rho_k}{\sum_{k \in A} \hat\rho_k^2},
+        \qquad A = \{k : |g \hat\rho_k - \rho_k| \le \tau\},
 
-    so frames whose listed times agree set them, and a frame whose listed time is grossly
-    wrong does not drag them. The curve that goes with :math:`g \tau + c` is :math:`f^g`.
+    iterated from :math:`A` = every step, so a frame at the wrong stop (a camera at its
+    shutter limit writing doubling times for equally bright frames) does not drag it. The
+    scale :math:`c` makes :math:`g\tau + c` agree on average with the listed times of the
+    largest group of frames joined by agreeing steps (ties: the shortest times). The curve
+    that goes with :math:`g \tau + c` is :math:`f^g`.
 
     :param torch.Tensor log_times: log-times :math:`\tau` as the images give them ``(N,)``.
     :param torch.Tensor prior_log_times: listed log-times :math:`\tau^0` ``(N,)``.
-    :param float scale: :math:`s`, the prior's tolerance in log units (default 0.1).
-    :param int iterations: reweighting iterations (default 20).
+    :param float tolerance: :math:`\tau`, log units (default half a stop).
+    :param int iterations: most reclassifications (default 20).
     :return: (tuple) :math:`(g, c)`.
 
     |sep|
 
     :Example:
 
-    >>> import torch
-    >>> tau = torch.linspace(0.0, 2.5, 6)
-    >>> prior = 2.0 * tau + 0.3
-    >>> prior[5] += 2.0  # one listed time grossly wrong
-    >>> g, c = exponent_from_prior(tau, prior)
-    >>> round(g, 2), round(c, 2)
-    (2.0, 0.3)
+    >>> import math, torch
+    >>> listed = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0]).log()
+    >>> # frames 2 and 3 equally bright although listed a stop apart; data in units of f**0.5
+    >>> data = 0.5 * torch.tensor([1.0, 2.0, 4.0, 4.0, 8.0]).log()
+    >>> g, c = exponent_from_prior(data, listed)
+    >>> round(g, 3), [round(v, 3) for v in (g * data + c).exp().tolist()]
+    (2.0, [1.0, 2.0, 4.0, 4.0, 8.0])
     """
-    scale = check_threshold(scale, "scale")
+    tolerance = check_threshold(tolerance, "tolerance")
     tau = log_times.detach().to("cpu", torch.float64).reshape(-1)
     tau0 = prior_log_times.detach().to("cpu", torch.float64).reshape(-1)
     if tau.shape != tau0.shape or tau.numel() < 2:
@@ -459,14 +464,21 @@ def exponent_from_prior(
             "Expected `log_times` and `prior_log_times` of one shape (N,) with N >= 2, but "
             f"got {tuple(log_times.shape)} and {tuple(prior_log_times.shape)}."
         )
-    design = torch.stack([tau, torch.ones_like(tau)], dim=1)
-    weight = torch.ones_like(tau)
-    g, c = 1.0, 0.0
+    order = torch.argsort(tau0)
+    rho_hat, rho = tau[order].diff(), tau0[order].diff()
+    agree = torch.ones_like(rho, dtype=torch.bool)
+    g = 1.0
     for _ in range(iterations):
-        gram = design.T @ (weight.unsqueeze(1) * design)
-        if float(torch.linalg.det(gram)) <= 1e-300:
+        denom = float((rho_hat[agree] ** 2).sum())
+        if denom <= 0:
             break
-        g, c = torch.linalg.solve(gram, design.T @ (weight * tau0)).tolist()
-        resid = tau0 - (g * tau + c)
-        weight = 1.0 / (1.0 + (resid / scale) ** 2)
-    return float(g), float(c)
+        g = float((rho_hat[agree] * rho[agree]).sum()) / denom
+        new = (g * rho_hat - rho).abs() <= tolerance
+        if not bool(new.any()) or bool((new == agree).all()):
+            break
+        agree = new
+    # the frames joined by agreeing steps: the largest group anchors the scale
+    group = torch.cat([torch.zeros(1, dtype=torch.long), (~agree).long().cumsum(0)])
+    members = group == int(torch.argmax(torch.bincount(group)))
+    c = float((tau0[order] - g * tau[order])[members].mean())
+    return g, c
