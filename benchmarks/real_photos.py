@@ -237,25 +237,25 @@ def _opencv(which: str, **kw) -> Callable:
 
 
 def _ours(**options) -> Callable:
-    def fit(images: np.ndarray, times: np.ndarray) -> Curve:
+    r"""``fit_icrf`` as a user calls it: its curve and the times it used (the listed ones,
+    or those it refined from the images when it found the listed ones wrong)."""
+
+    def fit(images: np.ndarray, times: np.ndarray) -> tuple[Curve, np.ndarray]:
+        import warnings
+
         from deepinv_icrf import fit_icrf
 
-        icrf = fit_icrf(images, times, progress=False, **options)
-        return icrf.curve.detach().double().cpu().numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            icrf = fit_icrf(images, times, progress=False, **options)
+        used = icrf.fit_report.exposure_times.double().cpu().numpy()
+        return icrf.curve.detach().double().cpu().numpy(), used
 
     return fit
 
 
 def _ours_refined(**options) -> Callable:
-    def fit(images: np.ndarray, times: np.ndarray) -> tuple[Curve, np.ndarray]:
-        from deepinv_icrf import fit_icrf
-
-        icrf = fit_icrf(images, times, progress=False, refine_exposures=True, **options)
-        refined = icrf.fit_report.exposure_times.double().cpu().numpy()
-        return icrf.curve.detach().double().cpu().numpy(), refined
-
-    fit.refines = True  # type: ignore[attr-defined]
-    return fit
+    return _ours(refine_exposures=True, **options)
 
 
 def _fixed(name: str) -> Callable:

@@ -30,8 +30,8 @@ from deepinv_icrf.calibration.options import (
     TimeOptions,
     options_from_keywords,
 )
-from deepinv_icrf.calibration.report import FitReport
-from deepinv_icrf.calibration.times import check_listed_times, refine_code_fit
+from deepinv_icrf.calibration.report import FitReport, Refinement
+from deepinv_icrf.calibration.times import check_times, refine_code_fit
 from deepinv_icrf.models import ICRF
 
 __all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES"]
@@ -206,33 +206,44 @@ def _fit_with_times(
     seed: int,
     progress: bool,
 ) -> tuple[ICRF, FitReport]:
-    r"""The plain fit, the check of the listed times and, where asked, their refinement."""
+    r"""The check of the listed times, then the fit: at the listed times when they agree
+    with the images (or ``refine_exposures=False``), at the times the check implies when
+    they do not (``"auto"``: only the disagreeing steps change), or with every time
+    refined jointly (``True``)."""
     listed = None if bracket.exposure_times is None else bracket.exposure_times[0]
     if listed is None:  # refine_exposures=True without times: assumed spacing
         return _refine(
-            bracket, None, None, None, options, time_options, device, seed, progress
+            bracket, None, None, options, time_options, device, seed, progress
         )
-    icrf, report, _ = fit_once(
-        bracket.codes,
-        bracket.exposure_times,
-        options,
-        device=device,
-        seed=seed,
-        progress=progress,
-    )
-    if bracket.batch > 1:
-        return icrf, report  # a batch: one time per stack and exposure, not checked
-    codes = bracket.stack_codes()
-    check = check_listed_times(icrf, codes, listed, time_options, seed=seed)
+    if bracket.batch > 1:  # a batch: one time per stack and exposure, not checked
+        icrf, report, _ = fit_once(
+            bracket.codes, bracket.exposure_times, options, device=device, seed=seed
+        )
+        return icrf, report
+    check, _ = check_times(bracket, listed, time_options, device=device, seed=seed)
+    if refine is True:
+        icrf, report = _refine(
+            bracket, listed, check, options, time_options, device, seed, progress
+        )
+    else:
+        corrected = refine == "auto" and not check.consistent
+        times = check.implied if corrected else listed
+        icrf, report, _ = fit_once(
+            bracket.codes,
+            times.unsqueeze(0),
+            options,
+            device=device,
+            seed=seed,
+            progress=progress,
+        )
+        if corrected:
+            # the listed ratios kept where they agree: the exponent is the listed times'
+            report.method += "+refined_exposures"
+            report.nominal_exposure_times = listed.clone()
+            report.refinement = Refinement(
+                exponent=1.0, exponent_std=0.0, prior_std=time_options.prior_std
+            )
     report.time_check = check
-    if refine is True or (refine == "auto" and not check.consistent):
-        steps = report.steps
-        icrf, refined = _refine(
-            bracket, listed, icrf, check, options, time_options, device, seed, progress
-        )
-        refined.steps += steps
-        refined.time_check = check if check.consistent else refined.time_check
-        report = refined
     if not check.consistent:
         action = (
             "the fit used times refined from the images (refine_exposures=False keeps the "
@@ -247,7 +258,6 @@ def _fit_with_times(
 def _refine(
     bracket: Bracket,
     listed: Tensor | None,
-    plain: ICRF | None,
     check: Any,
     options: FitOptions,
     time_options: TimeOptions,
@@ -259,7 +269,6 @@ def _refine(
         return refine_code_fit(
             bracket,
             listed,
-            plain,
             check,
             options,
             time_options,

@@ -179,7 +179,7 @@ class TimeOptions:
         leave free (default 0.1, about 10%).
     :param float assumed_stops: without any times, the exposures are assumed this many stops
         apart in order of brightness (default 1).
-    :param int ratio_pixels: pixel positions used to measure the ratios (default 50000).
+    :param int ratio_pixels: pixel positions used to measure the ratios (default 20000).
     :param float ratio_lower: smallest well-exposed code for the ratios (default 0.15).
     :param float ratio_upper: largest well-exposed code for the ratios (default 0.9).
     :param int max_iter: curve/time alternations of the linearity fit's refinement (the
@@ -191,7 +191,7 @@ class TimeOptions:
     tolerance: float = HALF_STOP
     prior_std: float = 0.1
     assumed_stops: float = 1.0
-    ratio_pixels: int = 50_000
+    ratio_pixels: int = 20_000
     ratio_lower: float = 0.15
     ratio_upper: float = 0.9
     max_iter: int = 4
