@@ -10,6 +10,9 @@ relative exposures together with the curve, the EXIF times acting as a prior, an
 fit, widened by refits that each leave one exposure out), stored in ``icrf.band`` and saved
 with the curve.
 
+A frame listed at the wrong stop, as cameras at their shutter limit write, is caught by every
+fit: the default ``refine_exposures="auto"`` names it and corrects its time (last section).
+
 One thing no method can do: the curve :math:`f` with the times :math:`t_k` explains the photos
 exactly as well as :math:`f^g` with :math:`t_k^g`, for every exponent :math:`g > 0`. The
 *ratios* between exposures are fixed by the images only up to this exponent, which the EXIF
@@ -26,6 +29,7 @@ prior then sets (see :func:`deepinv_icrf.calibration.refine.fit_refined`).
 # JPEG's own quantisation tables, ``quality="keep"``, so the pixels barely change).
 
 import tempfile
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -118,3 +122,23 @@ fig = plot_icrf(
     title="ICRF with refined exposure times and its 95% band",
 )
 plt.show()
+
+# %%
+# A frame at the wrong stop is caught by default
+# ----------------------------------------------
+#
+# Small errors are what refinement is for; a frame listed a whole stop off is another matter
+# (a camera at its shutter limit writes doubling times for equally bright frames). Every fit
+# checks the listed times against the images, and the default ``refine_exposures="auto"``
+# names the steps that disagree by more than half a stop, then fits at the times the images
+# imply. Here the fourth frame's listed time is doubled:
+
+wrong = list(stack.exposure_times)
+wrong[3] = 2 * wrong[3]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    caught_icrf = fit_icrf(stack.images, wrong, progress=False)
+check = caught_icrf.fit_report.time_check
+names = [p.name for p in stack.paths]
+print(check.describe(names))
+print("warned:", any("disagree" in str(w.message) for w in caught))

@@ -9,6 +9,7 @@ ORDER = (
     "plot_fit_demo_icrf.py",
     "plot_calibrate_exif_folder.py",
     "plot_calibration_refined.py",
+    "plot_real_brackets.py",
     "plot_moving_objects.py",
     "plot_hdr_merge_tonemap.py",
     "plot_weighted_schedule_trainer.py",
