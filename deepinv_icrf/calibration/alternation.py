@@ -9,7 +9,6 @@ refines the times jointly instead (:func:`~deepinv_icrf.calibration.times.refine
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import replace
 
 import torch
@@ -19,11 +18,7 @@ from deepinv_icrf.bracket import Bracket
 from deepinv_icrf.calibration.core import fit_once
 from deepinv_icrf.calibration.options import LinearityFitOptions, TimeOptions
 from deepinv_icrf.calibration.report import FitReport, Refinement
-from deepinv_icrf.calibration.times import (
-    AMBIGUITY_WARNING,
-    assumed_times,
-    neighbour_sample,
-)
+from deepinv_icrf.calibration.times import neighbour_sample, time_prior
 from deepinv_icrf.functional.times import TimeCheck, pairwise_log_ratios
 from deepinv_icrf.models import ICRF
 
@@ -144,19 +139,7 @@ def refine_by_alternation(
     :param bool progress: progress bars.
     :return: (tuple) the ICRF and its report.
     """
-    prior_std = time_options.prior_std
-    assumed = None
-    if listed is None:
-        warnings.warn(
-            AMBIGUITY_WARNING.format(stops=time_options.assumed_stops),
-            UserWarning,
-            stacklevel=3,
-        )
-        assumed = assumed_times(bracket.stack_codes(), time_options.assumed_stops)
-        tau0 = assumed.log()
-        prior_std = 10.0
-    else:
-        tau0 = listed.to(torch.float64).log()
+    tau0, prior_std, assumed = time_prior(bracket, listed, time_options)
     tau = tau0.clone() if check is None else check.implied.log()
     codes = bracket.stack_codes()
     own, other = neighbour_sample(codes, time_options.ratio_pixels, seed)
@@ -165,15 +148,20 @@ def refine_by_alternation(
     log_std = torch.full((n,), math.inf, dtype=torch.float64)
     call_options = options
     icrf = None
-    for _ in range(time_options.max_iter):
+
+    def fit_at(times: Tensor) -> tuple[ICRF, FitReport]:
         icrf, report, _ = fit_once(
             bracket.codes,
-            tau.exp().unsqueeze(0),
+            times.exp().unsqueeze(0),
             call_options,
             device=device,
             seed=seed,
             progress=progress,
         )
+        return icrf, report
+
+    for _ in range(time_options.max_iter):
+        icrf, report = fit_at(tau)
         steps += report.steps
         iterations += 1
         device_ = icrf.curve.device
@@ -204,14 +192,7 @@ def refine_by_alternation(
         ).to(icrf.curve.device)
         icrf.eval()
     else:
-        icrf, report, _ = fit_once(
-            bracket.codes,
-            tau.exp().unsqueeze(0),
-            call_options,
-            device=device,
-            seed=seed,
-            progress=progress,
-        )
+        icrf, report = fit_at(tau)
         steps += report.steps
     centred = tau - tau.mean()
     refined = FitReport(

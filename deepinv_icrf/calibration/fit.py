@@ -265,18 +265,13 @@ def _refine(
     seed: int,
     progress: bool,
 ) -> tuple[ICRF, FitReport]:
-    if isinstance(options, CodeFitOptions):
-        return refine_code_fit(
-            bracket,
-            listed,
-            check,
-            options,
-            time_options,
-            device=device,
-            seed=seed,
-            progress=progress,
-        )
-    return refine_by_alternation(
+    # the code fit refines every time jointly, the linearity fit by alternation
+    refine = (
+        refine_code_fit
+        if isinstance(options, CodeFitOptions)
+        else refine_by_alternation
+    )
+    return refine(
         bracket,
         listed,
         check,

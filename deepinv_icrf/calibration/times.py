@@ -48,6 +48,7 @@ __all__ = [
     "neighbour_sample",
     "check_listed_times",
     "refine_code_fit",
+    "time_prior",
     "curve_power",
 ]
 
@@ -207,6 +208,27 @@ def curve_power(icrf: ICRF, g: float) -> ICRF:
     return out
 
 
+def time_prior(
+    bracket: Bracket, listed: Tensor | None, options: TimeOptions
+) -> tuple[Tensor, float, Tensor | None]:
+    r"""The prior of a refinement: log-times, their scale and the assumed times.
+
+    With listed times: their logs and ``options.prior_std``. Without: times assumed
+    ``options.assumed_stops`` stops apart in order of brightness (:func:`assumed_times`),
+    a scale of 10 so that the measured spacing wins but for the exponent and the scale,
+    and a :class:`UserWarning` (:data:`AMBIGUITY_WARNING`).
+
+    :return: (tuple) ``(prior_log_times (N,), prior_std, assumed_times or None)``.
+    """
+    if listed is not None:
+        return listed.to(torch.float64).log(), options.prior_std, None
+    warnings.warn(
+        AMBIGUITY_WARNING.format(stops=options.assumed_stops), UserWarning, stacklevel=6
+    )
+    assumed = assumed_times(bracket.stack_codes(), options.assumed_stops)
+    return assumed.log(), 10.0, assumed
+
+
 def refine_code_fit(
     bracket: Bracket,
     listed: Tensor | None,
@@ -233,19 +255,7 @@ def refine_code_fit(
     :return: (tuple) the refined ICRF and its report (times refined, ``refinement``
         filled).
     """
-    prior_std = time_options.prior_std
-    assumed = None
-    if listed is None:
-        warnings.warn(
-            AMBIGUITY_WARNING.format(stops=time_options.assumed_stops),
-            UserWarning,
-            stacklevel=3,
-        )
-        assumed = assumed_times(bracket.stack_codes(), time_options.assumed_stops)
-        prior_log = assumed.log()
-        prior_std = 10.0  # the measured spacing wins but for the exponent and the scale
-    else:
-        prior_log = listed.to(torch.float64).log()
+    prior_log, prior_std, assumed = time_prior(bracket, listed, time_options)
     start = torch.zeros_like(prior_log)
     fit_options: FitOptions = options
     if check is not None:

@@ -42,6 +42,26 @@ HALF_STOP = 0.5 * math.log(2.0)
 _MAD_TO_STD = 1.482602218505602
 
 
+def _selected(
+    x: Tensor, select: Tensor, lower: float, upper: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``x`` (float64) and ``select`` flattened to ``(N, P)``, and the mask of the values
+    whose selection codes lie in ``[lower, upper]``; checks the range and the shapes."""
+    if not 0.0 <= lower < upper <= 1.0:
+        raise ValueError(
+            f"Expected 0 <= `lower` < `upper` <= 1, but got {lower!r} and {upper!r}."
+        )
+    if select.shape != x.shape:
+        raise ValueError(
+            f"Expected `select` to have the shape of `x` {tuple(x.shape)}, "
+            f"but got {tuple(select.shape)}."
+        )
+    n = x.shape[0]
+    x = x.reshape(n, -1).to(torch.float64)
+    select = select.reshape(n, -1)
+    return x, select, (select >= lower) & (select <= upper)
+
+
 def pairwise_log_ratios(
     x: Tensor,
     select: Tensor,
@@ -86,20 +106,8 @@ def pairwise_log_ratios(
     >>> [round(v, 4) for v in rho.tolist()]
     [-0.6931, 0.6931, 1.3863]
     """
-    if not 0.0 <= lower < upper <= 1.0:
-        raise ValueError(
-            f"Expected 0 <= `lower` < `upper` <= 1, but got {lower!r} and {upper!r}."
-        )
-    if select.shape != x.shape:
-        raise ValueError(
-            f"Expected `select` to have the shape of `x` {tuple(x.shape)}, "
-            f"but got {tuple(select.shape)}."
-        )
-    n = x.shape[0]
-    work = torch.float64
-    x = x.reshape(n, -1).to(work)
-    select = select.reshape(n, -1)
-    ok = (select >= lower) & (select <= upper)
+    x, select, ok = _selected(x, select, lower, upper)
+    n, work = x.shape[0], x.dtype
     if pairs is None:
         a_idx, b_idx = torch.triu_indices(n, n, offset=1, device=x.device)
     else:
@@ -153,20 +161,9 @@ def consecutive_log_ratios(
     >>> [round(abs(v), 3) for v in rho.tolist()]
     [0.693, 0.0]
     """
-    if not 0.0 <= lower < upper <= 1.0:
-        raise ValueError(
-            f"Expected 0 <= `lower` < `upper` <= 1, but got {lower!r} and {upper!r}."
-        )
-    if select.shape != x.shape:
-        raise ValueError(
-            f"Expected `select` to have the shape of `x` {tuple(x.shape)}, "
-            f"but got {tuple(select.shape)}."
-        )
-    n = x.shape[0]
-    work = torch.float64
-    x = x.reshape(n, -1).to(work)
-    select = select.reshape(n, -1)
-    ok = (select >= lower) & (select <= upper) & (x > 0)
+    x, select, ok = _selected(x, select, lower, upper)
+    work = x.dtype
+    ok = ok & (x > 0)
     a, b = order[:-1].to(x.device), order[1:].to(x.device)
     valid = ok[a] & ok[b]
     diff = (x[b].clamp_min(1e-300).log() - x[a].clamp_min(1e-300).log()).where(
