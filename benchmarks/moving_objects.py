@@ -91,7 +91,7 @@ def run_case(name: str, sigma: float, ghost: float, seeds: int, size: tuple) -> 
             curve = icrf.curve.detach().double()
             out[label] = float(curve_rmse(curve, truth))
             out[f"{label}_shape"] = float(curve_rmse(curve, truth, fit_scale=True))
-            out["outliers"] = icrf.fit_report.extra.get("outliers", [0.0])[0]
+            out["outliers"] = (icrf.fit_report.outliers or [0.0])[0]
         out["opencv"] = opencv_best(y, t, truth)
         rows.append(out)
     mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}

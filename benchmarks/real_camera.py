@@ -17,7 +17,7 @@ no times at all. For each stack:
   and the largest error of the ratio of two consecutive exposures (the EXIF "stop");
 - the fraction of codes 8..247 where the true curve lies inside the 95% band
   (``icrf_confidence_band`` around the refined fit, widened by the exponent uncertainty
-  ``fit_report.extra["exponent_std"]`` that only the EXIF prior sets) and the band's mean
+  ``fit_report.refinement.exponent_std`` that only the EXIF prior sets) and the band's mean
   width;
 - "mod g" columns: the same errors after the best exponent ``t**g`` / ``f**g``, the part of
   the joint problem the images identify (``f`` with ``t`` and ``f**g`` with ``t**g`` fit a
@@ -184,7 +184,7 @@ def run_case(name, sigma, args, fit_options) -> dict:
         refined_t,
         refined,
         n_boot=args.n_boot,
-        exponent_std=refined.fit_report.extra["exponent_std"],
+        exponent_std=refined.fit_report.refinement.exponent_std,
         exposure_jackknife=not args.no_jackknife,
         clip_sensitivity=not args.no_clip_sensitivity,
         fit_options=fit_options,

@@ -274,7 +274,7 @@ def merge_hdr(
     code step :math:`\Delta` (so that quantisation alone never flags a pixel). Moving
     objects then appear as in the reference exposure, without semi-transparent ghosts.
     The test is only as good as the noise model: pass the camera's code noise as
-    ``code_std`` (e.g. ``icrf.fit_report.extra["sigma"]`` of :func:`deepinv_icrf.fit_icrf`,
+    ``code_std`` (e.g. ``icrf.fit_report.sigma`` of :func:`deepinv_icrf.fit_icrf`,
     its largest channel) and the ICRF ``band`` when there is one, or static pixels with
     more noise than assumed are needlessly dropped (noisier, still unbiased).
 

@@ -73,7 +73,7 @@ fits = {
 }
 for name, icrf in fits.items():
     error = float(curve_rmse(icrf.curve.detach().double(), truth))
-    left_out = icrf.fit_report.extra.get("outliers", [0.0])[0]
+    left_out = (icrf.fit_report.outliers or [0.0])[0]
     print(f"{name:32s} curve RMSE {error:.4f}, codes left out {100 * left_out:.1f}%")
 
 # %%
@@ -115,7 +115,7 @@ plt.show()
 from deepinv_icrf.hdr import merge_hdr, tonemap  # noqa: E402
 
 icrf = fits["moving block, outliers left out"]
-noise = max(icrf.fit_report.extra["sigma"])
+noise = max(icrf.fit_report.sigma)
 plain = merge_hdr(stack, times, icrf, code_std=noise)
 clean = merge_hdr(stack, times, icrf, code_std=noise, deghost=4.0)
 

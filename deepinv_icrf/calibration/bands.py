@@ -106,7 +106,7 @@ def icrf_confidence_band(
         default code-domain fit: it converges from its own start, and a far start (gamma 3)
         can stall it, which would only widen the band.
     :param float exponent_std: std :math:`\sigma_g` of the exponent of the exposure times
-        after a refinement (``fit_report.extra["exponent_std"]``; default 0: times known).
+        after a refinement (``fit_report.refinement.exponent_std``; default 0: times known).
         The images cannot tell :math:`f` from :math:`f^g` (with times :math:`t^g`), so the
         refits at fixed times miss this part; it widens the band by
         :math:`|\hat f \log \hat f|\, \sigma_g` in quadrature.
