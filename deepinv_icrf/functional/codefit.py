@@ -34,17 +34,33 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from deepinv_icrf._checks import (
     check_finite,
     check_float,
-    check_in,
     check_int,
     check_positive,
     check_shape,
     check_threshold,
     compute_dtype,
+)
+from deepinv_icrf.functional.censored import (  # noqa: F401 (re-exported)
+    _censoring,
+    _nll_derivatives,
+    _quantum,
+    censored_code_nll,
+    estimate_code_noise,
+)
+from deepinv_icrf.functional.code_outliers import (  # noqa: F401 (re-exported)
+    _MIN_SIGMA,
+    _group_quantiles,
+    _inlier_weights,
+    _robust_sigma,
+    code_inlier_mask,
+)
+from deepinv_icrf.functional.code_sample import (  # noqa: F401 (re-exported)
+    CLIP_PRIORITIES,
+    stratified_pixel_sample,
 )
 from deepinv_icrf.functional.interp import interp_curve, invert_curve
 
@@ -58,291 +74,15 @@ __all__ = [
     "CLIP_PRIORITIES",
 ]
 
-#: Orders of :func:`stratified_pixel_sample` for positions with clipped codes.
-CLIP_PRIORITIES = ("stratum", "global", "none")
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 #: Reference exponent of the response grid: knots uniform in ``(radiance * t) ** (1 / 2.2)``.
 _GRID_GAMMA = 2.2
 #: Iterations during which the noise level is re-estimated from the residuals.
 _SIGMA_ITERATIONS = 6
-#: Smallest noise level used (a noise-free stack still has quantisation noise).
-_MIN_SIGMA = 1e-4
 #: Outlier rejection refits only when at least this fraction of a channel's codes is left out.
 _MIN_OUTLIERS = 1e-3
 #: ... and at least this many codes (a stray code or two in a small sample is no object).
 _MIN_OUTLIER_CODES = 10
-#: Levels of the response within which outliers are judged against the local spread.
-_OUTLIER_BINS = 16
-#: Standard deviation of a normal distribution per unit of median absolute deviation.
-_MAD_TO_STD = 1.482602218505602
-
-
-def _quantum(bit_depth: int | None) -> float:
-    r"""One code step :math:`q = 1 / (2^b - 1)` (0 for continuous values)."""
-    if bit_depth is None:
-        return 0.0
-    if (
-        isinstance(bit_depth, bool)
-        or not isinstance(bit_depth, int)
-        or not 1 <= bit_depth <= 32
-    ):
-        raise ValueError(
-            f"Expected `bit_depth` to be None or an int in [1, 32], but got {bit_depth!r}."
-        )
-    return 1.0 / (2.0**bit_depth - 1.0)
-
-
-def _censoring(y: Tensor, q: float) -> tuple[Tensor, Tensor]:
-    r"""Masks of the codes clipped at the bottom (:math:`y \le q/2`) and top (:math:`y \ge 1 - q/2`)."""
-    return y <= 0.5 * q, y >= 1.0 - 0.5 * q
-
-
-def _censored_terms(
-    z: Tensor, with_derivatives: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    r"""``-log Phi(z)`` and, optionally, its first two derivatives in ``z``:
-    :math:`-\lambda` and :math:`\lambda (z + \lambda)` with :math:`\lambda = \phi / \Phi`.
-    """
-    log_cdf = torch.special.log_ndtr(z)
-    if not with_derivatives:
-        return -log_cdf, None, None
-    mills = torch.exp(-0.5 * z * z - _HALF_LOG_2PI - log_cdf)
-    return -log_cdf, -mills, mills * (z + mills)
-
-
-def censored_code_nll(
-    y: Tensor,
-    y_hat: Tensor,
-    sigma: float | Tensor,
-    bit_depth: int | None = 8,
-) -> Tensor:
-    r"""Censored-Gaussian (Tobit) negative log-likelihood of observed codes, elementwise.
-
-    With :math:`q = 1 / (2^b - 1)`, :math:`r = (\hat y - y) / \sigma` and :math:`\Phi` the
-    standard normal CDF,
-
-    .. math::
-
-        \ell(y, \hat y) = \begin{cases}
-            -\log \Phi\big((q/2 - \hat y) / \sigma\big) & y \le q / 2 \text{ (clipped at 0)} \\
-            -\log \Phi\big((\hat y - 1 + q/2) / \sigma\big) & y \ge 1 - q / 2
-                \text{ (clipped at 1)} \\
-            \tfrac12 r^2 & \text{otherwise,}
-        \end{cases}
-
-    the negative log-likelihood of :math:`y = \eta(\hat y + \varepsilon)`,
-    :math:`\varepsilon \sim \mathcal{N}(0, \sigma^2)`, up to the constant
-    :math:`\log \sigma + \frac12 \log 2\pi` of the uncensored codes. Differentiable in
-    ``y_hat`` (and ``sigma``); computed in a stable way (``log_ndtr``).
-
-    :param torch.Tensor y: observed codes in :math:`[0, 1]`, any shape.
-    :param torch.Tensor y_hat: predicted noise-free codes, broadcastable with ``y``.
-    :param float, torch.Tensor sigma: noise standard deviation :math:`> 0`, broadcastable.
-    :param int, None bit_depth: bits :math:`b` of the codes (default 8); ``None``: continuous
-        values, censored only at exactly 0 and 1.
-    :return: (:class:`torch.Tensor`) the elementwise NLL, broadcast shape, float32 or float64.
-
-    |sep|
-
-    :Example:
-
-    >>> import torch
-    >>> y = torch.tensor([0.0, 0.5, 1.0])
-    >>> censored_code_nll(y, torch.tensor([0.0, 0.52, 1.0]), 0.01)
-    tensor([0.5487, 2.0000, 0.5487])
-    """
-    check_float(y, "y")
-    check_float(y_hat, "y_hat")
-    q = _quantum(bit_depth)
-    if not isinstance(sigma, Tensor):
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(
-                f"Expected `sigma` to be finite and > 0, but got {sigma!r}."
-            )
-        sigma = torch.tensor(sigma)
-    dtype = compute_dtype(y, y_hat, sigma)
-    y, y_hat = y.to(dtype), y_hat.to(dtype)
-    sigma = sigma.to(device=y_hat.device, dtype=dtype)
-    low, high = _censoring(y, q)
-    r = (y_hat - y) / sigma
-    z = torch.where(high, y_hat - (1.0 - 0.5 * q), 0.5 * q - y_hat) / sigma
-    censored, _, _ = _censored_terms(z, with_derivatives=False)
-    return torch.where(low | high, censored, 0.5 * r * r)
-
-
-def _nll_derivatives(
-    y_in: Tensor,
-    y_hat: Tensor,
-    inv_sigma: Tensor,
-    censored_index: Tensor,
-    censored_threshold: Tensor,
-    censored_sign: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    r"""NLL of the censored codes and the first/second derivatives in ``y_hat`` of every term.
-
-    ``y_in`` holds the observed codes with the censored ones set to anything (they are
-    overwritten); ``censored_index`` flat indices of the censored codes, with their threshold
-    (:math:`q/2` or :math:`1 - q/2`) and sign (:math:`-1` bottom, :math:`+1` top). The terms
-    are those of :func:`censored_code_nll`: :math:`z = \pm(\hat y - \text{thr}) / \sigma`.
-    """
-    inv2 = inv_sigma * inv_sigma
-    d1 = (y_hat - y_in) * inv2
-    d2 = inv2.expand_as(d1).contiguous()
-    inv_c = inv_sigma.expand_as(y_hat).reshape(-1).index_select(0, censored_index)
-    y_c = y_hat.reshape(-1).index_select(0, censored_index)
-    z = censored_sign * (y_c - censored_threshold) * inv_c
-    nll, g1, g2 = _censored_terms(z, with_derivatives=True)
-    d1.view(-1).index_copy_(0, censored_index, g1 * censored_sign * inv_c)
-    d2.view(-1).index_copy_(0, censored_index, g2 * inv_c * inv_c)
-    return nll, d1, d2
-
-
-def estimate_code_noise(y: Tensor, bit_depth: int | None = 8) -> Tensor:
-    r"""Noise standard deviation of the codes, estimated from the images themselves.
-
-    Immerkær's estimator: the :math:`3 \times 3` kernel
-    :math:`M = [1, -2, 1]^\top [1, -2, 1]` cancels locally linear image content, and for
-    Gaussian noise :math:`E|M * y| = 6 \sigma \sqrt{2 / \pi}`, so
-
-    .. math::
-
-        \hat\sigma = \sqrt{\frac{\pi}{2}}\, \frac{1}{6 |\Omega|} \sum_{\Omega} |(M * y)|
-
-    over the set :math:`\Omega` of pixels whose whole neighbourhood is unclipped (codes
-    strictly between 0 and 1), pooled over the exposures of each channel. Textured scenes
-    bias it upwards; :func:`fit_code_domain` refines the level from its residuals.
-
-    :param torch.Tensor y: stack ``(B, N, C, H, W)`` (or images ``(B, C, H, W)``), in
-        :math:`[0, 1]`, ``H, W >= 3``.
-    :param int, None bit_depth: bits of the codes (default 8), for the clipping thresholds.
-    :return: (:class:`torch.Tensor`) :math:`\hat\sigma` per sample and channel ``(B, C)``;
-        0 where no pixel qualifies.
-
-    |sep|
-
-    :Example:
-
-    >>> import torch
-    >>> g = torch.Generator().manual_seed(0)
-    >>> y = 0.5 + 0.02 * torch.randn(1, 4, 1, 64, 64, generator=g)
-    >>> round(float(estimate_code_noise(y, bit_depth=None)), 3)
-    0.02
-    """
-    check_float(y, "y")
-    if y.ndim == 4:
-        y = y.unsqueeze(1)
-    sizes = check_shape(y, "y", ["B", "N", "C", "H", "W"])
-    if sizes["H"] < 3 or sizes["W"] < 3:
-        raise ValueError(
-            f"Expected `y` with H, W >= 3, but got shape {tuple(y.shape)}."
-        )
-    q = _quantum(bit_depth)
-    dtype = compute_dtype(y)
-    b, n, c, h, w = y.shape
-    with torch.no_grad():
-        flat = y.detach().to(dtype).reshape(b * n * c, 1, h, w)
-        row = torch.tensor([1.0, -2.0, 1.0], dtype=dtype, device=y.device)
-        kernel = (row[:, None] * row[None, :]).view(1, 1, 3, 3)
-        response = F.conv2d(flat, kernel).abs()
-        low, high = _censoring(flat, q)
-        clipped = (low | high).to(dtype)
-        ok = F.max_pool2d(clipped, 3, stride=1) == 0
-        total = (response * ok).reshape(b, n, c, -1).sum(dim=(1, 3))
-        count = ok.reshape(b, n, c, -1).sum(dim=(1, 3)).to(dtype)
-        scale = math.sqrt(math.pi / 2.0) / 6.0
-        return torch.where(count > 0, scale * total / count.clamp_min(1.0), 0.0)
-
-
-def stratified_pixel_sample(
-    y: Tensor,
-    n_pixels: int,
-    bit_depth: int | None = 8,
-    n_strata: int = 32,
-    generator: torch.Generator | None = None,
-    clip_priority: str = "stratum",
-) -> Tensor:
-    r"""Indices of pixel positions sampled evenly over brightness (strata of the mean code).
-
-    Pixel positions with fewer than two unclipped codes in some channel carry no
-    information on the response and are left out. The others are grouped in ``n_strata``
-    strata by their mean code over exposures and channels; every stratum gets the same
-    quota (water-filling: small strata are taken whole), drawn at random, so dark and bright
-    parts of the scene are represented whatever their area.
-
-    ``clip_priority`` orders the positions whose codes are partly clipped. A position with
-    clipped codes has its radiance pinned by fewer codes, and many such positions bias where
-    the code-domain fit puts saturation, which scales the whole ICRF. ``"stratum"``
-    (default): each stratum gives its positions with the fewest clipped codes first (at
-    random among equals). Over 8 seeds of 5 curves at code noise 0 to 0.02 (demo scene
-    192x256, times known, curve RMSE with no scale fit): 9 exposures one stop apart, mean
-    0.0109 with ``"none"``, 0.0050; 5 exposures, 0.0131 and 0.0135. ``"global"``: all the
-    positions with no clipped code (stratified) before any with one, and so on; on 5
-    exposures 0.0072 (soft-shouldered curves 2-4x better), on 9 exposures 0.0070 but up to
-    3.6x worse on hard-clipped curves; :func:`~deepinv_icrf.training.icrf_confidence_band`
-    uses it as a second opinion on the scale. ``"none"``: at random within a stratum.
-
-    :param torch.Tensor y: stack ``(N, C, H, W)``, codes in :math:`[0, 1]`.
-    :param int n_pixels: number of positions wanted (fewer if fewer qualify).
-    :param int, None bit_depth: bits of the codes (default 8), for the clipping thresholds.
-    :param int n_strata: number of brightness strata (default 32).
-    :param torch.Generator, None generator: random generator (CPU) for reproducibility.
-    :param str clip_priority: ``"stratum"`` (default), ``"global"`` or ``"none"`` (see
-        above).
-    :return: (:class:`torch.Tensor`) flat indices into ``H * W``, int64, on ``y``'s device.
-
-    |sep|
-
-    :Example:
-
-    >>> import torch
-    >>> y = torch.linspace(0, 1, 50).view(1, 1, 5, 10).expand(3, 2, 5, 10)
-    >>> idx = stratified_pixel_sample(y, 10, generator=torch.Generator().manual_seed(0))
-    >>> idx.shape
-    torch.Size([10])
-    """
-    sizes = check_shape(y, "y", ["N", "C", "H", "W"])
-    check_int(n_pixels, "n_pixels", 1)
-    check_in(clip_priority, "clip_priority", CLIP_PRIORITIES)
-    q = _quantum(bit_depth)
-    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
-    with torch.no_grad():
-        flat = y.detach().reshape(n, c, h * w)
-        low, high = _censoring(flat, q)
-        ok = ((~(low | high)).sum(dim=0) >= 2).all(dim=0)
-        key = flat.mean(dim=(0, 1)).clamp(0.0, 1.0)
-        stratum = (key * n_strata).long().clamp_(max=n_strata - 1)
-        clipped = (low | high).sum(dim=(0, 1))
-        if clip_priority == "global":
-            # groups (clipped count, brightness): the round robin below serves the strata of
-            # the positions without clipped codes first, then those with one, ...
-            stratum = clipped * n_strata + stratum
-        n_groups = n_strata * (n * c + 1) if clip_priority == "global" else n_strata
-        stratum = torch.where(ok, stratum, n_groups)
-        # order: by group, then ("stratum") by clipped codes, then at random
-        noise = torch.rand(h * w, generator=generator).to(y.device, torch.float64)
-        sort_key = stratum.to(torch.float64) * float(n * c + 2)
-        if clip_priority == "stratum":
-            sort_key = sort_key + clipped.to(torch.float64)
-        order = torch.argsort(sort_key + noise)
-        sorted_stratum = stratum.index_select(0, order)
-        counts = torch.bincount(sorted_stratum, minlength=n_groups + 1)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(h * w, device=y.device) - starts.index_select(
-            0, sorted_stratum
-        )
-        # round robin over the strata (random order within a round): water-filling quotas
-        tie = torch.rand(h * w, generator=generator).to(
-            device=y.device, dtype=torch.float64
-        )
-        priority = rank.to(torch.float64) + tie
-        if clip_priority == "global":
-            group = torch.div(sorted_stratum, n_strata, rounding_mode="floor")
-            priority = priority + group.to(torch.float64) * float(h * w + 1)
-        priority = torch.where(sorted_stratum < n_groups, priority, math.inf)
-        n_valid = int(ok.sum())
-        first = torch.argsort(priority)[: min(n_pixels, n_valid)]
-        return order.index_select(0, first)
 
 
 @dataclass
@@ -433,156 +173,6 @@ def _residual_sigma(value: Tensor, y: Tensor, uncensored: Tensor) -> Tensor:
     r2 = ((value - y) ** 2 * mid).sum(dim=(1, 2))
     dof = (mid * (1.0 - 1.0 / per_pixel.clamp_min(2.0))).sum(dim=(1, 2))
     return (r2 / dof.clamp_min(1.0)).sqrt().clamp_min(_MIN_SIGMA)
-
-
-def _robust_sigma(value: Tensor, y: Tensor, uncensored: Tensor) -> Tensor:
-    r"""Noise level per channel that outliers do not inflate: :math:`1.4826` times the
-    median absolute residual of the codes away from clipping (same per-pixel correction as
-    :func:`_residual_sigma`)."""
-    c = value.shape[0]
-    per_pixel = uncensored.sum(dim=2, keepdim=True).to(value.dtype)
-    mid = uncensored & (value > 0.05) & (value < 0.95)
-    scale = (1.0 - 1.0 / per_pixel.clamp_min(2.0)).expand_as(value)
-    r = ((value - y).abs() / scale.sqrt()).where(mid, math.nan)
-    med = r.reshape(c, -1).nanmedian(dim=1).values.nan_to_num(0.0)
-    return (_MAD_TO_STD * med).clamp_min(_MIN_SIGMA)
-
-
-def _group_quantiles(
-    x: Tensor, group: Tensor, n_groups: int, probs: tuple[float, ...]
-) -> tuple[Tensor, Tensor]:
-    r"""Quantiles ``probs`` of ``x`` (1-D) within each of ``n_groups`` groups (the sorted
-    value at index :math:`\lfloor p (n - 1) \rfloor`, 0 for an empty group), shape
-    ``(len(probs), n_groups)``, and the group sizes."""
-    count = torch.bincount(group, minlength=n_groups)
-    if x.numel() == 0:
-        return x.new_zeros(len(probs), n_groups), count
-    # one sort: groups apart by more than the range of x, x ascending within each
-    lo = x.min()
-    span = 2.0 * float(x.max() - lo) + 1.0
-    key = group.to(torch.float64) * span + (x - lo).to(torch.float64)
-    ordered = x[torch.sort(key).indices]
-    start = torch.cumsum(count, 0) - count
-    last = (count - 1).clamp_min(0).to(torch.float64)
-    top = x.numel() - 1  # empty groups (at the end: start = x.numel()) read any value
-    out = torch.stack(
-        [
-            ordered.index_select(
-                0, (start + torch.floor(p * last).long()).clamp(max=top)
-            )
-            for p in probs
-        ]
-    )
-    return torch.where(count > 0, out, 0.0), count
-
-
-def _inlier_weights(
-    value: Tensor,
-    y: Tensor,
-    low: Tensor,
-    high: Tensor,
-    sigma: Tensor,
-    q: float,
-    threshold: float,
-) -> Tensor:
-    r"""1 for the codes the fitted response explains, 0 for outliers (any shape ``(G, ...)``,
-    ``G`` groups judged apart, e.g. channels; ``sigma`` ``(G,)``).
-
-    The residuals :math:`y - R` of the unclipped codes are grouped by ``G`` and by the level
-    of :math:`R` (``_OUTLIER_BINS`` bins); in each group a code is an outlier when it lies
-    farther than ``threshold`` robust stds (:math:`1.4826` times the median absolute
-    deviation, at least ``sigma``) from the group's median residual. Judging each level
-    against its own spread keeps a curve that is still off somewhere (all residuals of that
-    level shifted) from losing that level's codes, while a moving object, a minority at every
-    level, stands out. A code clipped at the top is an outlier where :math:`R` lies more than
-    that below :math:`1 - q/2` (at the bottom: above :math:`q/2`).
-    """
-    c = value.shape[0]
-    bins = _OUTLIER_BINS
-    shape = (c,) + (1,) * (value.ndim - 1)
-    level = (value.clamp(0.0, 1.0) * bins).long().clamp_(max=bins - 1)
-    group = level + torch.arange(c, device=value.device).view(shape) * bins
-    mid = ~(low | high)
-    r = (y - value)[mid]
-    g = group[mid]
-    (center,), count = _group_quantiles(r, g, c * bins, (0.5,))
-    (spread,), _ = _group_quantiles((r - center[g]).abs(), g, c * bins, (0.5,))
-    floor = sigma.view(c, 1).expand(c, bins).reshape(-1)
-    scale = torch.where(count >= 20, (_MAD_TO_STD * spread).maximum(floor), floor)
-    center = torch.where(count >= 20, center, 0.0)
-    band = threshold * scale.index_select(0, group.reshape(-1)).view_as(value)
-    shift = center.index_select(0, group.reshape(-1)).view_as(value)
-    far = (y - value - shift).abs() > band
-    far = torch.where(high, value < 1.0 - 0.5 * q - band, far)
-    far = torch.where(low, value > 0.5 * q + band, far)
-    return (~far).to(value.dtype)
-
-
-def code_inlier_mask(
-    y: Tensor,
-    y_hat: Tensor,
-    sigma: float | Tensor,
-    threshold: float = 5.0,
-    bit_depth: int | None = 8,
-) -> Tensor:
-    r"""Which observed codes a prediction explains: 1, or 0 for outliers (moving objects).
-
-    The outlier rule of :func:`fit_code_domain`: the residuals :math:`y - \hat y` of the
-    unclipped codes are grouped by the first dimension (e.g. channels) and by the level of
-    :math:`\hat y` (16 levels), and a code is an outlier when
-
-    .. math::
-
-        |y - \hat y - m_g| > \tau \max(1.4826\, \mathrm{MAD}_g,\ \sigma)
-
-    with :math:`m_g` and :math:`\mathrm{MAD}_g` the median and the median absolute deviation
-    of its group's residuals (groups of fewer than 20 codes: :math:`m_g = 0` and the scale
-    :math:`\sigma`). A code clipped at the top (:math:`y \ge 1 - q/2`) is an outlier when
-    :math:`\hat y < 1 - q/2 - \tau s_g`, one clipped at the bottom when
-    :math:`\hat y > q/2 + \tau s_g`. Not differentiable (a mask).
-
-    :param torch.Tensor y: observed codes in :math:`[0, 1]`, shape ``(G, ...)``.
-    :param torch.Tensor y_hat: predicted noise-free codes, same shape.
-    :param float, torch.Tensor sigma: smallest noise std per group, a number or ``(G,)``.
-    :param float threshold: :math:`\tau`, in robust stds (default 5).
-    :param int, None bit_depth: bits of the codes, for the clipping thresholds (default 8).
-    :return: (:class:`torch.Tensor`) 0/1 mask of the shape of ``y``, float.
-
-    |sep|
-
-    :Example:
-
-    >>> import torch
-    >>> g = torch.Generator().manual_seed(0)
-    >>> y_hat = torch.rand(1, 2000, generator=g) * 0.8 + 0.1
-    >>> y = y_hat + 0.01 * torch.randn(1, 2000, generator=g)
-    >>> y[0, :10] = 0.05  # ten codes from something else
-    >>> mask = code_inlier_mask(y, y_hat, 0.01, bit_depth=None)
-    >>> int((mask[0, :10] == 0).sum()), int((mask[0, 10:] == 0).sum())
-    (10, 0)
-    """
-    check_float(y, "y")
-    check_float(y_hat, "y_hat")
-    if y.shape != y_hat.shape or y.ndim < 1:
-        raise ValueError(
-            f"Expected `y` and `y_hat` of the same shape (G, ...), but got {tuple(y.shape)} "
-            f"and {tuple(y_hat.shape)}."
-        )
-    threshold = check_threshold(threshold, "threshold")
-    q = _quantum(bit_depth)
-    dtype = compute_dtype(y, y_hat)
-    with torch.no_grad():
-        y, y_hat = y.detach().to(dtype), y_hat.detach().to(dtype)
-        groups = y.shape[0]
-        sigma = torch.as_tensor(sigma, dtype=dtype, device=y.device).detach()
-        if sigma.numel() not in (1, groups):
-            raise ValueError(
-                f"Expected `sigma` to be a number or of shape ({groups},), but got shape "
-                f"{tuple(sigma.shape)}."
-            )
-        sigma = sigma.reshape(-1).expand(groups).clamp_min(_MIN_SIGMA)
-        low, high = _censoring(y, q)
-        return _inlier_weights(y_hat, y, low, high, sigma, q, float(threshold))
 
 
 def _median_radiance(
