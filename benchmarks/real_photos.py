@@ -19,7 +19,8 @@ each stop predicts just as well. So the table also gives each curve's largest ju
 adjacent codes (``max f(c+1)/f(c)`` over codes 64..239, any channel) and, where a folder holds
 a reference radiance map (``memorial.hdr``), the distance in stops between each curve and the
 curve that map implies (median of ``E t_k`` per code), and the merge of the full stack with
-each curve against that map.
+each curve against that map (with every code from 1, and above the floor the package's fit
+finds, one cutoff for every curve).
 
 Run::
 
@@ -471,6 +472,18 @@ def merge_distance(
     return float(np.mean(errs))
 
 
+def _fitted_cutoff(images: np.ndarray, times: np.ndarray) -> float | None:
+    r"""The lower merge cutoff above the floor ``fit_icrf`` finds on the whole stack."""
+    import warnings
+
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.hdr import floor_cutoff
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return floor_cutoff(fit_icrf(images, times, progress=False))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -564,11 +577,21 @@ def main(argv: list[str] | None = None) -> int:
         radiance = reference_map(Path(folder))
         if radiance is not None:
             ref = implied_curve(images, times, radiance)
+            # one cutoff for every curve: above the floor the package's fit finds
+            cutoff = _fitted_cutoff(images, times)
+            row["cutoff_code"] = None if cutoff is None else 255 * cutoff
             row["reference"] = {
                 name: {
                     "curve_stops": stops_distance(results[name]["curve"], ref),
                     "merge_stops": merge_distance(
-                        images, times, results[name]["curve"], radiance
+                        images, times, results[name]["curve"], radiance, 1 / 255
+                    ),
+                    "merge_floor_stops": (
+                        None
+                        if cutoff is None
+                        else merge_distance(
+                            images, times, results[name]["curve"], radiance, cutoff
+                        )
                     ),
                 }
                 for name in names
@@ -582,12 +605,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n{row['stack']}: distance to the reference radiance map (stops, RMS "
                 "after the best scale per channel)\n"
             )
+            cut = row["cutoff_code"]
+            above = "-" if cut is None else f"above code {cut:.1f} (fitted floor)"
             print(
-                "| method | curve vs implied curve (codes 64..239) | merge_hdr vs map |"
+                "| method | curve vs implied curve (codes 64..239) | merge_hdr vs map, "
+                f"codes from 1 | merge_hdr vs map, {above} |"
             )
-            print("|---|---|---|")
+            print("|---|---|---|---|")
             for name, d in row["reference"].items():
-                print(f"| {name} | {d['curve_stops']:.3f} | {d['merge_stops']:.3f} |")
+                floor = d["merge_floor_stops"]
+                print(
+                    f"| {name} | {d['curve_stops']:.3f} | {d['merge_stops']:.3f} | "
+                    f"{'-' if floor is None else f'{floor:.3f}'} |"
+                )
     if args.json:
         for row in rows:
             for r in row["results"].values():
