@@ -227,7 +227,7 @@ def _fit_code(
         torch.device("cpu") if isinstance(stack, np.ndarray) else stack.device
     )
     device = torch.device(device) if device is not None else stack_device
-    max_pixels = options.max_pixels or CodeFitOptions.DEFAULT_PIXELS
+    max_pixels = options.sample_size(n)
     steps = options.steps or CodeFitOptions.DEFAULT_STEPS
     with small_problem_threads(device):
         samples, channels = _code_sample(

@@ -55,7 +55,7 @@ def fit_refined(
     assumed_stops: float = 1.0,
     ratio_lower: float = 0.15,
     ratio_upper: float = 0.9,
-    ratio_pixels: int = 20_000,
+    ratio_pixels: int = 8_000,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -86,7 +86,7 @@ def fit_refined(
     :param float assumed_stops: spacing assumed without times (default 1.0).
     :param float ratio_lower: smallest well-exposed code for the ratios (default 0.15).
     :param float ratio_upper: largest well-exposed code for the ratios (default 0.9).
-    :param int ratio_pixels: pixel positions used for the ratios (default 20000).
+    :param int ratio_pixels: pixel positions used for the ratios (default 8000).
     :param int seed: seed of the pixel sampling (default 0).
     :param str, torch.device device: where to fit (default: the stack's device).
     :param bool progress: progress bars of the curve fits (default False).

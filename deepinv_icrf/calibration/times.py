@@ -128,9 +128,9 @@ def check_listed_times(
 
 
 #: The quick code fit whose curve the time check reads the images through: a small pixel
-#: sample, few iterations, no outlier phase (a ratio off by half a stop shows through any
+#: sample (1000 positions), few iterations (10), no outlier phase (a ratio off by half a stop shows through any
 #: reasonable curve), so checking costs a fraction of the fit.
-CHECK_FIT = CodeFitOptions(max_pixels=1_500, steps=12, outlier_threshold=None)
+CHECK_FIT = CodeFitOptions(max_pixels=1_000, steps=10, outlier_threshold=None)
 #: Most rounds of :func:`check_times`.
 CHECK_ROUNDS = 4
 

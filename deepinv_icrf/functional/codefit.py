@@ -79,6 +79,9 @@ __all__ = [
 _GRID_GAMMA = 2.2
 #: Iterations during which the noise level is re-estimated from the residuals.
 _SIGMA_ITERATIONS = 6
+#: The outlier set has settled when fewer than this share of the codes change sides in an
+#: iteration: codes near the threshold flip back and forth as the curve moves by 1e-4.
+_SETTLED_FLIPS = 5e-4
 #: Outlier rejection refits only when at least this fraction of a channel's codes is left out.
 _MIN_OUTLIERS = 1e-3
 #: ... and at least this many codes (a stray code or two in a small sample is no object).
@@ -636,7 +639,10 @@ def fit_code_domain(
                     kept = _inlier_weights(
                         value, y, low, high, robust, q, float(outlier_threshold)
                     )
-                moved = weight is None or bool((kept != weight).any())
+                # the set of codes left out still changes (beyond a few at the boundary)
+                moved = weight is None or bool(
+                    (kept != weight).sum() > _SETTLED_FLIPS * kept.numel()
+                )
                 weight, sig = kept, robust
                 inv_sigma = (1.0 / sig).view(c, 1, 1)
             step_r, step_s, step_d = _joint_step(
