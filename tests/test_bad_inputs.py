@@ -608,7 +608,7 @@ CATALOGUE: list[Row] = [
         r"\(duplicates\)"),
     Row("times_count_mismatch", "3 images, 2 times", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [1.0, 2.0], **FAST),
-        ValueError, r"`exposure_times` of shape \(3,\) or \(1, 3\) to match the 3 exposures"),
+        ValueError, r"`exposure_times` to have shape \(3,\) or \(1, 3\) to match the 3 exposures"),
     # --- saturation, black, no valid pixel pair
     Row("all_saturated_fit", "every pixel saturated", "fit_icrf",
         lambda tmp: fit_icrf(torch.ones(3, 3, 13, 11), TIMES, **FAST),
