@@ -566,7 +566,7 @@ CATALOGUE: list[Row] = [
         ValueError, r"`exposure_times` to be > 0 everywhere, but got minimum 0"),
     Row("negative_time_physics", "a negative exposure time", "ExposureStack",
         lambda tmp: ExposureStack([-1.0, 1.0]),
-        ValueError, r"`exposure_times` to be > 0, but got \[-1.0, 1.0\]"),
+        ValueError, r"`exposure_times` to be > 0 everywhere, but got minimum -1: \[-1.0, 1.0\]"),
     Row("nan_time_fit", "a NaN exposure time", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [float("nan"), 1.0, 2.0], **FAST),
         ValueError, r"`exposure_times` to be finite, but it holds 1 NaN"),
