@@ -17,24 +17,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import (
-    check_in,
-    check_positive,
-    check_range,
-    check_threshold,
-)
+from deepinv_icrf._checks import check_in, check_range, check_threshold
+from deepinv_icrf.bracket import check_exposure_times, codes_to_unit, image_codes
 from deepinv_icrf.functional.interp import (
     code_values,
     curve_slope,
     interp_curve,
     lookup_codes,
 )
-from deepinv_icrf.functional.merge import (
-    consistent_exposures,
+from deepinv_icrf.functional.merge import (  # the merges' cores: inputs checked here
+    _check_bounds,
+    _consistent_exposures,
+    _radiance_merge,
+    _radiance_merge_codes,
+    _radiance_merge_std,
     merge_weights,
-    weighted_radiance_merge,
-    weighted_radiance_merge_codes,
-    weighted_radiance_merge_std,
 )
 from deepinv_icrf.models import ICRF
 
@@ -57,47 +54,17 @@ def _curve(icrf: ICRF | Tensor) -> tuple[Tensor, int | None]:
 
 
 def _codes(images: np.ndarray | Tensor, name: str) -> tuple[Tensor, int | None, bool]:
-    r"""Codes as a float tensor with channels at -3, their bit depth, and whether numpy came in."""
-    if isinstance(images, np.ndarray):
-        if images.dtype not in (np.uint8, np.uint16):
-            raise TypeError(
-                f"Expected `{name}` as a uint8/uint16 array (..., H, W, C) or a float tensor "
-                f"(..., C, H, W), but got a numpy array of dtype {images.dtype}."
-            )
-        if images.ndim < 3:
-            raise ValueError(
-                f"Expected `{name}` to have shape (..., H, W, C), but got shape {images.shape}."
-            )
-        bits = 8 if images.dtype == np.uint8 else 16
-        # integer codes, no copy; divided by 2**bits - 1 in the working dtype (_to_unit)
-        with warnings.catch_warnings():  # read-only arrays are fine: never written to
-            warnings.simplefilter("ignore", UserWarning)
-            codes = torch.from_numpy(np.ascontiguousarray(images))
-        return codes.movedim(-1, -3), bits, True
-    if isinstance(images, Tensor):
-        if not images.is_floating_point():
-            raise TypeError(
-                f"Expected `{name}` as a float tensor (codes divided by 2**bits - 1), but got "
-                f"dtype {images.dtype}."
-            )
-        if images.ndim < 3:
-            raise ValueError(
-                f"Expected `{name}` to have shape (..., C, H, W), but got shape "
-                f"{tuple(images.shape)}."
-            )
-        check_range(images, name, 0.0, 1.0)
-        return images, None, False
-    raise TypeError(
-        f"Expected `{name}` to be a numpy array or a torch.Tensor, but got "
-        f"{type(images).__name__}."
-    )
-
-
-def _to_unit(codes: Tensor, bits: int | None, dtype: torch.dtype) -> Tensor:
-    r"""Codes in ``[0, 1]`` in ``dtype``: integer codes are divided by ``2**bits - 1`` there."""
-    if codes.is_floating_point():
-        return codes.to(dtype)
-    return codes.to(dtype) / (2**bits - 1)
+    r"""Codes as a tensor with channels at -3 (integer codes of numpy input as decoded, no
+    copy), their bit depth, and whether numpy came in."""
+    codes, bits = image_codes(images, name, float_arrays=False)
+    from_numpy = isinstance(images, np.ndarray)
+    if codes.ndim < 3:
+        layout = "(..., H, W, C)" if from_numpy else "(..., C, H, W)"
+        raise ValueError(
+            f"Expected `{name}` to have shape {layout}, but got shape "
+            f"{tuple(codes.shape)}."
+        )
+    return (codes.movedim(-1, -3) if from_numpy else codes), bits, from_numpy
 
 
 def _check_channels(codes: Tensor, curve: Tensor, name: str) -> None:
@@ -349,22 +316,9 @@ def merge_hdr(
     dtype = (
         torch.float64 if torch.float64 in (codes.dtype, curve.dtype) else torch.float32
     )
-    times = torch.as_tensor(
-        np.asarray(exposure_times, dtype=np.float64)
-        if not isinstance(exposure_times, Tensor)
-        else exposure_times
-    )
+    times = check_exposure_times(exposure_times, n, batch, distinct=True)
     times = times.to(device=device, dtype=dtype)
-    check_positive(times, "exposure_times")
-    if times.shape[-1] != n or times.ndim not in (1, 2):
-        raise ValueError(
-            f"Expected `exposure_times` of shape ({n},) to match the {n} exposures of "
-            f"`stack`, but got shape {tuple(times.shape)}."
-        )
-    if len(set(times.reshape(-1, n)[0].tolist())) < n:
-        raise ValueError(
-            f"Expected distinct `exposure_times`, but got {times.tolist()} (duplicates)."
-        )
+    _check_bounds(lower, upper)
     if band is not None:
         if not isinstance(band, Tensor) or band.ndim != 2:
             shape = f" of shape {tuple(band.shape)}" if isinstance(band, Tensor) else ""
@@ -407,15 +361,16 @@ def merge_hdr(
         if deghost is None and not return_count:
             # every per-pixel term is a function of the code: merged from per-code tables,
             # channels last as decoded, tile by tile (no float copy of the stack)
-            radiance, std, saturated = weighted_radiance_merge_codes(
+            radiance, std, saturated = _radiance_merge_codes(
                 codes.movedim(-3, -1),
                 times,
                 lut_x.reshape(channels, levels),
                 lut_vars[0].reshape(channels, levels) if return_std else None,
-                weights=weights,
-                lower=lower,
-                upper=upper,
-                channel_dim=-1,
+                weights,
+                lower,
+                upper,
+                eps=1e-8,
+                cd=codes.ndim - 1,  # channels last
                 out_dtype=torch.float32,  # numpy results are float32
             )
             outputs = [radiance]
@@ -448,24 +403,23 @@ def merge_hdr(
             x, variances = x_and_var(unit)
         else:
             idx = block.long() + offsets
-            unit = _to_unit(block, bits, dtype)
+            unit = codes_to_unit(block, bits, dtype)
             x = lut[0].take(idx)
             variances = [v.take(idx) for v in lut[1]]
         w: str | Tensor = weights
         if deghost is not None:
             t_b = times.reshape(-1, n, 1, 1, 1)
-            keep = consistent_exposures(
+            keep = _consistent_exposures(
                 x / t_b,
                 variances[-1] / t_b**2,
                 (unit >= lower) & (unit <= upper),
                 times,
-                threshold=deghost,
+                None,
+                deghost,
             )
             w = merge_weights(unit, weights) * keep.to(dtype)
         part = slice(top, top + rows)
-        radiance[..., part, :] = weighted_radiance_merge(
-            unit, x, times, weights=w, lower=lower, upper=upper
-        )
+        radiance[..., part, :] = _radiance_merge(unit, x, times, w, lower, upper)
         sat = (unit > upper).all(dim=1)
         saturated[..., part, :] = sat
         if count is not None:
@@ -473,9 +427,7 @@ def merge_hdr(
             used = (unit >= lower) & (unit <= upper) & (w_num > 0)
             count[..., part, :] = used.sum(dim=1, dtype=torch.int32)
         if std is not None:
-            part_std = weighted_radiance_merge_std(
-                unit, variances[0], times, weights=w, lower=lower, upper=upper
-            )
+            part_std = _radiance_merge_std(unit, variances[0], times, w, lower, upper)
             std[..., part, :] = part_std.masked_fill(sat, math.inf)
     outputs = [radiance] + ([std] if std is not None else [])
     if return_saturated:

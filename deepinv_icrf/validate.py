@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deepinv_icrf.bracket import codes_to_unit, image_codes
 from deepinv_icrf.models import ICRF
 
 __all__ = [
@@ -41,30 +42,17 @@ _LINEAR_TAGS = ("", "_linear", "-linear", ".linear", "_raw", "-raw")
 
 def _as_hwc(image: np.ndarray | Tensor, name: str) -> tuple[np.ndarray, int | None]:
     # image -> float64 (H, W, C) and the bit depth of integer input (None for floats)
-    if isinstance(image, Tensor):
+    if isinstance(image, Tensor):  # channels last here, as a numpy image
         image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"Expected `{name}` to be a numpy array or a torch.Tensor, but got "
-            f"{type(image).__name__}."
-        )
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3:
+    codes, bits = image_codes(image, name)
+    if codes.ndim == 2:
+        codes = codes[..., None]
+    if codes.ndim != 3:
         raise ValueError(
-            f"Expected `{name}` of shape (H, W, C) or (H, W), but got shape {image.shape}."
+            f"Expected `{name}` of shape (H, W, C) or (H, W), but got shape "
+            f"{tuple(codes.shape)}."
         )
-    if image.dtype == np.uint8 or image.dtype == np.uint16:
-        bits = 8 if image.dtype == np.uint8 else 16
-        return image.astype(np.float64) / (2**bits - 1), bits
-    if not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(
-            f"Expected `{name}` as uint8, uint16 or float, but got dtype {image.dtype}."
-        )
-    values = image.astype(np.float64)
-    if not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0:
-        raise ValueError(f"Expected float `{name}` with values in [0, 1].")
-    return values, None
+    return codes_to_unit(codes, bits, torch.float64).numpy(), bits
 
 
 def measure_curve_from_pairs(

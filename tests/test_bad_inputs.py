@@ -566,7 +566,7 @@ CATALOGUE: list[Row] = [
         ValueError, r"`exposure_times` to be > 0 everywhere, but got minimum 0"),
     Row("negative_time_physics", "a negative exposure time", "ExposureStack",
         lambda tmp: ExposureStack([-1.0, 1.0]),
-        ValueError, r"`exposure_times` to be > 0, but got \[-1.0, 1.0\]"),
+        ValueError, r"`exposure_times` to be > 0 everywhere, but got minimum -1: \[-1.0, 1.0\]"),
     Row("nan_time_fit", "a NaN exposure time", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [float("nan"), 1.0, 2.0], **FAST),
         ValueError, r"`exposure_times` to be finite, but it holds 1 NaN"),
@@ -608,7 +608,7 @@ CATALOGUE: list[Row] = [
         r"\(duplicates\)"),
     Row("times_count_mismatch", "3 images, 2 times", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [1.0, 2.0], **FAST),
-        ValueError, r"`exposure_times` of shape \(3,\) or \(1, 3\) to match the 3 exposures"),
+        ValueError, r"`exposure_times` to have shape \(3,\) or \(1, 3\) to match the 3 exposures"),
     # --- saturation, black, no valid pixel pair
     Row("all_saturated_fit", "every pixel saturated", "fit_icrf",
         lambda tmp: fit_icrf(torch.ones(3, 3, 13, 11), TIMES, **FAST),

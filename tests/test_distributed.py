@@ -181,7 +181,7 @@ def test_bad_options(tmp_path):
     y = _batch()[0]
     with pytest.raises(ValueError, match="`shard` to be one of"):
         fit_icrf_distributed(y, TIMES, shard="rows")
-    with pytest.raises(ValueError, match=r"`exposure_times` of shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"`exposure_times` to have shape \(4,\)"):
         fit_icrf_distributed(y, TIMES[:3])
     with pytest.raises(ValueError, match="continuous"):
         fit_icrf_distributed(torch.rand(4, 3, 5, 6), TIMES, steps=1)

@@ -238,7 +238,13 @@ def test_stack_prediction_error_old_import_path_is_the_functional():
             None,
             r"`exposure_times` to have shape",
         ),
-        ((2, C, H, W), (2, N, C, H, W), (3, N), None, r"\(3,\) or \(2, 3\)"),
+        (
+            (2, C, H, W),
+            (2, N, C, H, W),
+            (3, N),
+            None,
+            r"\(3,\), \(1, 3\) or \(2, 3\)",
+        ),
         (
             (2, C, H, W),
             (2, N, C, H, W),

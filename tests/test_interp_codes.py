@@ -287,9 +287,11 @@ def test_code_values_match_divided_codes(device):
 def test_interp_curve_rejects_bad_bit_depth(device):
     curve = torch.rand(1, 4, device=device)
     y = torch.rand(5, device=device)
-    with pytest.raises(ValueError, match=r"`bit_depth` to be in \[1, 32\], but got 0"):
+    with pytest.raises(
+        ValueError, match=r"`bit_depth` to be in \[1, 32\] or None, but got 0"
+    ):
         interp_curve(y, curve, bit_depth=0)
     with pytest.raises(
-        TypeError, match="Expected `bit_depth` to be an int, but got True"
+        TypeError, match="Expected `bit_depth` to be an int or None, but got True"
     ):
         interp_curve(y, curve, bit_depth=True)

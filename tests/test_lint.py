@@ -43,7 +43,20 @@ ALLOWED_PRIVATE_IMPORTS = {
     ),
     *(
         ("deepinv_icrf.loss.linearity", "deepinv_icrf.functional.histogram", name)
-        for name in ("_check_bit_depth", "_check_max_bins", "_code_std", "_std_table")
+        for name in ("_check_max_bins", "_code_std", "_std_table")
+    ),
+    # merge_hdr is the module shell of functional/merge.py: it checks the stack, the times
+    # and the bounds once, then merges block by block with the unchecked cores (the public
+    # merges would re-check the times, one device sync, at every block).
+    *(
+        ("deepinv_icrf.hdr", "deepinv_icrf.functional.merge", name)
+        for name in (
+            "_check_bounds",
+            "_consistent_exposures",
+            "_radiance_merge",
+            "_radiance_merge_codes",
+            "_radiance_merge_std",
+        )
     ),
     # The per-channel protocol of the losses (a bool `per_channel` attribute, the call with
     # per_channel=True and the channel sum), which the trainer's bookkeeping reads.

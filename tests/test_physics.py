@@ -94,7 +94,7 @@ def test_exposure_stack_per_batch_exposure_times(device):
 
 def test_exposure_stack_rejects_mismatched_batch(device):
     physics = ExposureStack(torch.ones(3, 2).cumsum(1), device=device)
-    with pytest.raises(ValueError, match="`exposure_times` of shape"):
+    with pytest.raises(ValueError, match="`exposure_times` to have shape"):
         physics(_scene(device))
 
 

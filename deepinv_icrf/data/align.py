@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import check_int
+from deepinv_icrf.bracket import as_stack_tensor, check_exposure_times
 from deepinv_icrf.functional.align import mtb_shift
 
 __all__ = ["align_exposures"]
@@ -113,20 +114,17 @@ def align_exposures(
 def _gray_stack(stack: Any) -> tuple[Tensor, str]:
     r"""Gray images ``(N, H, W)`` in ``[0, 1]`` of a stack, and its layout (``"NHWC"``,
     ``"NHW"`` or ``"NCHW"``)."""
-    from deepinv_icrf.bracket import as_stack_tensor
-
     if isinstance(stack, Tensor) and stack.ndim == 5:
         raise ValueError(
             "Expected `stack` to be one stack (N, C, H, W), but got a batch of shape "
             f"{tuple(stack.shape)}: align each stack on its own (their crops differ)."
         )
-    y, _ = as_stack_tensor(stack, "stack")
+    y, bits = as_stack_tensor(stack, "stack")
     if y.shape[0] != 1:
         raise ValueError(
             f"Expected `stack` to be one stack, but got a batch of shape {tuple(y.shape)}."
         )
-    integer = isinstance(stack, np.ndarray) and stack.dtype in (np.uint8, np.uint16)
-    layout = ("NHW" if stack.ndim == 3 else "NHWC") if integer else "NCHW"
+    layout = ("NHW" if stack.ndim == 3 else "NHWC") if bits is not None else "NCHW"
     return y[0].mean(dim=1), layout
 
 
@@ -134,16 +132,7 @@ def _exposure_order(exposure_times: object, n: int) -> list[int]:
     r"""Stack indices in exposure order (the stack's order without times)."""
     if exposure_times is None:
         return list(range(n))
-    times = torch.as_tensor(np.asarray(exposure_times, dtype=np.float64))
-    if times.shape != (n,):
-        raise ValueError(
-            f"Expected `exposure_times` of shape ({n},), one per exposure, but got shape "
-            f"{tuple(times.shape)}."
-        )
-    if not bool(torch.isfinite(times).all() and (times > 0).all()):
-        raise ValueError(
-            f"Expected `exposure_times` finite and > 0, but got {times.tolist()}."
-        )
+    times = check_exposure_times(exposure_times, n)[0].detach().cpu()
     return [int(k) for k in torch.argsort(times, stable=True)]
 
 

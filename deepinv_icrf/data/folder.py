@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deepinv_icrf.bracket import code_bits, codes_to_unit, image_codes
 from deepinv_icrf.io import (
     IMAGE_EXTENSIONS,
     read_exposure_list,
@@ -61,12 +62,13 @@ class ExposureFolder:
 
     def to_tensor(self) -> Tensor:
         r"""The stack as a float tensor ``(N, C, H, W)`` in ``[0, 1]`` (codes / ``2**bits - 1``)."""
-        return _codes_to_float(self.images, self.bit_depth)
+        return _codes_to_float(self.images)
 
 
-def _codes_to_float(images: np.ndarray, bit_depth: int) -> Tensor:
-    scale = np.float32(2**bit_depth - 1)
-    return torch.from_numpy(images.astype(np.float32) / scale).permute(0, 3, 1, 2)
+def _codes_to_float(images: np.ndarray) -> Tensor:
+    r"""Decoded codes ``(N, H, W, C)`` as a float32 stack ``(N, C, H, W)`` in ``[0, 1]``."""
+    codes, bits = image_codes(images, "images", float_arrays=False)
+    return codes_to_unit(codes, bits).permute(0, 3, 1, 2)
 
 
 def _find_sidecar(folder: Path) -> Path | None:
@@ -202,7 +204,7 @@ def read_exposure_folder(
     images = []
     for p in paths:
         img = read_image(p)
-        if img.dtype not in (np.uint8, np.uint16):
+        if code_bits(img.dtype) is None:
             raise ValueError(
                 f"Image file {os.fspath(p)!r} holds {img.dtype} values; expected 8 or 16-bit "
                 "integer camera images."
@@ -231,7 +233,7 @@ def read_exposure_folder(
         images=stack,
         exposure_times=t,
         paths=paths,
-        bit_depth=8 if stack.dtype == np.uint8 else 16,
+        bit_depth=code_bits(stack.dtype),
         time_source=source,
         time_detail=detail,
     )
@@ -394,7 +396,7 @@ class ExposureStackDataset(torch.utils.data.Dataset):
             top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
             left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
             images = images[:, top : top + ch, left : left + cw]
-        y = _codes_to_float(images, stack.bit_depth).to(self.dtype)
+        y = _codes_to_float(images).to(self.dtype)
         t = torch.from_numpy(stack.exposure_times.copy()).to(self.dtype)
         if self.as_dict:
             return {"y": y, "params": {"exposure_times": t}}

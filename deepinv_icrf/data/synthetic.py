@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deepinv_icrf.bracket import check_bit_depth
 from deepinv_icrf.data.demo import demo_exposure_times, demo_scene
 from deepinv_icrf.io import atomic_write, write_image, write_json
 from deepinv_icrf.physics import ExposureStack, ResponseCurve, get_response
@@ -97,7 +98,7 @@ class SyntheticExposureStackDataset(torch.utils.data.Dataset):
         self.height = _check_count(height, "height", 1)
         self.width = _check_count(width, "width", 1)
         self.channels = _check_count(channels, "channels", 1)
-        self.bit_depth = _check_count(bit_depth, "bit_depth", 1)
+        self.bit_depth = check_bit_depth(bit_depth, optional=False)
         if not (np.isfinite(noise_sigma) and noise_sigma >= 0):
             raise ValueError(
                 f"Expected `noise_sigma` to be finite and >= 0, but got {noise_sigma!r}."
@@ -207,8 +208,7 @@ def write_synthetic_folder(
         raise ValueError(
             f"Expected `fmt` to be one of ('jpg', 'png', 'tif'), but got {fmt!r}."
         )
-    if bit_depth not in (8, 16):
-        raise ValueError(f"Expected `bit_depth` to be 8 or 16, but got {bit_depth!r}.")
+    check_bit_depth(bit_depth, optional=False, allowed=(8, 16))
     if bit_depth == 16 and fmt == "jpg":
         raise ValueError(
             "JPEG holds 8-bit codes only: use fmt='png' or 'tif' for 16 bits."

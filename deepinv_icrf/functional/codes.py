@@ -27,14 +27,6 @@ class ContinuousInputError(ValueError):
     does not apply, use the dense path."""
 
 
-def _check_bit_depth(bit_depth: object, name: str = "bit_depth") -> None:
-    if bit_depth is not None and bit_depth not in BIT_DEPTHS:
-        raise ValueError(
-            f"Expected `{name}` to be None (detect) or one of {BIT_DEPTHS}, "
-            f"but got {bit_depth!r}."
-        )
-
-
 def _code_tolerance(dtype: torch.dtype, bit_depth: int) -> float:
     r"""Largest distance of ``y (2^b - 1)`` to an integer accepted as a code."""
     return max(1e-3, 8.0 * torch.finfo(dtype).eps * (2**bit_depth - 1))

@@ -36,8 +36,7 @@ from deepinv_icrf._checks import check_float, compute_dtype
 from deepinv_icrf.functional.codes import (  # noqa: F401
     BIT_DEPTHS,
     ContinuousInputError,
-    _check_bit_depth,  # the private names are loss/linearity.py's (tests/test_lint.py)
-    _code_std,
+    _code_std,  # the private names are loss/linearity.py's (tests/test_lint.py)
     _std_table,
     detect_bit_depth,
 )
@@ -53,9 +52,9 @@ from deepinv_icrf.functional.histogram_data import (  # noqa: F401
 from deepinv_icrf.functional.interp import curve_slope, interp_curve
 from deepinv_icrf.functional.linearity import (
     _MEAN_EPS,
+    _exposure_pairs,
     _inverse_uncertainty,
     aggregate_pairs,
-    exposure_pairs,
     linearity_residual,
     propagate_std,
 )
@@ -142,7 +141,7 @@ def linearity_from_histogram(
     # index_select (not take): its gradient is an index_add, much faster than put_
     f_i = f_points.index_select(0, hist.index_i)
     f_j = f_points.index_select(0, hist.index_j)
-    _, _, ratio, pair_valid = exposure_pairs(
+    _, _, ratio, pair_valid = _exposure_pairs(
         hist.exposure_times.to(dtype), hist.threshold
     )
     # the ratio of every entry's pair, through its group (no per-entry pair index stored)

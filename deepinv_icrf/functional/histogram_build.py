@@ -12,15 +12,10 @@ import math
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import (
-    check_finite,
-    check_float,
-    check_positive,
-    check_shape,
-    compute_dtype,
-)
+from deepinv_icrf._checks import check_float, check_shape, compute_dtype
+from deepinv_icrf.bracket import check_bit_depth, check_exposure_times
 from deepinv_icrf.functional.codes import (
-    _check_bit_depth,
+    BIT_DEPTHS,
     _code_std,
     _resolve_bit_depth,
     _std_table,
@@ -32,9 +27,9 @@ from deepinv_icrf.functional.histogram_data import (
 )
 from deepinv_icrf.functional.linearity import (
     _check_options,
+    _exposure_pairs,
     _gather_pairs,
     _in_range,
-    exposure_pairs,
     gaussian_value_weights,
 )
 
@@ -56,21 +51,6 @@ def _check_stack(y: Tensor, name: str = "y") -> dict[str, int]:
             f"but got shape {tuple(y.shape)}."
         )
     return sizes
-
-
-def _check_times(times: Tensor, batch: int, n: int) -> Tensor:
-    name = "exposure_times"
-    check_float(times, name)
-    if times.ndim == 1:
-        check_shape(times, name, [n])
-        times = times.unsqueeze(0)
-    elif times.ndim != 2 or times.shape[0] not in (1, batch):
-        check_shape(times, name, [batch, n])
-    else:
-        check_shape(times, name, ["B", n])
-    check_finite(times, name)
-    check_positive(times, name)
-    return times.expand(batch, n)
 
 
 def _check_max_bins(max_bins: object) -> int:
@@ -127,9 +107,9 @@ def _pair_selection(
     times: Tensor, threshold: float
 ) -> tuple[Tensor, Tensor, list[int]]:
     r"""Pair indices ``(B, P)`` and the pairs valid for some sample in float32 or float64."""
-    i_idx, j_idx, _, valid64 = exposure_pairs(times.double(), threshold)
+    i_idx, j_idx, _, valid64 = _exposure_pairs(times.double(), threshold)
     loose = threshold * (1.0 - _THRESHOLD_SLACK)
-    _, _, _, valid32 = exposure_pairs(times.float(), loose)
+    _, _, _, valid32 = _exposure_pairs(times.float(), loose)
     keep = (valid64 | valid32).any(dim=0)
     return i_idx, j_idx, keep.nonzero().squeeze(1).tolist()
 
@@ -196,9 +176,9 @@ def build_linearity_histogram(
     """
     sizes = _check_stack(y)
     bsz, n, channels = sizes["B"], sizes["N"], sizes["C"]
-    times = _check_times(exposure_times, bsz, n)
+    times = check_exposure_times(exposure_times, n, bsz)
     _check_options(threshold, lower, upper, gaussian_scale)
-    _check_bit_depth(bit_depth)
+    check_bit_depth(bit_depth, allowed=BIT_DEPTHS)
     max_bins = _check_max_bins(max_bins)
     table = None if y_std_table is None else _std_table(y_std_table, channels)
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import check_float, check_tensor
+from deepinv_icrf.bracket import check_bit_depth
 
 __all__ = [
     "code_values",
@@ -152,23 +153,13 @@ def code_values(
     >>> code_values(2)
     tensor([0.0000, 0.3333, 0.6667, 1.0000])
     """
-    bits = _check_bit_depth(bit_depth, 24)
+    bits = check_bit_depth(bit_depth, optional=False, high=24)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(
             f"Expected `dtype` to be a floating-point torch.dtype, but got {dtype!r}."
         )
     levels = 2**bits
     return torch.arange(levels, device=device, dtype=dtype) / (levels - 1)
-
-
-def _check_bit_depth(bit_depth: object, high: int) -> int:
-    if isinstance(bit_depth, bool) or not isinstance(bit_depth, int):
-        raise TypeError(f"Expected `bit_depth` to be an int, but got {bit_depth!r}.")
-    if not 1 <= bit_depth <= high:
-        raise ValueError(
-            f"Expected `bit_depth` to be in [1, {high}], but got {bit_depth}."
-        )
-    return bit_depth
 
 
 def _around_channels(shape: Sequence[int], cd: int, n_channels: int) -> tuple[int, int]:
@@ -320,7 +311,7 @@ def interp_curve(
     out, work = _work_dtype(values, curve)
     n_channels, n_points = curve.shape
     if bit_depth is not None:
-        bits = _check_bit_depth(bit_depth, 32)
+        bits = check_bit_depth(bit_depth)
         if (
             bits <= MAX_TABLE_BITS
             and values.dtype in _MAGIC

@@ -35,13 +35,11 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from deepinv_icrf._checks import (
-    check_finite,
     check_float,
-    check_positive,
     check_shape,
-    check_tensor,
     compute_dtype,
 )
+from deepinv_icrf.bracket import check_exposure_times
 
 __all__ = [
     "exposure_pairs",
@@ -120,8 +118,8 @@ def exposure_pairs(
     downstream reduction gives them zero weight, which is what selecting only the valid pairs
     (clair-torch) amounts to.
 
-    :param torch.Tensor exposure_times: exposure times, shape ``(B, N)`` or ``(N,)``, ``> 0``
-        (not checked here; see :func:`radiometric_linearity`).
+    :param torch.Tensor exposure_times: exposure times, shape ``(B, N)`` or ``(N,)``, finite,
+        ``> 0``.
     :param float threshold: smallest accepted ratio :math:`t_i / t_j`, in ``[0, 1]``. Default
         ``0.1``.
     :return: (tuple) ``(i_idx, j_idx, ratio, pair_valid)``, each of shape ``(B, P)`` (``B = 1``
@@ -137,14 +135,18 @@ def exposure_pairs(
     >>> r, ok
     (tensor([[0.2500, 0.5000, 0.5000]]), tensor([[True, True, True]]))
     """
-    check_tensor(exposure_times, "exposure_times")
-    if exposure_times.ndim == 1:
-        exposure_times = exposure_times.unsqueeze(0)
-    check_shape(exposure_times, "exposure_times", ["B", "N"])
+    times = check_exposure_times(exposure_times, batch=None)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(
             f"Expected `threshold` to be in [0, 1], but got {threshold!r}."
         )
+    return _exposure_pairs(times if times.ndim == 2 else times.unsqueeze(0), threshold)
+
+
+def _exposure_pairs(
+    exposure_times: Tensor, threshold: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Unchecked core of :func:`exposure_pairs` (times ``(B, N)``, trusted)."""
     n = exposure_times.shape[-1]
     combos = torch.triu_indices(n, n, offset=1, device=exposure_times.device)
     a = combos[0].expand(exposure_times.shape[0], -1)
@@ -508,11 +510,11 @@ def _check_linearity_inputs(
     x_name: str = "x",
     times_name: str = "exposure_times",
     std_name: str = "x_std",
-) -> None:
+) -> Tensor:
     r"""Shape checks shared by :func:`radiometric_linearity` and the loss module.
 
     Checks the value of the exposure times (``O(B N)``, one device sync) but never scans the
-    stacks' values.
+    stacks' values. Returns the checked times ``(B, N)``.
     """
     check_float(y, y_name)
     sizes = check_shape(y, y_name, ["B", "N", "C", "H", "W"])
@@ -528,19 +530,12 @@ def _check_linearity_inputs(
             f"Expected `{y_name}` to hold at least 2 exposures (dimension 1), "
             f"but got shape {tuple(y.shape)}."
         )
-    check_float(exposure_times, times_name)
-    if exposure_times.ndim == 1:
-        check_shape(exposure_times, times_name, [sizes["N"]])
-    elif exposure_times.ndim != 2 or exposure_times.shape[0] not in (1, sizes["B"]):
-        check_shape(exposure_times, times_name, [sizes["B"], sizes["N"]])
-    else:
-        check_shape(exposure_times, times_name, ["B", sizes["N"]])
-    # one device sync for both value checks; the helpers only run to word the error
-    if not bool((torch.isfinite(exposure_times) & (exposure_times > 0)).all()):
-        check_finite(exposure_times, times_name)
-        check_positive(exposure_times, times_name)
+    times = check_exposure_times(
+        exposure_times, sizes["N"], sizes["B"], name=times_name
+    )
     if std is not None:
         _check_std_shape(std, std_name, y.shape)
+    return times
 
 
 def _check_options(threshold: float, lower: float, upper: float, scale: float) -> None:
@@ -633,7 +628,7 @@ def _radiometric_linearity(
     if x_std is not None:
         x_std = x_std.to(dtype).expand_as(x)
 
-    i_idx, j_idx, ratio, pair_valid = exposure_pairs(times, threshold)
+    i_idx, j_idx, ratio, pair_valid = _exposure_pairs(times, threshold)
     # pairs invalid for every sample contribute 0: skip them (one small device sync, as the
     # checks of the exposure times already do)
     keep = pair_valid.any(dim=0)
@@ -739,13 +734,13 @@ def radiometric_linearity(
     >>> radiometric_linearity(y, y, t)  # the identity is not
     tensor([[1.3036]])
     """
-    _check_linearity_inputs(y, x, exposure_times, x_std)
+    times = _check_linearity_inputs(y, x, exposure_times, x_std)
     _check_options(threshold, lower, upper, gaussian_scale)
     _check_pair_chunk(pair_chunk)
     return _radiometric_linearity(
         y,
         x,
-        exposure_times,
+        times,
         x_std,
         threshold,
         lower,

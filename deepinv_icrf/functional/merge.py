@@ -17,6 +17,7 @@ from deepinv_icrf._checks import (
     check_threshold,
     compute_dtype,
 )
+from deepinv_icrf.bracket import check_exposure_times
 from deepinv_icrf.functional.interp import (
     _around_channels,
     _tile_elements,
@@ -60,19 +61,6 @@ def merge_weights(y: Tensor, kind: str = "hat") -> Tensor:
     if kind == "hat":
         return 1.0 - (2.0 * y - 1.0).abs()
     return torch.exp(-16.0 * (y - 0.5) ** 2)
-
-
-def _times(exposure_times: Tensor, batch: int, n: int) -> Tensor:
-    check_tensor(exposure_times, "exposure_times")
-    t = exposure_times
-    if t.ndim == 1:
-        t = t.unsqueeze(0)
-    if t.ndim != 2 or t.shape[1] != n or t.shape[0] not in (1, batch):
-        raise ValueError(
-            f"Expected `exposure_times` to have shape ({n},) or ({batch}, {n}) to match the "
-            f"stack, but got shape {tuple(exposure_times.shape)}."
-        )
-    return t.expand(batch, n)
 
 
 def consistent_exposures(
@@ -159,9 +147,23 @@ def consistent_exposures(
             f"Expected `reference` to be an exposure index in [0, {n}), but got "
             f"{reference!r}."
         )
+    t = check_exposure_times(exposure_times, n, batch)
+    return _consistent_exposures(estimates, variances, valid, t, reference, threshold)
+
+
+def _consistent_exposures(
+    estimates: Tensor,
+    variances: Tensor,
+    valid: Tensor,
+    t: Tensor,
+    reference: int | None,
+    threshold: float,
+) -> Tensor:
+    r"""Unchecked core of :func:`consistent_exposures` (times ``(B, N)``, trusted inputs)."""
+    batch, n = estimates.shape[:2]
     dtype = compute_dtype(estimates, variances)
     device = estimates.device
-    t = _times(exposure_times, batch, n).to(device=device)
+    t = t.to(device=device)
     rank = t.argsort(dim=1).argsort(dim=1)  # (B, N): position in the time-sorted stack
     if reference is None:
         ref_rank = torch.full((batch, 1), n // 2, device=device, dtype=rank.dtype)
@@ -209,7 +211,7 @@ def weighted_radiance_merge(
         ``(B, N, ...)``).
     :param torch.Tensor x_lin: linearised stack, shape of ``y``.
     :param torch.Tensor exposure_times: exposure times in seconds, ``(B, N)`` or ``(N,)``,
-        ``> 0``, any order (not checked here).
+        finite, ``> 0``, any order.
     :param str, torch.Tensor, None weights: ``"hat"`` (default when ``None``), ``"gaussian"``
         (see :func:`merge_weights`), or a non-negative tensor broadcastable to ``y`` (e.g.
         inverse variances).
@@ -227,7 +229,22 @@ def weighted_radiance_merge(
     >>> weighted_radiance_merge(x, x, t).flatten()
     tensor([0.2000])
     """
-    dtype, t = _check_stack(y, x_lin, "x_lin", exposure_times, lower, upper)
+    t = _check_stack(y, x_lin, "x_lin", exposure_times, lower, upper)
+    return _radiance_merge(y, x_lin, t, weights, lower, upper, eps)
+
+
+def _radiance_merge(
+    y: Tensor,
+    x_lin: Tensor,
+    t: Tensor,
+    weights: str | Tensor | None,
+    lower: float,
+    upper: float,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Unchecked core of :func:`weighted_radiance_merge` (times ``(B, N)``, trusted)."""
+    dtype = compute_dtype(y, x_lin)
+    t = t.to(device=y.device, dtype=dtype)
     t_b = t.reshape(*t.shape, *([1] * (y.ndim - 2)))
     yc = y.to(dtype)
     est = x_lin.to(dtype) / t_b
@@ -268,7 +285,7 @@ def weighted_radiance_merge_std(
     :param torch.Tensor var_x: variance :math:`\sigma_k^2 \ge 0` of each linearised value,
         shape of ``y`` (not checked for sign here).
     :param torch.Tensor exposure_times: exposure times in seconds, ``(B, N)`` or ``(N,)``,
-        ``> 0``, any order (not checked here).
+        finite, ``> 0``, any order.
     :param str, torch.Tensor, None weights: ``"hat"`` (default when ``None``), ``"gaussian"``
         (see :func:`merge_weights`), or a non-negative tensor broadcastable to ``y``; those
         given to :func:`weighted_radiance_merge`.
@@ -288,7 +305,22 @@ def weighted_radiance_merge_std(
     >>> weighted_radiance_merge_std(y, var, t).flatten()
     tensor([0.0745])
     """
-    dtype, t = _check_stack(y, var_x, "var_x", exposure_times, lower, upper)
+    t = _check_stack(y, var_x, "var_x", exposure_times, lower, upper)
+    return _radiance_merge_std(y, var_x, t, weights, lower, upper, eps)
+
+
+def _radiance_merge_std(
+    y: Tensor,
+    var_x: Tensor,
+    t: Tensor,
+    weights: str | Tensor | None,
+    lower: float,
+    upper: float,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Unchecked core of :func:`weighted_radiance_merge_std` (times ``(B, N)``, trusted)."""
+    dtype = compute_dtype(y, var_x)
+    t = t.to(device=y.device, dtype=dtype)
     t_b = t.reshape(*t.shape, *([1] * (y.ndim - 2)))
     yc = y.to(dtype)
     var = var_x.to(dtype)
@@ -334,7 +366,7 @@ def weighted_radiance_merge_codes(
 
     :param torch.Tensor codes: integer codes ``(B, N, ...)`` (any integer dtype, values in
         ``[0, 2^b)``, not checked), channels at dimension ``channel_dim``.
-    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)`` seconds, ``> 0`` (not checked).
+    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)`` seconds, finite, ``> 0``.
     :param torch.Tensor x_table: the linearised value of every code, ``(C, 2^b)`` or
         ``(1, 2^b)`` (one table for every channel), float32 or float64 (the compute dtype).
     :param torch.Tensor, None var_table: the variance of the linearised value of every code,
@@ -402,14 +434,32 @@ def weighted_radiance_merge_codes(
                 f"{tuple(x_table.shape)}, but got shape {tuple(var_table.shape)}."
             )
     check_in(weights, "weights", MERGE_WEIGHTS)
-    if not lower < upper:
-        raise ValueError(
-            f"Expected `lower` < `upper`, but got lower={lower} and upper={upper}."
-        )
+    _check_bounds(lower, upper)
+    t = check_exposure_times(exposure_times, codes.shape[1], codes.shape[0])
+    return _radiance_merge_codes(
+        codes, t, x_table, var_table, weights, lower, upper, eps, cd, out_dtype
+    )
+
+
+def _radiance_merge_codes(
+    codes: Tensor,
+    t: Tensor,
+    x_table: Tensor,
+    var_table: Tensor | None,
+    weights: str,
+    lower: float,
+    upper: float,
+    eps: float,
+    cd: int,
+    out_dtype: torch.dtype | None,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    r"""Unchecked core of :func:`weighted_radiance_merge_codes` (times ``(B, N)``, channel
+    dimension ``cd >= 2``, trusted)."""
     batch, n = codes.shape[:2]
+    channels = codes.shape[cd]
     device = x_table.device
     dtype = x_table.dtype if x_table.dtype == torch.float64 else torch.float32
-    t = _times(exposure_times, batch, n).to(device=device, dtype=dtype)
+    t = t.to(device=device, dtype=dtype)
     levels = x_table.shape[1]
     unit = code_values(levels.bit_length() - 1, dtype, device)
     # the whole per-pixel arithmetic of the two merges, per code: (C 2^b,) tables
@@ -515,7 +565,7 @@ def stack_prediction_error(
 
     :param torch.Tensor x_net: radiance ``(B, C, H, W)``.
     :param torch.Tensor x_lin: linearised stack :math:`g(y)` ``(B, N, C, H, W)``.
-    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)``, ``> 0`` (not checked here).
+    :param torch.Tensor exposure_times: ``(N,)`` or ``(B, N)`` seconds, finite, ``> 0``.
     :param torch.Tensor, None weights: per-entry weights :math:`w_k \ge 0` broadcastable to
         the stack (e.g. a splitting mask times validity); default all ones.
     :return: (:class:`torch.Tensor`) shape ``(B,)``, float32 or float64.
@@ -542,7 +592,8 @@ def stack_prediction_error(
         check_float(weights, "weights")
         check_broadcastable(weights, "weights", x_lin.shape, "the stack")
     dtype = compute_dtype(x_net, x_lin)
-    t = _times(exposure_times, batch, n).to(device=x_lin.device, dtype=dtype)
+    t = check_exposure_times(exposure_times, n, batch)
+    t = t.to(device=x_lin.device, dtype=dtype)
     t = t[:, :, None, None, None]
     err = (x_net.to(dtype).unsqueeze(1) - x_lin.to(dtype) / t) ** 2
     if weights is not None:
@@ -557,8 +608,8 @@ def _check_stack(
     exposure_times: Tensor,
     lower: float,
     upper: float,
-) -> tuple[torch.dtype, Tensor]:
-    r"""Validate a merge's arguments; return the compute dtype and the ``(B, N)`` times."""
+) -> Tensor:
+    r"""Validate a merge's arguments; return the checked ``(B, N)`` times."""
     check_float(y, "y")
     check_float(x, name)
     if y.ndim < 3:
@@ -570,14 +621,16 @@ def _check_stack(
             f"Expected `{name}` to have the shape of `y` {tuple(y.shape)}, but got shape "
             f"{tuple(x.shape)}."
         )
+    _check_bounds(lower, upper)
+    return check_exposure_times(exposure_times, y.shape[1], y.shape[0])
+
+
+def _check_bounds(lower: float, upper: float) -> None:
+    r"""The valid codes of a merge are ``[lower, upper]``: ``lower < upper``."""
     if not lower < upper:
         raise ValueError(
             f"Expected `lower` < `upper`, but got lower={lower} and upper={upper}."
         )
-    dtype = torch.float64 if torch.float64 in (y.dtype, x.dtype) else torch.float32
-    batch, n = y.shape[:2]
-    t = _times(exposure_times, batch, n).to(device=y.device, dtype=dtype)
-    return dtype, t
 
 
 def _masked_weights(

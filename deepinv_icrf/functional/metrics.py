@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import check_float, check_shape
+from deepinv_icrf.bracket import check_bit_depth
 
 __all__ = ["curve_rmse"]
 
@@ -56,7 +57,7 @@ def curve_rmse(
     check_float(reference, "reference")
     c = check_shape(curve, "curve", ["C", "L"])["C"]
     check_shape(reference, "reference", [c, "L"])
-    top = 2**bit_depth - 1
+    top = 2 ** check_bit_depth(bit_depth, optional=False) - 1
     if not 0 <= low <= high <= top:
         raise ValueError(
             f"Expected 0 <= `low` <= `high` <= {top}, but got low={low}, high={high}."

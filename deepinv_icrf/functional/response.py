@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from deepinv_icrf.bracket import check_bit_depth
+
 __all__ = [
     "gamma_crf",
     "gamma_icrf",
@@ -315,6 +317,7 @@ def quantize_to_bit_depth(x: Tensor, bit_depth: int | None = 8) -> Tensor:
     >>> quantize_to_bit_depth(torch.tensor([-0.1, 0.3, 0.5, 1.2]), 2)
     tensor([0.0000, 0.3333, 0.6667, 1.0000])
     """
+    bit_depth = check_bit_depth(bit_depth)
     x = x.clamp(0.0, 1.0)
     if bit_depth is None:
         return x

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import check_float, check_threshold
+from deepinv_icrf.bracket import check_exposure_times
 
 __all__ = [
     "pairwise_log_ratios",
@@ -331,7 +332,7 @@ def check_exposure_ratios(
         increasing listed time.
     :param torch.Tensor se: their standard errors ``(N - 1,)`` (``inf``: not measured; such
         a step counts as agreeing).
-    :param torch.Tensor listed_times: the listed times ``(N,)``, any order.
+    :param torch.Tensor listed_times: the listed times ``(N,)``, finite, ``> 0``, any order.
     :param float tolerance: :math:`\tau` in log units (default :math:`\log\sqrt 2`).
     :param float z: noise multiplier (default 4).
     :param torch.Tensor, None spread: robust spread of the per-pixel log ratios of each step
@@ -353,10 +354,10 @@ def check_exposure_ratios(
     """
     check_float(log_ratio, "log_ratio")
     check_float(se, "se")
-    check_float(listed_times, "listed_times")
+    listed = check_exposure_times(listed_times, name="listed_times")[0]
     tolerance = check_threshold(tolerance, "tolerance")
     z = check_threshold(z, "z")
-    listed = listed_times.detach().to("cpu", torch.float64).reshape(-1)
+    listed = listed.detach().to("cpu", torch.float64)
     n = listed.shape[0]
     if log_ratio.shape != (n - 1,) or se.shape != (n - 1,):
         raise ValueError(

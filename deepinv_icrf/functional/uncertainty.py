@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf._checks import check_float, check_shape
+from deepinv_icrf.bracket import check_bit_depth
 
 __all__ = ["bootstrap_band", "band_coverage", "jackknife_std", "residual_code_std"]
 
@@ -176,7 +177,7 @@ def band_coverage(
     dims = check_shape(lower, "lower", ["C", "L"])
     check_shape(upper, "upper", [dims["C"], dims["L"]])
     check_shape(reference, "reference", [dims["C"], "L'"])
-    top = 2**bit_depth - 1
+    top = 2 ** check_bit_depth(bit_depth, optional=False) - 1
     if not 0 <= low <= high <= top:
         raise ValueError(
             f"Expected 0 <= `low` <= `high` <= {top}, but got low={low!r}, high={high!r}."

@@ -9,6 +9,7 @@ from deepinv.loss import Loss
 from torch import Tensor
 
 from deepinv_icrf._checks import check_float, check_threshold, compute_dtype
+from deepinv_icrf.bracket import check_bit_depth
 from deepinv_icrf.functional.codefit import (
     censored_code_nll,
     code_inlier_mask,
@@ -91,16 +92,8 @@ class CodeDomainLoss(Loss):
                 )
             if not (math.isfinite(sigma) and sigma > 0):
                 raise ValueError(f"Expected `sigma` > 0 and finite, but got {sigma!r}.")
-        if bit_depth is not None and (
-            isinstance(bit_depth, bool)
-            or not isinstance(bit_depth, int)
-            or not 1 <= bit_depth <= 32
-        ):
-            raise ValueError(
-                f"Expected `bit_depth` to be None or an int in [1, 32], but got {bit_depth!r}."
-            )
         self.sigma = None if sigma is None else float(sigma)
-        self.bit_depth = bit_depth
+        self.bit_depth = check_bit_depth(bit_depth)
 
     def forward(
         self, x_net: Tensor, y: Tensor, physics: Physics, **kwargs: Any

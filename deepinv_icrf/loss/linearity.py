@@ -12,10 +12,11 @@ from deepinv.loss import Loss
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_in, compute_dtype
+from deepinv_icrf.bracket import check_bit_depth
 from deepinv_icrf.functional.histogram import (
+    BIT_DEPTHS,
     ContinuousInputError,
     LinearityHistogram,
-    _check_bit_depth,
     _check_max_bins,
     _code_std,
     _std_table,
@@ -235,7 +236,7 @@ class RadiometricLinearityLoss(Loss):
         check_in(detach_std, "detach_std", (True, False))
         check_in(path, "path", PATHS)
         _check_options(exposure_ratio_threshold, lower, upper, gaussian_scale)
-        _check_bit_depth(bit_depth)
+        check_bit_depth(bit_depth, allowed=BIT_DEPTHS)
         _check_max_bins(max_bins)
         _check_pair_chunk(pair_chunk)
         if (
@@ -358,7 +359,11 @@ class RadiometricLinearityLoss(Loss):
                 "Expected `physics` to have an `exposure_times` tensor of shape (N,) or (B, N), "
                 f"but {type(physics).__name__} has none."
             )
-        _check_linearity_inputs(y, x_net, times, x_name="x_net")
+        checked = _check_linearity_inputs(y, x_net, times, x_name="x_net")
+        if not isinstance(
+            times, Tensor
+        ):  # a tensor is kept: the cache knows it by identity
+            times = checked
         channels = y.shape[2]
         table = None
         if x_std is not None:

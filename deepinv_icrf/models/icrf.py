@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepinv_icrf._checks import check_float, check_in
+from deepinv_icrf.bracket import check_bit_depth
 from deepinv_icrf.functional.interp import curve_slope, interp_curve, invert_curve
 from deepinv_icrf.physics.responses import ResponseCurve, get_response
 
@@ -120,9 +121,7 @@ class ICRF(Reconstructor):
         self._n_points = _check_int(n_points, "n_points", 2)
         check_in(parameterization, "parameterization", PARAMETERIZATIONS)
         self._parameterization = parameterization
-        self._bit_depth = (
-            None if bit_depth is None else _check_int(bit_depth, "bit_depth", 1, 32)
-        )
+        self._bit_depth = check_bit_depth(bit_depth)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(
                 f"Expected `dtype` to be a floating-point torch.dtype, but got {dtype!r}."
@@ -422,15 +421,10 @@ class ICRF(Reconstructor):
                 raise ValueError(
                     f"{where}: `{key}` must be an int >= {low}, got {v!r}."
                 )
-        bit_depth = doc["bit_depth"]
-        if bit_depth is not None and (
-            isinstance(bit_depth, bool)
-            or not isinstance(bit_depth, int)
-            or not 1 <= bit_depth <= 32
-        ):
-            raise ValueError(
-                f"{where}: `bit_depth` must be null or an int in [1, 32], got {bit_depth!r}."
-            )
+        try:
+            bit_depth = check_bit_depth(doc["bit_depth"])
+        except (TypeError, ValueError) as err:  # bad file content: a ValueError
+            raise ValueError(f"{where}: {err}") from None
         param = doc["parameterization"]
         if param not in PARAMETERIZATIONS:
             raise ValueError(

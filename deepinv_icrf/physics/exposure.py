@@ -10,7 +10,8 @@ import torch
 from deepinv.physics import NoiseModel, Physics, ZeroNoise
 from torch import Tensor, nn
 
-from deepinv_icrf._checks import check_finite, check_float, check_tensor
+from deepinv_icrf._checks import check_finite, check_float
+from deepinv_icrf.bracket import check_bit_depth, check_exposure_times
 from deepinv_icrf.functional.interp import invert_curve
 from deepinv_icrf.functional.merge import weighted_radiance_merge
 from deepinv_icrf.functional.response import quantize_to_bit_depth
@@ -20,20 +21,6 @@ __all__ = ["ExposureStack", "BitDepthQuantizer"]
 
 # grid used to tabulate (and invert) a response that has no exact inverse
 _TABLE_POINTS = 4097
-
-
-def _check_bit_depth(bit_depth: int | None) -> int | None:
-    if bit_depth is None:
-        return None
-    if isinstance(bit_depth, bool) or not isinstance(bit_depth, int):
-        raise TypeError(
-            f"Expected `bit_depth` to be an int or None, but got {bit_depth!r}."
-        )
-    if not 1 <= bit_depth <= 32:
-        raise ValueError(
-            f"Expected `bit_depth` to be in [1, 32] or None, but got {bit_depth}."
-        )
-    return bit_depth
 
 
 class BitDepthQuantizer:
@@ -51,7 +38,7 @@ class BitDepthQuantizer:
     """
 
     def __init__(self, bit_depth: int | None = 8) -> None:
-        self.bit_depth = _check_bit_depth(bit_depth)
+        self.bit_depth = check_bit_depth(bit_depth)
 
     def __call__(self, x: Tensor) -> Tensor:
         return quantize_to_bit_depth(x, self.bit_depth)
@@ -68,33 +55,13 @@ def _identity(x: Tensor, **kwargs: Any) -> Tensor:
 
 
 def _exposure_times(value: object, dtype: torch.dtype | None) -> Tensor:
-    name = "exposure_times"
-    if not isinstance(value, Tensor):
-        try:
-            value = torch.as_tensor(value, dtype=dtype or torch.float32)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"Expected `{name}` to be a tensor or a sequence of numbers, but got {value!r}."
-            ) from err
-    check_tensor(value, name)
-    if value.dtype == torch.bool or value.is_complex():
-        raise TypeError(
-            f"Expected `{name}` to hold real numbers, but got dtype {value.dtype}."
-        )
-    if not value.is_floating_point():
-        value = value.to(dtype or torch.float32)
-    elif dtype is not None:
-        value = value.to(dtype)
-    if value.ndim not in (1, 2) or value.shape[-1] < 2:
-        raise ValueError(
-            f"Expected `{name}` to have shape (N,) or (B, N) with N >= 2 exposures, but got "
-            f"shape {tuple(value.shape)}."
-        )
-    if value.numel() and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"Expected `{name}` to be finite, but got {value.tolist()}.")
-    if not bool((value > 0).all()):
-        raise ValueError(f"Expected `{name}` to be > 0, but got {value.tolist()}.")
-    return value
+    r"""Checked times ``(N,)`` or ``(B, N)`` in ``dtype``: float tensors keep theirs unless
+    ``dtype`` is given, anything else is float32 unless ``dtype`` is given."""
+    keep = isinstance(value, Tensor) and value.is_floating_point()
+    times = check_exposure_times(value, batch=None)
+    if dtype is not None or not keep:
+        times = times.to(dtype or torch.float32)
+    return times
 
 
 def _y_std(value: Tensor) -> Tensor:
@@ -285,15 +252,9 @@ class ExposureStack(Physics):
         super().update_parameters(**kwargs)
 
     def _times_for(self, batch: int) -> Tensor:
-        t = self.exposure_times
-        if t.ndim == 1:
-            return t.unsqueeze(0)
-        if t.shape[0] not in (1, batch):
-            raise ValueError(
-                f"Expected `exposure_times` of shape (N,) or ({batch}, N) for a batch of "
-                f"{batch}, but the physics holds shape {tuple(t.shape)}."
-            )
-        return t
+        t = self.exposure_times  # checked when stored: its shape against the batch only
+        check_exposure_times(t, batch=batch, values=False)
+        return t.unsqueeze(0) if t.ndim == 1 else t
 
     # ------------------------------------------------------------------ operators
     def A(

@@ -38,8 +38,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_in, check_int
-from deepinv_icrf.bracket import as_stack_tensor
+from deepinv_icrf.bracket import (
+    as_stack_tensor,
+    check_bit_depth,
+    check_exposure_times,
+    codes_to_unit,
+    image_codes,
+)
 from deepinv_icrf.functional.histogram import (
+    BIT_DEPTHS,
     LinearityHistogram,
     build_linearity_histogram,
     detect_bit_depth,
@@ -353,19 +360,11 @@ def fit_icrf_distributed(
     check_int(steps, "steps", 1)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"Expected `lr` > 0, but got {lr!r}.")
+    check_bit_depth(bit_depth, allowed=BIT_DEPTHS)
     y, _ = as_stack_tensor(stack)
     batch, n, channels, height, _ = y.shape
-    times = torch.as_tensor(
-        exposure_times if not isinstance(exposure_times, Tensor) else exposure_times,
-        dtype=torch.float64,
-    )
-    if times.ndim == 1 and times.shape[0] == n:
-        times = times.unsqueeze(0).expand(batch, n)
-    if times.shape != (batch, n):
-        raise ValueError(
-            f"Expected `exposure_times` of shape ({n},) or ({batch}, {n}), but got shape "
-            f"{tuple(times.shape)}."
-        )
+    times = check_exposure_times(exposure_times, n, batch, distinct=True)
+    times = times.detach().to("cpu", torch.float64)
     device = torch.device(device) if device is not None else y.device
     rank, world = rank_and_world()
     if shard == "pixels":
@@ -442,12 +441,8 @@ def _read_input(path: str, times: str | None) -> tuple[np.ndarray | Tensor, obje
         if parsed is None:
             raise ValueError("Expected --times with a .npy stack.")
         if data.ndim == 5:  # (B, N, H, W, C) integer codes of several stacks
-            if data.dtype not in (np.uint8, np.uint16):
-                raise ValueError(
-                    f"Expected uint8/uint16 codes in {path!r}, got {data.dtype}."
-                )
-            scale = 255.0 if data.dtype == np.uint8 else 65535.0
-            y = torch.from_numpy(data.astype(np.float32) / scale).permute(0, 1, 4, 2, 3)
+            codes, bits = image_codes(data, "stack", float_arrays=False)
+            y = codes_to_unit(codes, bits).permute(0, 1, 4, 2, 3)
             return y.contiguous(), parsed
         return data, parsed
     raise ValueError(f"Expected a folder, a .npy stack or 'demo', but got {path!r}.")

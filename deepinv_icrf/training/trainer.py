@@ -362,18 +362,13 @@ class ICRFTrainer(TermLoggingTrainer):
             ``save_path``, ``device``, ...).
         :return: (:class:`ICRFTrainer`) the trainer; call :meth:`train`.
         """
-        from deepinv_icrf.bracket import as_stack_tensor
+        from deepinv_icrf.bracket import as_stack_tensor, check_exposure_times
         from deepinv_icrf.models import ICRF
         from deepinv_icrf.physics import ExposureStack
 
         stack, bits = as_stack_tensor(y, "y")
-        n = stack.shape[1]
-        times = torch.as_tensor(exposure_times, dtype=torch.float32)
-        if times.ndim != 1 or times.shape[0] != n:
-            raise ValueError(
-                f"Expected `exposure_times` of shape ({n},) to match the {n} exposures of "
-                f"`y`, but got shape {tuple(times.shape)}."
-            )
+        times = check_exposure_times(exposure_times, stack.shape[1], distinct=True)
+        times = times[0].detach().to("cpu", torch.float32)
         if model is None:
             model = ICRF(
                 channels=stack.shape[2],
