@@ -54,13 +54,7 @@ ALLOWED = {
 
 #: Copies in modules that other work is changing (functional/codefit.py, calibration/,
 #: cli/): each is to call the rule in bracket.py instead, then leave this list.
-PENDING = {
-    ("deepinv_icrf/functional/codefit.py", "_quantum", "bit depth"),
-    ("deepinv_icrf/calibration/core.py", "_bit_depth", "codes"),
-    ("deepinv_icrf/calibration/core.py", "_code_sample", "codes"),
-    ("deepinv_icrf/calibration/summary.py", "_usable_fraction", "codes"),
-    ("deepinv_icrf/cli/linearize.py", "run_linearize", "codes"),
-}
+PENDING: set[tuple[str, str, str]] = set()
 
 _MESSAGES = {
     "times": re.compile(

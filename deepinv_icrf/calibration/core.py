@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deepinv_icrf.bracket import code_bits, codes_to_unit
 from deepinv_icrf.calibration.options import (
     CodeFitOptions,
     FitOptions,
@@ -88,10 +89,8 @@ def _code_sample(
         flat = stack.reshape(n, h * w, c)
         m = min(h * w, _CANDIDATES_PER_PIXEL * n_pixels)
         cand = torch.randperm(h * w, generator=generator)[:m].numpy()
-        picked = flat[:, np.sort(cand), :].astype(np.float32) / (2**bits - 1)
-        stacks = [
-            torch.from_numpy(picked).permute(0, 2, 1).unsqueeze(2)
-        ]  # (N, C, 1, M)
+        picked = codes_to_unit(torch.from_numpy(flat[:, np.sort(cand), :]), bits)
+        stacks = [picked.permute(0, 2, 1).unsqueeze(2)]  # (N, C, 1, M)
     else:
         b, n, c, h, w = stack.shape
         m = min(h * w, _CANDIDATES_PER_PIXEL * n_pixels)
@@ -143,7 +142,7 @@ def _initial_curve(init: str | Tensor, channels: int, n_points: int) -> Tensor |
 
 def _bit_depth(stack: np.ndarray | Tensor) -> int | None:
     if isinstance(stack, np.ndarray):
-        return 8 if stack.dtype == np.uint8 else 16
+        return code_bits(stack.dtype)
     return detect_bit_depth(stack)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deepinv_icrf.bracket import image_codes
 from deepinv_icrf.models import ICRF
 
 __all__ = [
@@ -79,33 +80,19 @@ def _finite_curve(icrf: ICRF | Tensor) -> np.ndarray:
 
 def _usable_fraction(images: np.ndarray | Tensor, bit_depth: int | None) -> np.ndarray:
     r"""Per channel, the share of codes that are neither 0 nor the top code."""
-    if isinstance(images, Tensor):
-        if not images.is_floating_point():
-            raise TypeError(
-                f"Expected `images` as a float tensor of codes in [0, 1], but got dtype "
-                f"{images.dtype}."
-            )
-        codes = images.detach().movedim(-3, -1).reshape(-1, images.shape[-3])
-        usable = ((codes > 0) & (codes < 1)).double().mean(dim=0)
-        return usable.cpu().numpy()
-    if not isinstance(images, np.ndarray) or images.dtype not in (np.uint8, np.uint16):
-        raise TypeError(
-            "Expected `images` as uint8/uint16 codes (N, H, W, C) or a float tensor "
-            f"(..., C, H, W), but got {type(images).__name__}"
-            + (f" of dtype {images.dtype}" if isinstance(images, np.ndarray) else "")
-            + "."
-        )
-    if images.ndim != 4:
+    codes, bits = image_codes(images, "images", float_arrays=False)
+    if bits is None:  # float codes (..., C, H, W)
+        flat = codes.detach().movedim(-3, -1).reshape(-1, codes.shape[-3])
+        return ((flat > 0) & (flat < 1)).double().mean(dim=0).cpu().numpy()
+    if codes.ndim != 4:
         raise ValueError(
-            f"Expected `images` of shape (N, H, W, C), but got shape {images.shape}."
+            f"Expected `images` of shape (N, H, W, C), but got shape {tuple(codes.shape)}."
         )
-    if bit_depth is None:
-        bit_depth = 8 if images.dtype == np.uint8 else 16
-    top = 2**bit_depth - 1
-    count = np.zeros(images.shape[-1], dtype=np.int64)
+    top = 2 ** (bit_depth or bits) - 1
+    count = np.zeros(codes.shape[-1], dtype=np.int64)
     for frame in images:  # one exposure at a time: no stack-sized temporaries
         count += ((frame > 0) & (frame < top)).sum(axis=(0, 1))
-    return count / max(1, images.shape[0] * images.shape[1] * images.shape[2])
+    return count / max(1, codes.shape[0] * codes.shape[1] * codes.shape[2])
 
 
 def channel_stats(

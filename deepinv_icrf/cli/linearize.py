@@ -67,6 +67,7 @@ def run_linearize(args: argparse.Namespace, stream=None) -> int:
     r"""``deepinv-icrf linearize``: apply a fitted ICRF to images, write linear images."""
     import numpy as np
 
+    from deepinv_icrf.bracket import code_bits
     from deepinv_icrf.hdr import linearize
     from deepinv_icrf.io import OutputSet, read_image, write_image
 
@@ -80,7 +81,7 @@ def run_linearize(args: argparse.Namespace, stream=None) -> int:
         out = outputs.folder(target, "--out")
         for p in paths:
             img = read_image(p)
-            if img.dtype not in (np.uint8, np.uint16):
+            if code_bits(img.dtype) is None:
                 raise CLIError(
                     f"{str(p)!r} holds {img.dtype} values, not 8/16-bit codes"
                 )

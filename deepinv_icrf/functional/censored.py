@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from deepinv_icrf._checks import check_float, check_shape, compute_dtype
+from deepinv_icrf.bracket import check_bit_depth
 
 __all__ = ["censored_code_nll", "estimate_code_noise"]
 
@@ -24,17 +25,8 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 def _quantum(bit_depth: int | None) -> float:
     r"""One code step :math:`q = 1 / (2^b - 1)` (0 for continuous values)."""
-    if bit_depth is None:
-        return 0.0
-    if (
-        isinstance(bit_depth, bool)
-        or not isinstance(bit_depth, int)
-        or not 1 <= bit_depth <= 32
-    ):
-        raise ValueError(
-            f"Expected `bit_depth` to be None or an int in [1, 32], but got {bit_depth!r}."
-        )
-    return 1.0 / (2.0**bit_depth - 1.0)
+    bits = check_bit_depth(bit_depth)
+    return 0.0 if bits is None else 1.0 / (2.0**bits - 1.0)
 
 
 def _censoring(y: Tensor, q: float) -> tuple[Tensor, Tensor]:
