@@ -406,10 +406,11 @@ def test_bootstrap_band_alternatives_move_the_band():
 class _FakeCoreFit:
     # stands in for the package's single fit: "global" clip priority gives a steeper curve
     def __init__(self):
-        self.calls, self.curves = [], []
+        self.calls, self.curves, self.stacks = [], [], []
 
     def __call__(self, stack, times, options, *, device=None, seed=0):
         self.calls.append({"clip_priority": options.clip_priority, "seed": seed})
+        self.stacks.append(stack)
         gamma = 2.0 + 0.01 * seed + (0.3 if options.clip_priority == "global" else 0)
         icrf = ICRF(channels=stack.shape[2], init="gamma", gamma=gamma).to(stack.device)
         self.curves.append(icrf.curve.detach())
@@ -423,7 +424,13 @@ def test_icrf_confidence_band_clip_sensitivity(device, monkeypatch):
     icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
     fake = _FakeCoreFit()
     monkeypatch.setattr(bands, "fit_once", fake)
-    options = {"n_boot": 3, "store": False, "exposure_jackknife": False, "seed": 2}
+    options = {
+        "n_boot": 3,
+        "store": False,
+        "exposure_jackknife": False,
+        "seed": 2,
+        "top_sensitivity": False,
+    }
     lower, upper = icrf_confidence_band(y, t, icrf, **options)
     # three bootstrap refits, then one refit of the stack with clip_priority="global"
     assert [c["clip_priority"] for c in fake.calls] == ["stratum"] * 3 + ["global"]
@@ -442,3 +449,27 @@ def test_icrf_confidence_band_clip_sensitivity(device, monkeypatch):
     other = _FakeFit()
     icrf_confidence_band(y, t, icrf, fit=other, **options)
     assert len(other.calls) == 3
+
+
+def test_icrf_confidence_band_top_sensitivity(device, monkeypatch):
+    import deepinv_icrf.calibration.bands as bands
+
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    fake = _FakeCoreFit()
+    monkeypatch.setattr(bands, "fit_once", fake)
+    options = {"n_boot": 3, "store": False, "exposure_jackknife": False, "seed": 2}
+    icrf_confidence_band(y, t, icrf, clip_sensitivity=False, noise_std=0.01, **options)
+    # three bootstrap refits, then the stack with the codes near the top read as clipped
+    assert len(fake.calls) == 4
+    top = 1.0 - max(2 * 0.01, 3 / 255)
+    original, clipped = y.reshape(-1), fake.stacks[-1].reshape(-1).to(y.device)
+    near = original >= top - 0.5 / 255
+    assert bool(near.any()) and bool((clipped[near] == 1.0).all())
+    torch.testing.assert_close(clipped[~near], original[~near].to(clipped.dtype))
+    fake = _FakeCoreFit()
+    monkeypatch.setattr(bands, "fit_once", fake)
+    icrf_confidence_band(
+        y, t, icrf, clip_sensitivity=False, top_sensitivity=False, **options
+    )
+    assert len(fake.calls) == 3
