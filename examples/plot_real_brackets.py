@@ -7,7 +7,8 @@ Three real brackets from ``../shared/data/real/`` (beside the repository; set
 (``taipei``), a bracket from the same camera whose listed times are wrong for a few frames
 (``living_room1``: five frames equally bright while their listed times double, a camera at its
 shutter limit), and Debevec and Malik's scans of film (``memorial``), which never reach code 0.
-Without that folder (the documentation is built without it) this example says so and stops.
+Without that folder this example says so and shows the time check on a synthetic bracket
+with wrong listed times instead.
 
 :func:`deepinv_icrf.fit_icrf` checks the listed times of every stack against the images: the
 ratio of every pair of neighbouring exposures is read through a quick fit of the curve, and a
@@ -21,18 +22,24 @@ that no light gives (the floor), which :func:`deepinv_icrf.hdr.merge_hdr` stays 
 # ---------------
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from deepinv_icrf import fit_icrf
-from deepinv_icrf.data import read_exposure_folder
+from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.hdr import floor_cutoff, merge_hdr
 from deepinv_icrf.io import read_image
 
-_default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+torch.manual_seed(0)  # the fits sample pixels at random
+
+# sphinx-gallery runs the script from its own folder, without ``__file__``
+_here = Path(globals().get("__file__", Path.cwd() / "plot_real_brackets.py")).resolve()
+_default = _here.parents[1].parent / "shared" / "data" / "real"
 DATA = Path(os.environ.get("DEEPINV_ICRF_REAL_DATA", _default))
 available = all(
     (DATA / name).is_dir() for name in ("taipei", "living_room1", "memorial")
@@ -40,7 +47,8 @@ available = all(
 if not available:
     print(
         f"The real brackets are not in {DATA} (set DEEPINV_ICRF_REAL_DATA to the folder "
-        "holding taipei/, living_room1/ and memorial/): nothing to show."
+        "holding taipei/, living_room1/ and memorial/): the wrong-time check below runs "
+        "on a synthetic bracket instead."
     )
 
 # %%
@@ -66,32 +74,46 @@ if available:
 # that do not. ``refine_exposures=False`` keeps the listed times; its curve is a staircase.
 
 if available:
+    title = "living_room1"
     room = read_exposure_folder(DATA / "living_room1")
-    names = [p.name for p in room.paths]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fixed = fit_icrf(room.images, room.exposure_times, progress=False)
-    print(fixed.fit_report.time_check.describe(names))
-    used = fixed.fit_report.exposure_times.tolist()
-    for name, listed, time in zip(names, room.exposure_times, used, strict=True):
-        print(f"{name}: listed {listed:g} s, fitted with {time:.4g} s")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stuck = fit_icrf(
-            room.images, room.exposure_times, refine_exposures=False, progress=False
-        )
-    codes = np.arange(256) / 255
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
-    for label, model, style in (("listed times", stuck, "--"), ("checked", fixed, "-")):
-        curve = model.curve.detach().numpy()
-        ax[0].plot(codes, curve[1], style, label=label)
-        ratio = curve[1, 65:240] / curve[1, 64:239]
-        ax[1].plot(np.arange(65, 240), ratio, style, label=label)
-    ax[0].set(xlabel="code", ylabel="ICRF (green)", title="living_room1")
-    ax[1].set(xlabel="code", ylabel="f(c) / f(c - 1)", title="jumps between codes")
-    ax[0].legend()
-    fig.tight_layout()
-    plt.show()
+    listed_times = np.asarray(room.exposure_times, dtype=np.float64)
+else:  # a synthetic bracket whose last three listed times are twice too long
+    title = "synthetic, frames 4-6 listed x2"
+    folder = write_synthetic_folder(
+        Path(tempfile.mkdtemp()) / "bracket",
+        n_exposures=7,
+        height=96,
+        width=128,
+        response="gamma",
+        noise_sigma=0.01,
+    )
+    room = read_exposure_folder(folder)
+    listed_times = np.asarray(room.exposure_times, dtype=np.float64)
+    listed_times[4:] *= 2.0
+
+names = [p.name for p in room.paths]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    fixed = fit_icrf(room.images, listed_times, progress=False)
+print(fixed.fit_report.time_check.describe(names))
+used = fixed.fit_report.exposure_times.tolist()
+for name, listed, time in zip(names, listed_times, used, strict=True):
+    print(f"{name}: listed {listed:g} s, fitted with {time:.4g} s")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    stuck = fit_icrf(room.images, listed_times, refine_exposures=False, progress=False)
+codes = np.arange(256) / 255
+fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+for label, model, style in (("listed times", stuck, "--"), ("checked", fixed, "-")):
+    curve = model.curve.detach().numpy()
+    ax[0].plot(codes, curve[1], style, label=label)
+    ratio = curve[1, 65:240] / curve[1, 64:239]
+    ax[1].plot(np.arange(65, 240), ratio, style, label=label)
+ax[0].set(xlabel="code", ylabel="ICRF (green)", title=title)
+ax[1].set(xlabel="code", ylabel="f(c) / f(c - 1)", title="jumps between codes")
+ax[0].legend()
+fig.tight_layout()
+plt.show()
 
 # %%
 # A film floor: merge above it
