@@ -69,6 +69,13 @@ def _stack(n: int = 3, channels: int = 3, h: int = 13, w: int = 11) -> torch.Ten
     return ExposureStack(TIMES[:n], response="gamma")(x)[0]
 
 
+def _mostly_saturated(usable: int = 28) -> torch.Tensor:
+    r"""The 13x11 stack with every position but the first ``usable`` saturated."""
+    y = _stack().clone()
+    y.view(3, 3, -1)[..., usable:] = 1.0
+    return y
+
+
 def _with(value: float) -> torch.Tensor:
     y = _stack().clone()
     y[1, 0, 2, 3] = value
@@ -470,6 +477,18 @@ def _bomb_folder(tmp: Path) -> Path:
     return folder
 
 
+def _tiny_folder(tmp: Path, size: int = 1) -> Path:
+    r"""Three ``size`` x ``size`` 8-bit photos with their EXIF times (one stop apart)."""
+    from deepinv_icrf.io import write_image
+
+    folder = tmp / "tiny"
+    folder.mkdir()
+    codes = _stack(h=size, w=size).permute(0, 2, 3, 1).mul(255).round().to(torch.uint8)
+    for k, t in enumerate(TIMES.tolist()):
+        write_image(folder / f"exposure_{k:02d}.png", codes[k].numpy(), exposure_time=t)
+    return folder
+
+
 # ---------------------------------------------------------------------------- checks
 def _cli_error(match: str) -> Callable[[dict], None]:
     def check(result: dict) -> None:
@@ -609,7 +628,7 @@ CATALOGUE: list[Row] = [
     Row("times_count_mismatch", "3 images, 2 times", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [1.0, 2.0], **FAST),
         ValueError, r"`exposure_times` of shape \(3,\) or \(1, 3\) to match the 3 exposures"),
-    # --- saturation, black, no valid pixel pair
+    # --- saturation, black, no valid pixel pair; too few pixels
     Row("all_saturated_fit", "every pixel saturated", "fit_icrf",
         lambda tmp: fit_icrf(torch.ones(3, 3, 13, 11), TIMES, **FAST),
         ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
@@ -623,6 +642,20 @@ CATALOGUE: list[Row] = [
         lambda tmp: fit_icrf(_stack(), [1.0, 100.0, 1e4], method="linearity", **FAST),
         ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
         r"exposure ratios below the threshold\)"),
+    Row("tiny_stack_fit", "three 1x1 images (the starting curve came back)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(h=1, w=1), TIMES, **FAST),
+        ValueError, r"Found 1 usable pixel position\(s\) in `stack`, fewer than the 32 knots "
+        r"of the code fit's response \(n_knots=32\)"),
+    Row("tiny_stack_linearity", "three 4x4 images", "fit_icrf(method='linearity')",
+        lambda tmp: fit_icrf(_stack(h=4, w=4), TIMES, method="linearity", **FAST),
+        ValueError, r"Found 16 usable pixel position\(s\) in `stack`, fewer than the 32 the "
+        r"linearity fit needs"),
+    Row("few_usable_pixels_fit", "a 13x11 stack with 28 usable positions, n_knots=32",
+        "fit_icrf", lambda tmp: fit_icrf(_mostly_saturated(), TIMES, **FAST),
+        ValueError, r"Found 28 usable pixel position\(s\)"),
+    Row("tiny_sample_fit", "max_pixels=10 below n_knots=32", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, max_pixels=10, **FAST),
+        ValueError, r"Found 10 usable pixel position\(s\) in `stack` \(max_pixels=10\)"),
     Row("all_saturated_loss", "every pixel saturated", "RadiometricLinearityLoss",
         lambda tmp: _linearity(torch.ones(3, 3, 13, 11)),
         None, "documented: 0 for a pair without valid pixels (clair-torch)",
@@ -965,6 +998,10 @@ CATALOGUE: list[Row] = [
         lambda tmp: _cli(tmp, lambda t: _damaged(t, "truncate")),
         None, "exit 2, one line 'deepinv-icrf: error: Cannot read image file ...', no output",
         check=_cli_error(r"Cannot read image file .*corrupted or truncated")),
+    Row("cli_tiny_images", "fit a folder of three 1x1 photos", "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, _tiny_folder),
+        None, "exit 2, one line 'Found 1 usable pixel position(s)', no output",
+        check=_cli_error(r"Found 1 usable pixel position\(s\) in `stack`")),
     Row("cli_missing_folder", "fit a folder that does not exist", "deepinv-icrf fit",
         lambda tmp: _cli(tmp, lambda t: t / "nope"),
         None, "exit 2, one line 'deepinv-icrf: error: No such folder ...', no output",
