@@ -25,6 +25,7 @@ __all__ = [
     "check_positive",
     "check_in",
     "check_threshold",
+    "check_band",
     "compute_dtype",
 ]
 
@@ -194,3 +195,39 @@ def check_threshold(value: object, name: str, optional: bool = False) -> float |
             f"Expected `{name}` to be {allowed}a finite number > 0, but got {value!r}."
         )
     return float(value)
+
+
+def check_band(lower: Tensor, upper: Tensor, name: str = "`band`") -> None:
+    r"""Raise :class:`ValueError` unless the edges of a band are finite and
+    ``lower <= upper`` everywhere (edges swapped or crossed are refused).
+
+    :param torch.Tensor lower: the lower edge.
+    :param torch.Tensor upper: the upper edge, same shape.
+    :param str name: how the message names the band (e.g. ``"`band`"``).
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> check_band(torch.zeros(1, 3), torch.ones(1, 3))
+    >>> check_band(torch.ones(1, 3), torch.zeros(1, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `band` to have its lower edge <= its upper edge everywhere, but lower > upper at 3 of 3 values (by up to 1): are the edges swapped?
+    """
+    for edge, value in (("lower", lower), ("upper", upper)):
+        if not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"Expected {name} to be finite, but its {edge} edge holds {n_bad} NaN or "
+                "infinite value(s)."
+            )
+    excess = lower - upper
+    n_inverted = int((excess > 0).sum())
+    if n_inverted:
+        raise ValueError(
+            f"Expected {name} to have its lower edge <= its upper edge everywhere, but "
+            f"lower > upper at {n_inverted} of {excess.numel()} values (by up to "
+            f"{float(excess.max()):.3g}): are the edges swapped?"
+        )

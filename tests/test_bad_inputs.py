@@ -150,6 +150,39 @@ def _save_nan_curve(tmp: Path) -> None:
             raise AssertionError("ICRF.save left a (partial) file behind")
 
 
+def _edges(c: int = 3, n: int = 16, swap: bool = False) -> torch.Tensor:
+    r"""A confidence band ``(2, C, L)`` around the identity curve, its edges swapped on
+    request (lower > upper everywhere)."""
+    grid = torch.linspace(0, 1, n).expand(c, n)
+    lower, upper = grid - 0.01, grid + 0.01
+    return torch.stack([upper, lower] if swap else [lower, upper])
+
+
+def _set_band(band: Any) -> ICRF:
+    icrf = ICRF(channels=3, n_points=16)
+    icrf.band = band
+    return icrf
+
+
+def _swapped_band_file(tmp: Path) -> Path:
+    def swap(doc: dict) -> None:
+        doc["band"] = {"lower": _edges()[1].tolist(), "upper": _edges()[0].tolist()}
+
+    return _curve_file(tmp, swap)
+
+
+def _band_coverage(*args: torch.Tensor) -> torch.Tensor:
+    from deepinv_icrf.functional import band_coverage
+
+    return band_coverage(*args)
+
+
+def _plot_icrf(curve: torch.Tensor, **kwargs: Any) -> Any:
+    from deepinv_icrf.plot import plot_icrf
+
+    return plot_icrf(curve, **kwargs)
+
+
 def _linearity(y: torch.Tensor, times: torch.Tensor = TIMES, **kwargs) -> torch.Tensor:
     y = y.unsqueeze(0) if y.ndim == 4 else y
     physics = ExposureStack(times)
@@ -778,6 +811,40 @@ CATALOGUE: list[Row] = [
     Row("curve_save_nan", "saving a curve holding NaN", "ICRF.save",
         _save_nan_curve,
         ValueError, r"Cannot save an ICRF whose curve holds NaN or inf values"),
+    # --- confidence bands: edges must not cross
+    Row("band_inverted_icrf", "a band with lower > upper set on an ICRF", "ICRF.band",
+        lambda tmp: _set_band(_edges(swap=True)),
+        ValueError, r"Expected `band` to have its lower edge <= its upper edge everywhere, but "
+        r"lower > upper at 48 of 48 values \(by up to 0.02\): are the edges swapped\?"),
+    Row("band_wrong_shape_icrf", "a band of shape (3, 16) set on an ICRF", "ICRF.band",
+        lambda tmp: _set_band(torch.zeros(3, 16)),
+        ValueError, r"Expected `band` of shape \(2, 3, 16\) \(lower and upper edges of the "
+        r"curve\), but got shape \(3, 16\)"),
+    Row("band_not_tensor_icrf", "a band given as a list", "ICRF.band",
+        lambda tmp: _set_band([[0.0], [1.0]]),
+        TypeError, r"Expected `band` to be a float tensor \(2, 3, 16\)"),
+    Row("band_valid_icrf", "a band with lower <= upper", "ICRF.band",
+        lambda tmp: _set_band(_edges()), None, "accepted: stored as given",
+        check=lambda icrf: torch.equal(icrf.band, _edges()) or _fail(icrf.band)),
+    Row("band_inverted_file", "a curve file whose band has lower > upper (was accepted)",
+        "ICRF.load", lambda tmp: ICRF.load(_swapped_band_file(tmp)),
+        ValueError, r"ICRF file '.*icrf\.json': Expected `band` to have its lower edge <= its "
+        r"upper edge everywhere"),
+    Row("band_inverted_coverage", "band_coverage with lower > upper", "band_coverage",
+        lambda tmp: _band_coverage(*_edges(1, 256, swap=True), _edges(1, 256)[0]),
+        ValueError, r"Expected the band \(`lower`, `upper`\) to have its lower edge <= its upper "
+        r"edge everywhere"),
+    Row("band_inverted_plot", "plot_icrf with a band whose edges are swapped", "plot_icrf",
+        lambda tmp: _plot_icrf(torch.linspace(0, 1, 16).expand(3, 16), band=_edges(swap=True)),
+        ValueError, r"Expected `band` to have its lower edge <= its upper edge"),
+    Row("band_edges_merge", "merge_hdr(band=icrf.band): edges (2, C, L), not stds",
+        "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(n_points=16), band=_edges()),
+        ValueError, r"Expected `band` to be a tensor \(C, L\) of per-code ICRF stds, but got "
+        r"Tensor of shape \(2, 3, 16\)"),
+    Row("band_negative_merge", "merge_hdr with a negative per-code std", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(n_points=16), band=-torch.ones(3, 16)),
+        ValueError, r"Expected `band` to hold values in \[0.0, inf\]"),
     # --- PROPEL
     Row("propel_odd_width", "official layout with an odd last dimension", "PROPELLoss",
         lambda tmp: PROPELLoss()(x_net=torch.rand(2, 3, 5), x=torch.rand(2, 2)),

@@ -13,7 +13,7 @@ from deepinv.models import Reconstructor
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepinv_icrf._checks import check_float, check_in
+from deepinv_icrf._checks import check_band, check_float, check_in
 from deepinv_icrf.functional.interp import curve_slope, interp_curve, invert_curve
 from deepinv_icrf.physics.responses import ResponseCurve, get_response
 
@@ -77,6 +77,11 @@ class ICRF(Reconstructor):
     The parameters of channel :math:`c` are one tensor in an :class:`torch.nn.ParameterList`
     (:meth:`channel_parameters`), so per-channel optimizers and early stopping work.
 
+    An optional confidence band of the curve lives in the buffer ``band`` (``None`` or a
+    float tensor ``(2, C, L)``: lower and upper edges, e.g. from
+    :func:`~deepinv_icrf.calibration.icrf_confidence_band`); setting it checks that it is
+    finite with lower <= upper everywhere (:class:`ValueError` otherwise).
+
     :param int channels: number of channels :math:`C \ge 1`. Default 3.
     :param int n_points: grid size :math:`L \ge 2`. Default 256 (one knot per 8-bit code).
     :param str parameterization: ``"monotone"`` (default) or ``"free"``.
@@ -137,6 +142,28 @@ class ICRF(Reconstructor):
         # optional confidence band (2, C, L): lower and upper edge; saved to JSON by save(),
         # kept out of state_dict so checkpoints of models with and without one load alike
         self.register_buffer("band", None, persistent=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "band" and value is not None:
+            self._check_band(value)
+        super().__setattr__(name, value)
+
+    def _check_band(self, band: object) -> None:
+        r"""Refuse a confidence band that is not ``(2, C, L)`` finite with lower <= upper."""
+        shape = (2, self._channels, self._n_points)
+        if not isinstance(band, Tensor) or not band.is_floating_point():
+            raise TypeError(
+                f"Expected `band` to be a float tensor {shape} (lower and upper edges), but "
+                f"got {type(band).__name__}"
+                + (f" of dtype {band.dtype}" if isinstance(band, Tensor) else "")
+                + "."
+            )
+        if tuple(band.shape) != shape:
+            raise ValueError(
+                f"Expected `band` of shape {shape} (lower and upper edges of the curve), but "
+                f"got shape {tuple(band.shape)}."
+            )
+        check_band(band[0], band[1], "`band`")
 
     # ------------------------------------------------------------------ construction
     def _initial_curve(
@@ -486,7 +513,10 @@ class ICRF(Reconstructor):
                 cls._read_table(band[k], C, L, f"band.{k}", where)
                 for k in ("lower", "upper")
             ]
-            model.band = torch.stack(edges).to(device=device, dtype=dtype)
+            try:
+                model.band = torch.stack(edges).to(device=device, dtype=dtype)
+            except ValueError as err:  # lower > upper: edges swapped or edited
+                raise ValueError(f"{where}: {err}") from None
         return model
 
     @classmethod
