@@ -171,6 +171,12 @@ def _swapped_band_file(tmp: Path) -> Path:
     return _curve_file(tmp, swap)
 
 
+def _floor_capped(icrf: ICRF) -> None:
+    from deepinv_icrf.hdr import floor_cutoff
+
+    assert icrf.metadata["floor"] == [0.9] * 3 and floor_cutoff(icrf) == 0.5
+
+
 def _band_coverage(*args: torch.Tensor) -> torch.Tensor:
     from deepinv_icrf.functional import band_coverage
 
@@ -510,6 +516,60 @@ def _bomb_folder(tmp: Path) -> Path:
     return folder
 
 
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _cli_in(
+    tmp: Path,
+    argv: Callable[[Path, Path], list[str]],
+    make: Callable[[Path], Path] | None = None,
+    prepare: Callable[[Path], Any] | None = None,
+) -> dict:
+    r"""Run ``deepinv-icrf`` on a folder of photos (``make(tmp)``, default 3 small PNGs with
+    EXIF times) and the other inputs ``prepare(tmp)`` writes (a curve file, a sidecar);
+    ``argv(tmp, folder)`` builds the arguments. The result records the exit code, stderr,
+    every file that appeared in ``tmp`` (``new``) and whether the files already there are
+    unchanged."""
+    folder = (make or (lambda t: _folder(t, name="photos")))(tmp)
+    if prepare is not None:
+        prepare(tmp)
+    before = _snapshot(tmp)
+    result = _run(argv(tmp, folder))
+    after = _snapshot(tmp)
+    result["new"] = sorted(set(after) - set(before))
+    result["inputs_unchanged"] = all(after.get(k) == v for k, v in before.items())
+    return result
+
+
+def _refused(match: str) -> Callable[[dict], None]:
+    r"""Exit 2, one line matching ``match``, nothing written, no input changed."""
+
+    def check(result: dict) -> None:
+        assert result["code"] == 2, result
+        lines = result["stderr"].splitlines()
+        assert len(lines) == 1 and lines[0].startswith("deepinv-icrf: error: "), lines
+        assert re.search(match, lines[0]), lines[0]
+        assert not result["new"] and result["inputs_unchanged"], result["new"]
+
+    return check
+
+
+def _with_metadata(**metadata: Any) -> ICRF:
+    icrf = ICRF.from_response("srgb", channels=3)
+    icrf.metadata.update(metadata)
+    return icrf
+
+
+def _metadata_file(tmp: Path, **metadata: Any) -> Path:
+    path = tmp / "icrf.json"
+    ICRF(channels=3, n_points=16).save(path, **metadata)
+    return path
+
+
 def _tiny_folder(tmp: Path, size: int = 1) -> Path:
     r"""Three ``size`` x ``size`` 8-bit photos with their EXIF times (one stop apart)."""
     from deepinv_icrf.io import write_image
@@ -811,6 +871,109 @@ CATALOGUE: list[Row] = [
     Row("curve_save_nan", "saving a curve holding NaN", "ICRF.save",
         _save_nan_curve,
         ValueError, r"Cannot save an ICRF whose curve holds NaN or inf values"),
+    # --- the range of codes a merge uses: 0 <= lower < upper <= 1, defaults included
+    Row("merge_lower_above_upper", "lower 0.9 above upper 0.1", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=0.9, upper=0.1),
+        ValueError, r"Expected 0 <= `lower` < `upper` <= 1, but got lower=0.9 and upper=0.1\.$"),
+    Row("merge_lower_above_default", "lower 0.999 alone, above the default upper 254/255",
+        "merge_hdr", lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=0.999),
+        ValueError, r"lower=0.999 and upper=0.996078 \(upper: the default, one code step below "
+        r"white for 8-bit codes\)"),
+    Row("merge_lower_nan", "lower NaN", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=float("nan")),
+        ValueError, r"but got lower=nan and upper=0.996078"),
+    Row("merge_lower_negative", "lower -1 (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=-1.0, upper=0.5),
+        ValueError, r"Expected 0 <= `lower` < `upper` <= 1, but got lower=-1 and upper=0.5"),
+    Row("merge_upper_above_one", "upper 5 (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), upper=5.0),
+        ValueError, r"but got lower=0.00392157 and upper=5 \(lower: the default"),
+    Row("merge_lower_string", "lower '0.1', a string (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower="0.1"),
+        TypeError, r"Expected `lower` to be a number, but got str '0.1'"),
+    Row("merge_floor_above_upper", "an ICRF with a floor (cutoff 0.32) and upper 0.2",
+        "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, _with_metadata(floor=[0.3] * 3), upper=0.2),
+        ValueError, r"lower=0.323529 and upper=0.2 \(lower: above the floor the ICRF records, "
+        r"floor_cutoff\)"),
+    Row("merge_code_std_nan", "code_std NaN (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std=float("nan")),
+        ValueError, r"Expected `code_std` to be a number in \[0, 1\] .*but got nan"),
+    Row("merge_code_std_negative", "code_std -1 (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std=-1.0, return_std=True),
+        ValueError, r"Expected `code_std` to be a number in \[0, 1\]"),
+    Row("merge_code_std_huge", "code_std 1e300 (OverflowError)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std=1e300, return_std=True),
+        ValueError, r"Expected `code_std` to be a number in \[0, 1\]"),
+    Row("merge_code_std_string", "code_std 'x' (raw float() error)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std="x"),
+        TypeError, r"Expected `code_std` to be a number, but got str 'x'"),
+    Row("cli_hdr_lower_above_default", "hdr --lower 0.999 (refused only after the fit)",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--lower", "0.999"]),
+        None, "exit 2 before the fit, one line naming --lower and the default it crosses",
+        check=_refused(r"--lower: Expected 0 <= `lower` < `upper` <= 1, but got lower=0.999 "
+                       r"and upper=0.996078 \(upper: the default")),
+    Row("cli_merge_upper_below_default", "merge --upper 0.001", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(t / "x.exr"), "--upper", "0.001"],
+                            prepare=_metadata_file),
+        None, "exit 2 before the merge, one line naming --upper",
+        check=_refused(r"--upper: .*lower=0.00392157 and upper=0.001 \(lower: the default")),
+    Row("cli_hdr_lower_above_upper", "hdr --lower 0.9 --upper 0.1", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--lower", "0.9", "--upper", "0.1"]),
+        None, "exit 2 before reading, one line",
+        check=_refused(r"--lower 0.9 must be below --upper 0.1")),
+    Row("cli_hdr_lower_nan", "hdr --lower nan", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--lower", "nan"]),
+        None, "exit 2, one line (usage)",
+        check=_refused(r"argument --lower: expected a number in \[0, 1\], got 'nan'")),
+    Row("cli_hdr_upper_above_one", "hdr --upper 2", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--upper", "2"]),
+        None, "exit 2, one line (usage)",
+        check=_refused(r"argument --upper: expected a number in \[0, 1\], got '2'")),
+    # --- what a curve file records for merge (floor, code noise): one number per channel
+    Row("metadata_floor_negative", "a curve file with metadata floor [-0.1, ...]", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor=[-0.1] * 3)),
+        ValueError, r"ICRF file '.*icrf\.json': Expected metadata `floor` to hold numbers in "
+        r"\[0, 1\], one per channel, but got '-0.1'"),
+    Row("metadata_floor_string", "metadata floor '0.3', a string (used as 0.3)", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor="0.3")),
+        ValueError, r"metadata `floor` to hold numbers in \[0, 1\], one per channel, but got "
+        r"'0.3'"),
+    Row("metadata_floor_nan_string", "metadata floor 'NaN'", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor="NaN")),
+        ValueError, r"metadata `floor` .* but got 'NaN'"),
+    Row("metadata_floor_huge_list", "metadata floor of 3 million values", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor=[0.05] * 3_000_000)),
+        ValueError, r"metadata `floor` to hold 1 or 3 value\(s\) \(one per channel\), but got "
+        r"3000000"),
+    Row("metadata_floor_nested", "metadata floor [[0.05, 0.05, 0.05], ...]", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor=[[0.05] * 3] * 3)),
+        ValueError, r"metadata `floor` .* but got '\[0.05, 0.05, 0.05\]'"),
+    Row("metadata_code_std_huge", "metadata code_std 1e300 (OverflowError in merge)",
+        "ICRF.load", lambda tmp: ICRF.load(_metadata_file(tmp, code_std=[1e300] * 3)),
+        ValueError, r"metadata `code_std` to hold numbers in \[0, 1\], one per channel, but "
+        r"got '1e\+300'"),
+    Row("metadata_floor_valid", "metadata floor [0.9] * 3 (one number per channel)",
+        "ICRF.load", lambda tmp: ICRF.load(_metadata_file(tmp, floor=[0.9] * 3)),
+        None, "accepted: merge's lower cutoff above it is capped at 0.5 (floor_cutoff)",
+        check=lambda icrf: _floor_capped(icrf)),
+    Row("metadata_floor_in_memory", "icrf.metadata['floor'] = '0.3' set in Python",
+        "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, _with_metadata(floor="0.3")),
+        ValueError, r"Expected the ICRF's metadata `floor` to hold numbers in \[0, 1\]"),
+    Row("cli_merge_metadata_code_std_huge", "merge --deghost with a curve file recording "
+        "code_std 1e300 (OverflowError traceback)", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(t / "x.exr"), "--deghost"],
+                            prepare=lambda t: _metadata_file(t, code_std=[1e300] * 3)),
+        None, "exit 2, one line naming the file and the entry, nothing written",
+        check=_refused(r"icrf\.json': Expected metadata `code_std` to hold numbers in \[0, 1\]")),
     # --- confidence bands: edges must not cross
     Row("band_inverted_icrf", "a band with lower > upper set on an ICRF", "ICRF.band",
         lambda tmp: _set_band(_edges(swap=True)),

@@ -13,7 +13,12 @@ from deepinv.models import Reconstructor
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepinv_icrf._checks import check_band, check_float, check_in
+from deepinv_icrf._checks import (
+    check_band,
+    check_channel_values,
+    check_float,
+    check_in,
+)
 from deepinv_icrf.functional.interp import curve_slope, interp_curve, invert_curve
 from deepinv_icrf.physics.responses import ResponseCurve, get_response
 
@@ -28,6 +33,10 @@ PARAMETERIZATIONS = ("monotone", "free")
 #: parameter dtypes an ICRF file may name
 SAVED_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INITS = ("identity", "gamma")
+#: Metadata the package writes and reads back, one value per channel in [0, 1] code units
+#: (:func:`deepinv_icrf.calibration.fit_metadata`: the fit's code noise and floor);
+#: :meth:`ICRF.load` checks them.
+CODE_METADATA = ("floor", "code_std")
 # smallest slope kept when turning a given non-decreasing curve into softplus increments
 MIN_SLOPE = 1e-6
 # tolerance on the endpoints / monotonicity of a curve given to the monotone form
@@ -410,7 +419,9 @@ class ICRF(Reconstructor):
             limits of :func:`deepinv_icrf.io.read_json`: larger than 64 MB, nested deeper
             than 32, a number longer than 40 characters, a key given twice; wrong format tag
             or version, missing keys, wrong lengths, non-finite values, a dtype other than
-            those of :data:`SAVED_DTYPES`, a curve the parameterization cannot represent).
+            those of :data:`SAVED_DTYPES`, a curve the parameterization cannot represent, a
+            band whose edges cross, a metadata ``floor`` or ``code_std`` that is not one
+            number in ``[0, 1]`` per channel).
         """
         from deepinv_icrf.io.jsonfile import read_json  # size, depth, number limits
 
@@ -475,6 +486,14 @@ class ICRF(Reconstructor):
             raise ValueError(
                 f"{where}: `metadata` must be a JSON object, got {type(metadata).__name__}."
             )
+        for (
+            key
+        ) in CODE_METADATA:  # what merge reads back (its lower cutoff, deghosting)
+            if key in metadata:
+                try:
+                    check_channel_values(metadata[key], f"metadata `{key}`", C)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from None
         try:
             if param == "monotone":
                 cls._check_monotone_curve(curve, "curve")
