@@ -171,6 +171,13 @@ def _swapped_band_file(tmp: Path) -> Path:
     return _curve_file(tmp, swap)
 
 
+def _converged_early(result: dict) -> None:
+    # the row returns at all: the fit stopped on convergence, not after 10**12 steps
+    assert result["code"] == 0, result["stderr"]
+    assert result["new"] == ["o", "o/icrf.json", "o/icrf_fit.png", "o/summary.json"]
+    assert result["inputs_unchanged"]
+
+
 def _floor_capped(icrf: ICRF) -> None:
     from deepinv_icrf.hdr import floor_cutoff
 
@@ -974,6 +981,30 @@ CATALOGUE: list[Row] = [
                             prepare=lambda t: _metadata_file(t, code_std=[1e300] * 3)),
         None, "exit 2, one line naming the file and the entry, nothing written",
         check=_refused(r"icrf\.json': Expected metadata `code_std` to hold numbers in \[0, 1\]")),
+    # --- seeds and step counts
+    Row("seed_negative_fit", "seed -1", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=-1, **FAST),
+        ValueError, r"Expected `seed` to be an int in \[0, 2\*\*63 - 1\], but got -1\."),
+    Row("seed_huge_fit", "seed 2**70 (torch: 'Overflow when unpacking long long')", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=2**70, **FAST),
+        ValueError, r"Expected `seed` to be an int in \[0, 2\*\*63 - 1\], but got "
+        r"1180591620717411303424\."),
+    Row("seed_float_fit", "seed 1.5 (RuntimeError traceback)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=1.5, **FAST),
+        TypeError, r"Expected `seed` to be an int, but got 1\.5\."),
+    Row("seed_bool_fit", "seed True (RuntimeError traceback)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=True, **FAST),
+        TypeError, r"Expected `seed` to be an int, but got True\."),
+    Row("cli_negative_seed", "hdr --seed -1", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--seed", "-1"]),
+        None, "exit 2 before the fit, one line",
+        check=_refused(r"Expected `seed` to be an int in \[0, 2\*\*63 - 1\], but got -1\.")),
+    Row("cli_huge_steps", "fit --steps 1000000000000", "deepinv-icrf fit",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["fit", str(f), "--out", str(t / "o"),
+                                              "--steps", "1000000000000", "--no-progress"]),
+        None, "accepted: the code fit stops on convergence (a few iterations)",
+        check=_converged_early),
     # --- confidence bands: edges must not cross
     Row("band_inverted_icrf", "a band with lower > upper set on an ICRF", "ICRF.band",
         lambda tmp: _set_band(_edges(swap=True)),

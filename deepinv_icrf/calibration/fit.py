@@ -34,10 +34,14 @@ from deepinv_icrf.calibration.report import FitReport
 from deepinv_icrf.calibration.times import check_listed_times, refine_code_fit
 from deepinv_icrf.models import ICRF
 
-__all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES"]
+__all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES", "SEED_RANGE"]
 
 #: Values of ``refine_exposures``.
 REFINE_MODES = (True, False, "auto")
+#: Smallest and largest ``seed``: non-negative (as numpy's), and below 2**63 so that the
+#: seeds derived from it (``seed + k`` of the bootstrap refits) stay within what
+#: :meth:`torch.Generator.manual_seed` takes.
+SEED_RANGE = (0, 2**63 - 1)
 
 
 def fit_icrf(
@@ -116,7 +120,8 @@ def fit_icrf(
         exposure covers) and fit the aligned stack; the shifts ``(dy, dx)`` per exposure are
         in ``fit_report.shifts``. One stack only. Default False.
     :param str, torch.device device: where to fit (default: the stack's device).
-    :param int seed: seed of the pixel sampling (default 0).
+    :param int seed: seed of the pixel sampling (default 0), an int in
+        :math:`[0, 2^{63} - 1]` (:data:`SEED_RANGE`).
     :param bool progress: show a tqdm progress bar (default True).
     :param keywords: fields of the options objects given one by one (``steps=30``,
         ``n_knots=16``, ``prior_std=0.05``, ...), as the fit took them before the options
@@ -160,6 +165,12 @@ def fit_icrf(
     for name, value in (("band", band), ("align", align), ("progress", progress)):
         if not isinstance(value, bool):
             raise TypeError(f"Expected `{name}` to be a bool, but got {value!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Expected `seed` to be an int, but got {seed!r}.")
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(
+            f"Expected `seed` to be an int in [0, 2**63 - 1], but got {seed}."
+        )
     bracket = Bracket.from_input(
         stack, exposure_times, require_times=refine_exposures is not True
     )
