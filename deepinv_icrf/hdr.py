@@ -26,6 +26,7 @@ from deepinv_icrf._checks import (
     check_range,
     check_threshold,
 )
+from deepinv_icrf.functional.exposure_order import check_exposure_order
 from deepinv_icrf.functional.interp import (
     code_values,
     curve_slope,
@@ -355,7 +356,9 @@ def merge_hdr(
     :param numpy.ndarray, torch.Tensor stack: ``uint8``/``uint16`` codes ``(N, H, W, C)``, or a
         float tensor of codes in ``[0, 1]``, ``(N, C, H, W)`` or ``(B, N, C, H, W)``.
     :param numpy.ndarray, torch.Tensor, Sequence exposure_times: ``(N,)`` (or ``(B, N)``)
-        seconds, ``> 0``, any order.
+        seconds, ``> 0``, distinct, any order; times whose order the images contradict (a
+        longer exposure darker at most pixels) are refused
+        (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`).
     :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF or its curve ``(C, L)``.
     :param str weights: ``"hat"`` (default) or ``"gaussian"``.
     :param bool return_std: also return :math:`\sigma_E` (default ``False``).
@@ -446,6 +449,14 @@ def merge_hdr(
     if len(set(times.reshape(-1, n)[0].tolist())) < n:
         raise ValueError(
             f"Expected distinct `exposure_times`, but got {times.tolist()} (duplicates)."
+        )
+    white = 1.0 if codes.is_floating_point() else 2**bits - 1
+    for b in range(batch):  # times in the order the images show (a sample of the codes)
+        check_exposure_order(
+            # channels last as decoded: a view, never a copy of the stack
+            codes[b].movedim(-3, -1) if from_numpy else codes[b],
+            times.reshape(-1, n)[min(b, times.numel() // n - 1)],
+            white,
         )
     if band is not None:
         if not isinstance(band, Tensor) or band.ndim != 2:

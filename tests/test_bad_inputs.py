@@ -577,6 +577,58 @@ def _metadata_file(tmp: Path, **metadata: Any) -> Path:
     return path
 
 
+def _equal_frames(n: int = 3, noise: float = 0.01, frame: int = 1) -> torch.Tensor:
+    r"""``n`` frames of one exposure (frame ``frame`` of :func:`_stack`), each with its own
+    code noise: equally bright, not identical."""
+    g = torch.Generator().manual_seed(1)
+    one = _stack()[frame]
+    y = one + noise * torch.randn(n, *one.shape, generator=g)
+    return (y.clamp(0, 1) * 255).round() / 255
+
+
+def _shutter_limit() -> ICRF:
+    r"""Four frames listed one stop apart; the camera stayed at the third's exposure for the
+    fourth (equally bright, noisy)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 40, 50, generator=g) * 0.25 + 0.02
+    y = ExposureStack(torch.tensor([1.0, 2.0, 4.0, 4.0]), response="gamma")(x)[0]
+    y = (
+        (y + 0.004 * torch.randn(y.shape, generator=g)).clamp(0, 1) * 255
+    ).round() / 255
+    with pytest.warns(UserWarning, match="listed exposure times disagree"):
+        return fit_icrf(y, [1.0, 2.0, 4.0, 8.0], progress=False)
+
+
+def _shutter_limit_named(icrf: ICRF) -> None:
+    check = icrf.fit_report.time_check
+    assert check.disagreeing_steps == [(2, 3)] and check.suspect_frames == [3]
+
+
+def _sidecar_times(tmp: Path, times: list[float], name: str = "photos") -> Path:
+    folder = _folder(tmp, name=name, exif=False)
+    names = sorted(p.name for p in folder.glob("exposure_*"))
+    rows = "".join(f"{n},{t}\n" for n, t in zip(names, times, strict=True))
+    (folder / "exposures.csv").write_text(rows)
+    return folder
+
+
+def _copies_folder(tmp: Path) -> Path:
+    r"""Three copies of one photo, listed one stop apart (a sidecar)."""
+    folder = _sidecar_times(tmp, [0.125, 0.25, 0.5])
+    first, *others = sorted(folder.glob("exposure_*.png"))
+    for path in others:
+        path.write_bytes(first.read_bytes())
+    return folder
+
+
+def _written(*names: str) -> Callable[[dict], None]:
+    def check(result: dict) -> None:
+        assert result["code"] == 0, result["stderr"]
+        assert result["new"] == sorted(names) and result["inputs_unchanged"]
+
+    return check
+
+
 def _tiny_folder(tmp: Path, size: int = 1) -> Path:
     r"""Three ``size`` x ``size`` 8-bit photos with their EXIF times (one stop apart)."""
     from deepinv_icrf.io import write_image
@@ -981,6 +1033,67 @@ CATALOGUE: list[Row] = [
                             prepare=lambda t: _metadata_file(t, code_std=[1e300] * 3)),
         None, "exit 2, one line naming the file and the entry, nothing written",
         check=_refused(r"icrf\.json': Expected metadata `code_std` to hold numbers in \[0, 1\]")),
+    # --- the frames against their listed times: order, identical frames, no exposure change
+    Row("times_reversed_fit", "times listed in the reverse order (a flat curve, no warning)",
+        "fit_icrf", lambda tmp: fit_icrf(_stack(), [4.0, 2.0, 1.0], **FAST),
+        ValueError, r"Expected `exposure_times` to grow with the brightness of the exposures "
+        r"of `stack`, but exposure 1 \(listed 2 s\) is darker than exposure 2 \(listed 1 s\) "
+        r"at 100% of the \d+ pixels where they differ; exposure 0 \(listed 4 s\) is darker "
+        r"than exposure 1 \(listed 2 s\) .*: are the times in the wrong order, or listed for "
+        r"other files\?"),
+    Row("times_swapped_merge", "two times swapped (a wrong radiance, no warning)",
+        "merge_hdr", lambda tmp: merge_hdr(_stack(), [1.0, 4.0, 2.0], ICRF()),
+        ValueError, r"of `stack`, but exposure 1 \(listed 4 s\) is darker than exposure 2 "
+        r"\(listed 2 s\) at 100% of the 328 pixels where they differ: are the times"),
+    Row("times_shutter_limit", "the last frame as bright as the one before, listed a stop "
+        "longer (a camera at its shutter limit)", "fit_icrf", lambda tmp: _shutter_limit(),
+        None, "documented: fitted; a UserWarning names the step and the frame, the times are "
+        "refined (fit_report.time_check)", check=_shutter_limit_named),
+    Row("identical_frames_fit", "three copies of one frame, times doubling", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[1:2].expand(3, -1, -1, -1), TIMES, **FAST),
+        ValueError, r"Expected the exposures of `stack` to differ, but all 3 are the same image"),
+    Row("identical_frames_no_times", "three copies, refine_exposures=True without times "
+        "('Expected `init` to be finite')", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[1:2].expand(3, -1, -1, -1), None,
+                             refine_exposures=True, **FAST),
+        ValueError, r"all 3 are the same image"),
+    Row("identical_two_frames", "two copies of one frame, times 1 and 2 s", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[1:2].expand(2, -1, -1, -1), TIMES[:2], **FAST),
+        ValueError, r"all 2 are the same image"),
+    Row("equal_frames_fit", "three equally bright noisy frames listed one stop apart "
+        "(refined into nonsense; two frames: a LinAlgError traceback)", "fit_icrf",
+        lambda tmp: fit_icrf(_equal_frames(3), TIMES, **FAST),
+        ValueError, r"The exposures of `stack` barely differ: the images show the longest "
+        r"x1\.0\d the shortest \(the listed times say x4\.00\), less than the time check's "
+        r"tolerance x1\.41"),
+    Row("equal_two_frames_fit", "two equally bright noisy frames listed 1 and 2 s",
+        "fit_icrf", lambda tmp: fit_icrf(_equal_frames(2), TIMES[:2], **FAST),
+        ValueError, r"barely differ: .*\(the listed times say x2\.00\)"),
+    Row("times_too_narrow", "times 1, 1+1e-12, 1+2e-12 s for frames a stop apart (the "
+        "refined curve collapsed to 1)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), [1.0, 1.0 + 1e-12, 1.0 + 2e-12], **FAST),
+        ValueError, r"Expected the `exposure_times` of `stack` to span more than x1\.41 \(the "
+        r"time check's tolerance\), but they span x1\.00 \(1 to 1 s\)"),
+    Row("cli_times_reversed", "hdr on a folder whose sidecar lists the times reversed",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _sidecar_times(t, [0.5, 0.25, 0.125])),
+        None, "exit 2 before the fit, one line naming the files, nothing written",
+        check=_refused(r"photos' \(times from sidecar\), but exposure_01\.png \(listed 0\.25 "
+                       r"s\) is darker than exposure_02\.png \(listed 0\.125 s\)")),
+    Row("cli_identical_frames", "hdr on three copies of one photo listed a stop apart "
+        "('Expected `init` to be finite')", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=_copies_folder),
+        None, "exit 2, one line, nothing written",
+        check=_refused(r"Expected the exposures of `stack` to differ, but all 3 are the same "
+                       r"image")),
+    Row("cli_two_frames", "hdr on a bracket of two frames", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--no-progress"],
+                            make=lambda t: _folder(t, name="photos", n_exposures=2)),
+        None, "accepted: the radiance map, its curve, plot and summary",
+        check=_written("x.exr", "x.icrf.json", "x.icrf_fit.png", "x.summary.json")),
     # --- seeds and step counts
     Row("seed_negative_fit", "seed -1", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), TIMES, seed=-1, **FAST),

@@ -9,6 +9,7 @@ optionally estimates a confidence band (:mod:`deepinv_icrf.calibration.bands`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -32,6 +33,8 @@ from deepinv_icrf.calibration.options import (
 )
 from deepinv_icrf.calibration.report import FitReport
 from deepinv_icrf.calibration.times import check_listed_times, refine_code_fit
+from deepinv_icrf.functional.exposure_order import ORDER_VALUES, check_exposure_order
+from deepinv_icrf.functional.times import TimeCheck
 from deepinv_icrf.models import ICRF
 
 __all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES", "SEED_RANGE"]
@@ -196,6 +199,7 @@ def fit_icrf(
         raise ValueError(
             f"Expected one stack (not a batch) for band=True, but got {bracket.batch}."
         )
+    _check_frames(bracket, time_options.tolerance)
     icrf, report = _fit_with_times(
         bracket, options, time_options, refine_exposures, device, seed, progress
     )
@@ -235,6 +239,7 @@ def _fit_with_times(
         return icrf, report  # a batch: one time per stack and exposure, not checked
     codes = bracket.stack_codes()
     check = check_listed_times(icrf, codes, listed, time_options, seed=seed)
+    _check_exposure_change(check)
     report.time_check = check
     if refine is True or (refine == "auto" and not check.consistent):
         steps = report.steps
@@ -253,6 +258,64 @@ def _fit_with_times(
         )
         warnings.warn(f"{check.describe()}\n{action}.", UserWarning, stacklevel=3)
     return icrf, report
+
+
+def _check_frames(bracket: Bracket, tolerance: float) -> None:
+    r"""Refuse a bracket that cannot constrain a curve: its frames all one image, its listed
+    times spanning less than the time check's ``tolerance`` (log units), or listed in an
+    order the images contradict
+    (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`; a fit at times
+    in the wrong order is flat)."""
+    codes = bracket.codes
+    for b in range(bracket.batch):
+        name = "stack" if bracket.batch == 1 else f"stack[{b}]"
+        if isinstance(codes, np.ndarray):
+            white = 2**bracket.bit_depth - 1
+            first = codes[0]
+            same = all(np.array_equal(first, frame) for frame in codes[1:])
+            flat = codes.reshape(codes.shape[0], -1)
+            y = torch.from_numpy(
+                flat[:, :: max(1, flat.shape[1] // ORDER_VALUES)].astype(np.int32)
+            )
+        else:
+            y, white = codes[b], 1.0
+            first = y[0]
+            same = all(torch.equal(first, frame) for frame in y[1:])
+        if same and bool(((first > 0) & (first < white)).any()):  # else: NO_PIXEL
+            raise ValueError(
+                f"Expected the exposures of `{name}` to differ, but all {y.shape[0]} are the "
+                "same image: one exposure repeated constrains no curve (the same file listed "
+                "several times?)."
+            )
+        if bracket.exposure_times is None:
+            continue
+        times = bracket.exposure_times[b]
+        span = float(times.max() / times.min())
+        if span < math.exp(tolerance):
+            raise ValueError(
+                f"Expected the `exposure_times` of `{name}` to span more than "
+                f"x{math.exp(tolerance):.2f} (the time check's tolerance), but they span "
+                f"x{span:.2f} ({float(times.min()):.4g} to {float(times.max()):.4g} s): such "
+                "times constrain no curve (rounded, or in the wrong unit?)."
+            )
+        check_exposure_order(y, times, white, f"`{name}`")
+
+
+def _check_exposure_change(check: TimeCheck) -> None:
+    r"""Refuse a stack whose exposures the images show spanning less than the time check's
+    tolerance (frames of one exposure listed at several times, times rounded to nearly one
+    value): the ratios between them constrain no curve, and refining the times would divide
+    by their (zero) spread."""
+    implied = check.implied
+    span = float(implied.max() / implied.min())
+    if span < math.exp(check.tolerance):
+        listed = float(check.listed.max() / check.listed.min())
+        raise ValueError(
+            "The exposures of `stack` barely differ: the images show the longest "
+            f"x{span:.2f} the shortest (the listed times say x{listed:.2f}), less than the "
+            f"time check's tolerance x{math.exp(check.tolerance):.2f}; such a bracket "
+            "constrains no curve (frames of one exposure listed at several times?)."
+        )
 
 
 def _refine(

@@ -187,10 +187,32 @@ def add_folder_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_folder(args: argparse.Namespace):
-    r"""The photos of ``args.folder`` (:func:`deepinv_icrf.data.read_exposure_folder`)."""
+    r"""The photos of ``args.folder`` (:func:`deepinv_icrf.data.read_exposure_folder`), their
+    listed times checked against their brightness (:func:`check_times_order`)."""
     from deepinv_icrf.data import read_exposure_folder
 
-    return read_exposure_folder(args.folder, sidecar=args.sidecar, pattern=args.pattern)
+    stack = read_exposure_folder(
+        args.folder, sidecar=args.sidecar, pattern=args.pattern
+    )
+    check_times_order(args, stack)
+    return stack
+
+
+def check_times_order(args: argparse.Namespace, stack) -> None:
+    r"""The listed times against the brightness of the photos, naming the files
+    (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`; the library
+    checks again, naming frames by index)."""
+    import torch
+
+    from deepinv_icrf.functional.exposure_order import check_exposure_order
+
+    check_exposure_order(
+        torch.from_numpy(stack.images),
+        torch.from_numpy(stack.exposure_times),
+        2**stack.bit_depth - 1,
+        name=f"{str(args.folder)!r} (times from {stack.time_source})",
+        names=[p.name for p in stack.paths],
+    )
 
 
 def folder_inputs(args: argparse.Namespace, stack) -> list[Path]:
