@@ -549,6 +549,7 @@ def _cli_in(
     after = _snapshot(tmp)
     result["new"] = sorted(set(after) - set(before))
     result["inputs_unchanged"] = all(after.get(k) == v for k, v in before.items())
+    result["tmp"] = tmp
     return result
 
 
@@ -627,6 +628,54 @@ def _written(*names: str) -> Callable[[dict], None]:
         assert result["new"] == sorted(names) and result["inputs_unchanged"]
 
     return check
+
+
+def _cli_hdr_interrupted(tmp: Path) -> dict:
+    r"""``hdr`` with Ctrl-C in the merge, after the curve and its plot are staged."""
+    import deepinv_icrf.hdr as dhdr
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dhdr, "save_radiance", interrupted)
+        return _cli_in(
+            tmp,
+            lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"), "--no-progress"],
+        )
+
+
+def _nothing_after_interrupt(result: dict) -> None:
+    assert result["code"] == 130
+    assert result["stderr"].strip() == "deepinv-icrf: interrupted"
+    assert not result["new"] and result["inputs_unchanged"], result["new"]
+
+
+def _summary_named_sidecar(tmp: Path) -> None:
+    times = {"exposure_00.png": 0.125, "exposure_01.png": 0.25, "exposure_02.png": 0.5}
+    (tmp / "x.summary.json").write_text(json.dumps(times))
+
+
+def _old_outputs(tmp: Path) -> None:
+    for name in ("x.exr", "x.icrf.json"):
+        (tmp / name).write_text("from an earlier run")
+
+
+def _replaced_as_a_set(result: dict) -> None:
+    assert result["code"] == 0, result["stderr"]
+    assert result["new"] == [
+        "x.icrf_fit.png",
+        "x.summary.json",
+    ]  # beside the 2 replaced
+    tmp = result["tmp"]
+    assert all((tmp / n).read_bytes()[:4] != b"from" for n in ("x.exr", "x.icrf.json"))
+    assert sorted(p.name for p in tmp.iterdir()) == [
+        "photos",
+        "x.exr",
+        "x.icrf.json",
+        "x.icrf_fit.png",
+        "x.summary.json",
+    ]  # no staging folder left
 
 
 def _tiny_folder(tmp: Path, size: int = 1) -> Path:
@@ -1094,6 +1143,53 @@ CATALOGUE: list[Row] = [
                             make=lambda t: _folder(t, name="photos", n_exposures=2)),
         None, "accepted: the radiance map, its curve, plot and summary",
         check=_written("x.exr", "x.icrf.json", "x.icrf_fit.png", "x.summary.json")),
+    Row("cli_hdr_ctrl_c", "Ctrl-C during hdr's merge, the curve and plot already staged",
+        "deepinv-icrf hdr", _cli_hdr_interrupted,
+        None, "exit 130, 'deepinv-icrf: interrupted', nothing written",
+        check=_nothing_after_interrupt),
+    Row("cli_hdr_existing_out", "hdr into an --out whose x.exr and x.icrf.json an earlier "
+        "run left", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--no-progress"], prepare=_old_outputs),
+        None, "accepted: the four files replaced as one set, nothing else left",
+        check=_replaced_as_a_set),
+    Row("cli_hdr_into_input_folder", "hdr photos --out photos/x.exr (its plot x.icrf_fit.png "
+        "became a 'photo' of the next run)", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(f / "x.exr")]),
+        None, "exit 2 before the fit, one line naming the output, nothing written",
+        check=_refused(r"--out's plot '.*photos/x\.icrf_fit\.png' is in the folder of this "
+                       r"command's input photos and would be read as one of them on the next "
+                       r"run")),
+    Row("cli_merge_preview_into_input_folder", "merge photos --preview photos/p.png",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(t / "x.exr"), "--preview",
+                                              str(f / "p.png")],
+                            prepare=_metadata_file),
+        None, "exit 2 before the merge, one line, nothing written",
+        check=_refused(r"--preview '.*photos/p\.png' is in the folder of this command's input "
+                       r"photos")),
+    Row("cli_merge_exr_into_input_folder", "merge photos --out photos/r.exr", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(f / "r.exr")],
+                            prepare=_metadata_file),
+        None, "accepted: an OpenEXR file is never read as a photo",
+        check=_written("photos/r.exr")),
+    Row("cli_hdr_summary_onto_sidecar", "hdr --sidecar x.summary.json --out x.exr (the "
+        "summary would overwrite the sidecar)", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--sidecar",
+                                              str(t / "x.summary.json"), "--out",
+                                              str(t / "x.exr")],
+                            make=lambda t: _folder(t, name="photos", exif=False),
+                            prepare=_summary_named_sidecar),
+        None, "exit 2, one line, the sidecar unchanged",
+        check=_refused(r"--out's summary '.*x\.summary\.json' is an input of this command")),
+    Row("cli_merge_icrf_folder", "merge --icrf a folder", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "c.json"),
+                                              "--out", str(t / "x.exr")],
+                            prepare=lambda t: (t / "c.json").mkdir()),
+        None, "exit 2, one line",
+        check=_refused(r"--icrf '.*c\.json' is not a file \(a folder\?\)")),
     # --- seeds and step counts
     Row("seed_negative_fit", "seed -1", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), TIMES, seed=-1, **FAST),

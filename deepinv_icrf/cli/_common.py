@@ -143,6 +143,8 @@ def load_icrf(path: str | Path):
     from deepinv_icrf.models import ICRF
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CLIError(f"--icrf {str(path)!r} is not a file (a folder?)")
     if not path.is_file():
         raise CLIError(f"--icrf: no such file {str(path)!r}")
     return ICRF.load(path)
@@ -218,6 +220,15 @@ def check_times_order(args: argparse.Namespace, stack) -> None:
 def folder_inputs(args: argparse.Namespace, stack) -> list[Path]:
     r"""The files a command on a folder reads (no output may be one of them)."""
     return [*stack.paths, *([Path(args.sidecar)] if args.sidecar else [])]
+
+
+def folder_reads(args: argparse.Namespace):
+    r"""``reads(path)`` of the command's output set: whether a run on ``args.folder`` would
+    read a file at ``path`` as a photo or a sidecar (no output may be such a file:
+    :func:`deepinv_icrf.data.folder_reads`)."""
+    from deepinv_icrf.data import folder_reads as reads
+
+    return lambda path: reads(args.folder, path, args.pattern)
 
 
 def aligned(stack, command: str, stream):

@@ -20,6 +20,7 @@ from deepinv_icrf.cli._common import (
     check_device,
     describe_folder,
     folder_inputs,
+    folder_reads,
     read_folder,
 )
 from deepinv_icrf.cli.fit import CurveFiles, add_fit_options, fit_and_save, print_fit
@@ -80,7 +81,9 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
     check_code_range(args, stack.bit_depth)  # the floor is checked after the fit
     print(describe_folder("hdr", stack), file=stream)
     targets = curve_files(args.out)
-    with OutputSet(inputs=folder_inputs(args, stack)) as outputs:
+    with OutputSet(
+        inputs=folder_inputs(args, stack), reads=folder_reads(args)
+    ) as outputs:
         staged = stage_merge_outputs(outputs, args)
         files = CurveFiles(
             *(

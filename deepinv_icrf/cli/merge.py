@@ -20,6 +20,7 @@ from deepinv_icrf.cli._common import (
     aligned,
     check_device,
     folder_inputs,
+    folder_reads,
     given,
     load_icrf,
     read_folder,
@@ -284,7 +285,10 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
         )
     # every output checked (not an input, not another output, its folder exists) before
     # the merge costs anything; all of them land together at the end
-    with OutputSet(inputs=[*folder_inputs(args, stack), Path(args.icrf)]) as outputs:
+    with OutputSet(
+        inputs=[*folder_inputs(args, stack), Path(args.icrf)],
+        reads=folder_reads(args),
+    ) as outputs:
         staged = stage_merge_outputs(outputs, args)
         images = aligned(stack, "merge", stream)[0] if args.align else stack.images
         merged = merge_and_write(
