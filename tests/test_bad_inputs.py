@@ -184,6 +184,18 @@ def _floor_capped(icrf: ICRF) -> None:
     assert icrf.metadata["floor"] == [0.9] * 3 and floor_cutoff(icrf) == 0.5
 
 
+def _linearize(*args: Any) -> Any:
+    from deepinv_icrf.hdr import linearize
+
+    return linearize(*args)
+
+
+def _tonemap(*args: Any) -> Any:
+    from deepinv_icrf.hdr import tonemap
+
+    return tonemap(*args)
+
+
 def _band_coverage(*args: torch.Tensor) -> torch.Tensor:
     from deepinv_icrf.functional import band_coverage
 
@@ -676,6 +688,27 @@ def _replaced_as_a_set(result: dict) -> None:
         "x.icrf_fit.png",
         "x.summary.json",
     ]  # no staging folder left
+
+
+def _mixed_folder(tmp: Path, how: str) -> Path:
+    r"""The photos with the second one made grey (one channel) or 16-bit."""
+    from deepinv_icrf.io import write_image
+
+    folder = _folder(tmp, name="photos")
+    path = sorted(folder.glob("*.png"))[1]
+    image = read_image(path)
+    if how == "grey":
+        image = image[..., :1].copy()
+    else:
+        image = image.astype(np.uint16) * 257
+    write_image(path, image, exposure_time=0.25)
+    return folder
+
+
+def _inf_array() -> np.ndarray:
+    y = _stack().double().numpy()
+    y[2, 1, 0, 0] = np.inf
+    return y
 
 
 def _tiny_folder(tmp: Path, size: int = 1) -> Path:
@@ -1190,6 +1223,53 @@ CATALOGUE: list[Row] = [
                             prepare=lambda t: (t / "c.json").mkdir()),
         None, "exit 2, one line",
         check=_refused(r"--icrf '.*c\.json' is not a file \(a folder\?\)")),
+    # --- the hdr command on folders that other rows check through the library
+    Row("cli_hdr_out_onto_input", "hdr photos --out photos/exposure_00.tif", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out",
+                                              str(f / "exposure_00.tif")],
+                            make=lambda t: _folder(t, name="photos", fmt="tif")),
+        None, "exit 2 before the fit, the photo unchanged",
+        check=_refused(r"--out '.*exposure_00\.tif' is an input of this command")),
+    Row("cli_sidecar_identical_times", "hdr with a sidecar giving every photo the same time",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _sidecar_times(t, [0.1, 0.1, 0.1])),
+        None, "exit 2, one line naming the files, nothing written",
+        check=_refused(r"Duplicate exposure times in '.*photos' for files "
+                       r"\[\('exposure_00\.png', 'exposure_01\.png'\)")),
+    Row("cli_hdr_different_sizes", "hdr on photos of different sizes", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=_resized),
+        None, "exit 2, one line listing the sizes, nothing written",
+        check=_refused(r"have different sizes \(H, W, C\) .*exposure_01\.png: \(7, 10, 3\)")),
+    Row("cli_hdr_grey_rgb_mix", "hdr on RGB photos and one greyscale photo",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _mixed_folder(t, "grey")),
+        None, "exit 2, one line listing the channels, nothing written",
+        check=_refused(r"have different sizes \(H, W, C\) .*exposure_01\.png: \(8, 10, 1\)")),
+    Row("cli_hdr_8_16_bit_mix", "hdr on 8-bit photos and one 16-bit photo",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _mixed_folder(t, "16-bit")),
+        None, "exit 2, one line listing the bit depths, nothing written",
+        check=_refused(r"have mixed bit depths \(exposure_00\.png: uint8, exposure_01\.png: "
+                       r"uint16")),
+    Row("cli_hdr_16_bit", "hdr on a 16-bit PNG bracket", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--no-progress"],
+                            make=lambda t: _folder(t, name="photos", bit_depth=16)),
+        None, "accepted: fitted and merged from the 16-bit codes",
+        check=_written("x.exr", "x.icrf.json", "x.icrf_fit.png", "x.summary.json")),
+    Row("inf_pixel_numpy_fit", "a float64 numpy stack holding inf", "fit_icrf",
+        lambda tmp: fit_icrf(_inf_array(), TIMES.numpy(), **FAST),
+        ValueError, r"`stack` to be finite, but it holds 1 NaN or infinite value"),
+    Row("nan_pixel_linearize", "a NaN pixel", "linearize",
+        lambda tmp: _linearize(_with(float("nan")), ICRF()),
+        ValueError, r"`images` to be finite, but it holds 1 NaN or infinite value"),
+    Row("inf_radiance_tonemap", "an infinite radiance", "tonemap",
+        lambda tmp: _tonemap(torch.full((3, 4, 4), float("inf"))),
+        ValueError, r"`radiance` to be finite, but it holds 48 NaN or infinite value"),
     # --- seeds and step counts
     Row("seed_negative_fit", "seed -1", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), TIMES, seed=-1, **FAST),
