@@ -84,7 +84,23 @@ def _is_image_name(path: Path) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _check_pattern(pattern: object) -> None:
+    r"""A pattern selects file names of the folder itself: no path (``..``, ``/``, ``**``)."""
+    if pattern is None:
+        return
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"Expected `pattern` to be a str such as '*.jpg', but got {pattern!r}."
+        )
+    if "/" in pattern or "\\" in pattern or "**" in pattern:
+        raise ValueError(
+            "Expected `pattern` to be a glob pattern of file names in the folder (e.g. "
+            f"'*.jpg'), without a path, '..' or '**', but got {pattern!r}."
+        )
+
+
 def _list_images(folder: Path, pattern: str | None) -> list[Path]:
+    _check_pattern(pattern)
     candidates = folder.glob(pattern) if pattern else folder.iterdir()
     return sorted(p for p in candidates if p.is_file() and _is_image_name(p))
 
@@ -149,7 +165,8 @@ def read_exposure_folder(
 
     :param str, os.PathLike folder: the folder.
     :param str, os.PathLike sidecar: a CSV or JSON sidecar file (default: auto-detected).
-    :param str pattern: glob pattern selecting the images, e.g. ``"*.jpg"`` (default: all).
+    :param str pattern: glob pattern selecting the images by file name, e.g. ``"*.jpg"``
+        (default: all); no path (``/``, ``..``) or ``**``: it selects files of ``folder``.
     :return: (:class:`ExposureFolder`) images ``(N, H, W, C)``, times ``(N,)``, paths, bit
         depth, time source.
     :raises ValueError: naming the files, for fewer than 2 images, mixed sizes or bit depths,
