@@ -22,6 +22,7 @@ from deepinv_icrf._checks import (
     check_bounds,
     check_channel_values,
     check_in,
+    check_int,
     check_positive,
     check_range,
     check_threshold,
@@ -270,6 +271,7 @@ def merge_bounds(
     ...
     ValueError: Expected 0 <= `lower` < `upper` <= 1, but got lower=0.999 and upper=0.996078 (upper: the default, one code step below white for 8-bit codes).
     """
+    check_int(bit_depth, "bit_depth", 1)
     step = 1.0 / (2**bit_depth - 1)
     defaults = []
     if lower is None and icrf is not None:

@@ -131,6 +131,12 @@ def fit_icrf(
         objects; see :func:`~deepinv_icrf.calibration.options.options_from_keywords`.
     :return: (:class:`~deepinv_icrf.models.ICRF`) the fitted ICRF, on ``device``, in eval mode,
         with ``fit_report``.
+    :raises ValueError: besides bad values and shapes, for a stack that cannot constrain a
+        curve: fewer usable pixel positions than the curve has knots, frames that are all one
+        image, listed times spanning less than ``time_options.tolerance`` or in an order the
+        images contradict
+        (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`), or images
+        showing less exposure change than that tolerance (see docs/bad_inputs.rst).
 
     |sep|
 
