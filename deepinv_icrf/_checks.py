@@ -11,6 +11,7 @@ callers only use at public boundaries, never inside a training hot path.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -25,6 +26,9 @@ __all__ = [
     "check_positive",
     "check_in",
     "check_threshold",
+    "check_band",
+    "check_bounds",
+    "check_channel_values",
     "compute_dtype",
 ]
 
@@ -194,3 +198,131 @@ def check_threshold(value: object, name: str, optional: bool = False) -> float |
             f"Expected `{name}` to be {allowed}a finite number > 0, but got {value!r}."
         )
     return float(value)
+
+
+def check_band(lower: Tensor, upper: Tensor, name: str = "`band`") -> None:
+    r"""Raise :class:`ValueError` unless the edges of a band are finite and
+    ``lower <= upper`` everywhere (edges swapped or crossed are refused).
+
+    :param torch.Tensor lower: the lower edge.
+    :param torch.Tensor upper: the upper edge, same shape.
+    :param str name: how the message names the band (e.g. ``"`band`"``).
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> check_band(torch.zeros(1, 3), torch.ones(1, 3))
+    >>> check_band(torch.ones(1, 3), torch.zeros(1, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `band` to have its lower edge <= its upper edge everywhere, but lower > upper at 3 of 3 values (by up to 1): are the edges swapped?
+    """
+    for edge, value in (("lower", lower), ("upper", upper)):
+        if not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"Expected {name} to be finite, but its {edge} edge holds {n_bad} NaN or "
+                "infinite value(s)."
+            )
+    excess = lower - upper
+    n_inverted = int((excess > 0).sum())
+    if n_inverted:
+        raise ValueError(
+            f"Expected {name} to have its lower edge <= its upper edge everywhere, but "
+            f"lower > upper at {n_inverted} of {excess.numel()} values (by up to "
+            f"{float(excess.max()):.3g}): are the edges swapped?"
+        )
+
+
+def check_bounds(
+    lower: object,
+    upper: object,
+    names: tuple[str, str] = ("lower", "upper"),
+    low: float = 0.0,
+    high: float = 1.0,
+) -> tuple[float, float]:
+    r"""Raise unless ``lower`` and ``upper`` are real numbers with
+    ``low <= lower < upper <= high`` (e.g. a range of codes in ``[0, 1]``).
+
+    :param object lower: the lower bound.
+    :param object upper: the upper bound.
+    :param tuple names: how the message names them (e.g. ``("lower", "upper")``).
+    :param float low: smallest accepted value (default 0).
+    :param float high: largest accepted value (default 1).
+    :return: (tuple) ``(lower, upper)`` as floats.
+    :raises TypeError: for a bound that is not a real number (a string, a bool, ``None``).
+    :raises ValueError: for a NaN, a bound outside ``[low, high]`` or ``lower >= upper``.
+
+    |sep|
+
+    :Example:
+
+    >>> check_bounds(1 / 255, 254 / 255)
+    (0.00392156862745098, 0.996078431372549)
+    >>> check_bounds(0.9, 0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected 0 <= `lower` < `upper` <= 1, but got lower=0.9 and upper=0.1.
+    """
+    for name, value in zip(names, (lower, upper), strict=True):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"Expected `{name}` to be a number, but got {type(value).__name__} "
+                f"{value!r}."
+            )
+    lo, hi = float(lower), float(upper)
+    if not low <= lo < hi <= high:
+        raise ValueError(
+            f"Expected {low:g} <= `{names[0]}` < `{names[1]}` <= {high:g}, but got "
+            f"{names[0]}={lo:.6g} and {names[1]}={hi:.6g}."
+        )
+    return lo, hi
+
+
+def check_channel_values(
+    value: object, name: str, channels: int, low: float = 0.0, high: float = 1.0
+) -> list[float]:
+    r"""A value recorded per channel (e.g. a curve file's ``floor`` or ``code_std``), checked:
+    one number for every channel or one per channel, each in ``[low, high]``.
+
+    :param object value: a number, or a list (tuple, array, tensor) of numbers.
+    :param str name: how the message names it.
+    :param int channels: the number of channels :math:`C`.
+    :param float low: smallest accepted value (default 0).
+    :param float high: largest accepted value (default 1).
+    :return: (list) the values as floats (one or ``C``).
+    :raises ValueError: for another number of values, or a value that is not a number (a
+        string, a bool, a nested list), not finite or outside ``[low, high]``.
+
+    |sep|
+
+    :Example:
+
+    >>> check_channel_values([0.01, 0.02, 0.015], "`code_std`", 3)
+    [0.01, 0.02, 0.015]
+    >>> check_channel_values("0.3", "`floor`", 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `floor` to hold numbers in [0, 1], one per channel, but got '0.3'.
+    """
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
+        value = value.tolist()  # numpy arrays, tensors
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) not in (1, channels):
+        raise ValueError(
+            f"Expected {name} to hold 1 or {channels} value(s) (one per channel), but got "
+            f"{len(values)}."
+        )
+    for v in values:
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not low <= float(v) <= high
+        ):
+            raise ValueError(
+                f"Expected {name} to hold numbers in [{low:g}, {high:g}], one per channel, "
+                f"but got {str(v)[:40]!r}."
+            )
+    return [float(v) for v in values]

@@ -9,6 +9,7 @@ give tensors. The merge itself is :func:`deepinv_icrf.functional.weighted_radian
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -17,8 +18,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_in, check_range, check_threshold
-from deepinv_icrf.bracket import check_exposure_times, codes_to_unit, image_codes
+from deepinv_icrf._checks import (
+    check_bounds,
+    check_channel_values,
+    check_in,
+    check_range,
+    check_threshold,
+)
+from deepinv_icrf.bracket import (
+    check_bit_depth,
+    check_exposure_times,
+    codes_to_unit,
+    image_codes,
+)
+from deepinv_icrf.functional.exposure_order import check_exposure_order
 from deepinv_icrf.functional.interp import (
     code_values,
     curve_slope,
@@ -26,7 +39,6 @@ from deepinv_icrf.functional.interp import (
     lookup_codes,
 )
 from deepinv_icrf.functional.merge import (  # the merges' cores: inputs checked here
-    _check_bounds,
     _consistent_exposures,
     _radiance_merge,
     _radiance_merge_codes,
@@ -35,7 +47,15 @@ from deepinv_icrf.functional.merge import (  # the merges' cores: inputs checked
 )
 from deepinv_icrf.models import ICRF
 
-__all__ = ["linearize", "merge_hdr", "tonemap", "save_radiance", "TONEMAP_METHODS"]
+__all__ = [
+    "linearize",
+    "merge_hdr",
+    "merge_bounds",
+    "floor_cutoff",
+    "tonemap",
+    "save_radiance",
+    "TONEMAP_METHODS",
+]
 
 TONEMAP_METHODS = ("reinhard", "gamma")
 
@@ -126,18 +146,19 @@ FLOOR_DEFAULT_CODE_STD = 2.0 / 255.0
 
 
 def _recorded(icrf: object, key: str) -> list[float] | None:
-    r"""A per-channel value an ICRF records: its file's metadata, else its fit report."""
+    r"""A per-channel value an ICRF records: its file's metadata, else its fit report;
+    checked (:func:`~deepinv_icrf._checks.check_channel_values`: one number in ``[0, 1]``
+    per channel), ``None`` when neither records it."""
     value = (getattr(icrf, "metadata", None) or {}).get(key)
+    where = f"the ICRF's metadata `{key}`"
     if value is None:
         report = getattr(icrf, "fit_report", None)
         value = getattr(report, "floor" if key == "floor" else "sigma", None)
-    try:
-        values = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
-    except (TypeError, ValueError):
+        where = f"the ICRF's fit_report.{'floor' if key == 'floor' else 'sigma'}"
+    if value is None:
         return None
-    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
-        return None
-    return values
+    channels = icrf.channels if isinstance(icrf, ICRF) else 1
+    return check_channel_values(value, where, channels)
 
 
 def floor_cutoff(
@@ -165,6 +186,8 @@ def floor_cutoff(
         has no floor: ``None``).
     :param float margin: :math:`m`, in code stds (default 3).
     :return: (float, None) the cutoff in ``[0, 1]`` code units, or ``None``.
+    :raises ValueError: when the recorded floor or code noise is not one number in
+        ``[0, 1]`` per channel (a string, a NaN, a negative value, a list of another length).
 
     |sep|
 
@@ -184,6 +207,67 @@ def floor_cutoff(
     noise = _recorded(icrf, "code_std")
     std = max(noise) if noise else FLOOR_DEFAULT_CODE_STD
     return min(max(floors) + float(margin) * std, 0.5)
+
+
+def merge_bounds(
+    bit_depth: int,
+    lower: float | None = None,
+    upper: float | None = None,
+    icrf: ICRF | Tensor | None = None,
+) -> tuple[float, float]:
+    r"""The range of codes :math:`[\ell, u]` a merge uses, checked: ``lower`` and ``upper`` as
+    given, else their defaults.
+
+    The defaults are one code step :math:`\Delta = 1/(2^b - 1)` inside the code range,
+    :math:`\ell = \Delta` and :math:`u = 1 - \Delta`, except that an ICRF that records a
+    floor (film scans) moves :math:`\ell` above it (:func:`floor_cutoff`). The range must
+    satisfy :math:`0 \le \ell < u \le 1`: an empty or inverted range would merge nothing.
+
+    :param int bit_depth: bits :math:`b` of the codes (8 for JPEG, 16 for 16-bit PNG/TIFF).
+    :param float, None lower: smallest valid code, as a fraction of the code range (default
+        above).
+    :param float, None upper: largest valid code (default above).
+    :param deepinv_icrf.models.ICRF, torch.Tensor, None icrf: the curve of the merge, for its
+        floor (default ``None``: no floor).
+    :return: (tuple) ``(lower, upper)`` as floats.
+    :raises TypeError: for a bound that is not a number.
+    :raises ValueError: for a NaN, a bound outside ``[0, 1]`` or ``lower >= upper``, naming
+        the bound that came from a default.
+
+    |sep|
+
+    :Example:
+
+    >>> [round(v, 4) for v in merge_bounds(8)]
+    [0.0039, 0.9961]
+    >>> merge_bounds(8, lower=0.999)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected 0 <= `lower` < `upper` <= 1, but got lower=0.999 and upper=0.996078 (upper: the default, one code step below white for 8-bit codes).
+    """
+    bit_depth = check_bit_depth(bit_depth, optional=False)
+    step = 1.0 / (2**bit_depth - 1)
+    defaults = []
+    if lower is None and icrf is not None:
+        lower = floor_cutoff(icrf)
+        if lower is not None:
+            defaults.append("lower: above the floor the ICRF records, floor_cutoff")
+    if lower is None:
+        lower = step
+        defaults.append(
+            f"lower: the default, one code step above black for {bit_depth}-bit codes"
+        )
+    if upper is None:
+        upper = 1.0 - step
+        defaults.append(
+            f"upper: the default, one code step below white for {bit_depth}-bit codes"
+        )
+    try:
+        return check_bounds(lower, upper)
+    except ValueError as err:
+        if not defaults:
+            raise
+        raise ValueError(f"{str(err)[:-1]} ({'; '.join(defaults)}).") from None
 
 
 def merge_hdr(
@@ -248,7 +332,10 @@ def merge_hdr(
     :param numpy.ndarray, torch.Tensor stack: ``uint8``/``uint16`` codes ``(N, H, W, C)``, or a
         float tensor of codes in ``[0, 1]``, ``(N, C, H, W)`` or ``(B, N, C, H, W)``.
     :param numpy.ndarray, torch.Tensor, Sequence exposure_times: ``(N,)`` (or ``(B, N)``)
-        seconds, ``> 0``, any order.
+        seconds, ``> 0``, distinct, any order; times whose order the images contradict (a
+        longer exposure darker at most pixels) are refused at half the steps or more, and
+        warned about at fewer
+        (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`).
     :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF or its curve ``(C, L)``.
     :param str weights: ``"hat"`` (default) or ``"gaussian"``.
     :param bool return_std: also return :math:`\sigma_E` (default ``False``).
@@ -259,12 +346,13 @@ def merge_hdr(
         ``False``).
     :param torch.Tensor, None band: per-code std of the ICRF ``(C, L')`` (a confidence band
         on any uniform grid), propagated into :math:`\sigma_E`. Default ``None``.
-    :param float code_std: std of the code noise in ``[0, 1]`` units, added to the
-        quantisation noise (default 0).
+    :param float code_std: std of the code noise in ``[0, 1]`` units (a number in
+        ``[0, 1]``), added to the quantisation noise (default 0).
     :param float, None lower: smallest valid code :math:`\ell` (default: above the floor the
         fit found, :func:`floor_cutoff`, for an ICRF that records one (film scans); else
         :math:`1/(2^b-1)`, ``b`` the images' bit depth, or the ICRF's, or 8).
-    :param float, None upper: largest valid code :math:`u` (default :math:`1 - 1/(2^b-1)`).
+    :param float, None upper: largest valid code :math:`u` (default :math:`1 - 1/(2^b-1)`);
+        the range must satisfy :math:`0 \le \ell < u \le 1` (:func:`merge_bounds`).
     :param float, None deghost: threshold :math:`\tau > 0` (in stds, e.g. 4) of the
         consistency test that leaves moving objects out of the non-reference exposures;
         ``None`` (default) merges every valid exposure.
@@ -308,17 +396,31 @@ def merge_hdr(
     _check_channels(codes, curve, "stack")
     bits = bits if bits is not None else (icrf_bits if icrf_bits is not None else 8)
     step = 1.0 / (2**bits - 1)
-    if lower is None:
-        lower = floor_cutoff(icrf)
-    lower = step if lower is None else float(lower)
-    upper = 1.0 - step if upper is None else float(upper)
+    lower, upper = merge_bounds(bits, lower, upper, icrf)
+    if isinstance(code_std, bool) or not isinstance(code_std, numbers.Real):
+        raise TypeError(
+            f"Expected `code_std` to be a number, but got {type(code_std).__name__} "
+            f"{code_std!r}."
+        )
+    if not 0.0 <= code_std <= 1.0:
+        raise ValueError(
+            "Expected `code_std` to be a number in [0, 1] (a std of codes as a fraction of "
+            f"the code range), but got {code_std!r}."
+        )
     device = curve.device
     dtype = (
         torch.float64 if torch.float64 in (codes.dtype, curve.dtype) else torch.float32
     )
     times = check_exposure_times(exposure_times, n, batch, distinct=True)
     times = times.to(device=device, dtype=dtype)
-    _check_bounds(lower, upper)
+    white = 1.0 if codes.is_floating_point() else 2**bits - 1
+    for b in range(batch):  # times in the order the images show (a sample of the codes)
+        check_exposure_order(
+            # channels last as decoded: a view, never a copy of the stack
+            codes[b].movedim(-3, -1) if from_numpy else codes[b],
+            times.reshape(-1, n)[min(b, times.numel() // n - 1)],
+            white,
+        )
     if band is not None:
         if not isinstance(band, Tensor) or band.ndim != 2:
             shape = f" of shape {tuple(band.shape)}" if isinstance(band, Tensor) else ""

@@ -126,8 +126,10 @@ def recorded_code_std(icrf: Any) -> float | None:
 
     :param deepinv_icrf.models.ICRF icrf: the ICRF, loaded (its ``metadata``) or fitted (its
         ``fit_report``, read when the metadata has no ``code_std``).
-    :return: (float, None) the largest recorded std, or ``None`` when there is no valid one
-        (missing, negative, not finite, not a number).
+    :return: (float, None) the largest recorded std, or ``None`` when none is recorded.
+    :raises ValueError: when the recorded value is not one number in ``[0, 1]`` per channel
+        (negative, not finite, not a number, a list of another length); :meth:`ICRF.load
+        <deepinv_icrf.models.ICRF.load>` refuses such a file.
 
     |sep|
 
@@ -141,18 +143,16 @@ def recorded_code_std(icrf: Any) -> float | None:
     >>> recorded_code_std(icrf)
     0.03
     """
+    from deepinv_icrf._checks import check_channel_values
+
     value = (getattr(icrf, "metadata", None) or {}).get("code_std")
+    where = "the ICRF's metadata `code_std`"
     if value is None:
         from deepinv_icrf.calibration.summary import fit_metadata
 
         value = fit_metadata(icrf).get("code_std")
-    values = value if isinstance(value, list) else [value]
-    if values and all(
-        isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and math.isfinite(v)
-        and v >= 0
-        for v in values
-    ):
-        return float(max(values))
-    return None
+        where = "the code noise of the ICRF's fit report"
+    if value is None:
+        return None
+    channels = getattr(icrf, "channels", 1)
+    return max(check_channel_values(value, where, channels))

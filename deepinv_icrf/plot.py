@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from deepinv_icrf._checks import check_band
+
 __all__ = ["plot_icrf"]
 
 _CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
@@ -29,7 +31,7 @@ def plot_icrf(
     :param str title: figure title.
     :param tuple channel_names: legend names (default ``R, G, B`` for 3 channels, else indices).
     :param torch.Tensor band: optional confidence band ``(2, C, L)`` (lower, upper edges, e.g.
-        ``icrf.band``), drawn shaded around the curve.
+        ``icrf.band``; finite, lower <= upper), drawn shaded around the curve.
     :return: (:class:`matplotlib.figure.Figure`) the figure.
 
     |sep|
@@ -57,17 +59,19 @@ def plot_icrf(
         channel_names = ("R", "G", "B") if c == 3 else tuple(str(k) for k in range(c))
     colours = _CHANNEL_COLOURS if c == 3 else tuple(f"C{k}" for k in range(c))
     grid = torch.linspace(0, 1, n_points, dtype=torch.float64)
+    if band is not None:  # checked before any figure is made
+        band = band.detach().to("cpu", torch.float64)
+        if band.shape != (2, c, n_points):
+            raise ValueError(
+                f"Expected `band` of shape (2, {c}, {n_points}), but got {tuple(band.shape)}."
+            )
+        check_band(band[0], band[1], "`band`")
     n_panels = 1 if reference is None else 2
     fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels, 4.0), squeeze=False)
     ax = axes[0, 0]
     for k in range(c):
         ax.plot(grid, curve[k], color=colours[k], label=f"{channel_names[k]} fitted")
     if band is not None:
-        band = band.detach().to("cpu", torch.float64)
-        if band.shape != (2, c, n_points):
-            raise ValueError(
-                f"Expected `band` of shape (2, {c}, {n_points}), but got {tuple(band.shape)}."
-            )
         for k in range(c):
             ax.fill_between(
                 grid, band[0, k], band[1, k], color=colours[k], alpha=0.25, lw=0

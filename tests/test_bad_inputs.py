@@ -69,6 +69,13 @@ def _stack(n: int = 3, channels: int = 3, h: int = 13, w: int = 11) -> torch.Ten
     return ExposureStack(TIMES[:n], response="gamma")(x)[0]
 
 
+def _mostly_saturated(usable: int = 28) -> torch.Tensor:
+    r"""The 13x11 stack with every position but the first ``usable`` saturated."""
+    y = _stack().clone()
+    y.view(3, 3, -1)[..., usable:] = 1.0
+    return y
+
+
 def _with(value: float) -> torch.Tensor:
     y = _stack().clone()
     y[1, 0, 2, 3] = value
@@ -141,6 +148,64 @@ def _save_nan_curve(tmp: Path) -> None:
     finally:
         if (tmp / "nan.json").exists() or list(tmp.glob("*.tmp*")):
             raise AssertionError("ICRF.save left a (partial) file behind")
+
+
+def _edges(c: int = 3, n: int = 16, swap: bool = False) -> torch.Tensor:
+    r"""A confidence band ``(2, C, L)`` around the identity curve, its edges swapped on
+    request (lower > upper everywhere)."""
+    grid = torch.linspace(0, 1, n).expand(c, n)
+    lower, upper = grid - 0.01, grid + 0.01
+    return torch.stack([upper, lower] if swap else [lower, upper])
+
+
+def _set_band(band: Any) -> ICRF:
+    icrf = ICRF(channels=3, n_points=16)
+    icrf.band = band
+    return icrf
+
+
+def _swapped_band_file(tmp: Path) -> Path:
+    def swap(doc: dict) -> None:
+        doc["band"] = {"lower": _edges()[1].tolist(), "upper": _edges()[0].tolist()}
+
+    return _curve_file(tmp, swap)
+
+
+def _converged_early(result: dict) -> None:
+    # the row returns at all: the fit stopped on convergence, not after 10**12 steps
+    assert result["code"] == 0, result["stderr"]
+    assert result["new"] == ["o", "o/icrf.json", "o/icrf_fit.png", "o/summary.json"]
+    assert result["inputs_unchanged"]
+
+
+def _floor_capped(icrf: ICRF) -> None:
+    from deepinv_icrf.hdr import floor_cutoff
+
+    assert icrf.metadata["floor"] == [0.9] * 3 and floor_cutoff(icrf) == 0.5
+
+
+def _linearize(*args: Any) -> Any:
+    from deepinv_icrf.hdr import linearize
+
+    return linearize(*args)
+
+
+def _tonemap(*args: Any) -> Any:
+    from deepinv_icrf.hdr import tonemap
+
+    return tonemap(*args)
+
+
+def _band_coverage(*args: torch.Tensor) -> torch.Tensor:
+    from deepinv_icrf.functional import band_coverage
+
+    return band_coverage(*args)
+
+
+def _plot_icrf(curve: torch.Tensor, **kwargs: Any) -> Any:
+    from deepinv_icrf.plot import plot_icrf
+
+    return plot_icrf(curve, **kwargs)
 
 
 def _linearity(y: torch.Tensor, times: torch.Tensor = TIMES, **kwargs) -> torch.Tensor:
@@ -470,6 +535,194 @@ def _bomb_folder(tmp: Path) -> Path:
     return folder
 
 
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _cli_in(
+    tmp: Path,
+    argv: Callable[[Path, Path], list[str]],
+    make: Callable[[Path], Path] | None = None,
+    prepare: Callable[[Path], Any] | None = None,
+) -> dict:
+    r"""Run ``deepinv-icrf`` on a folder of photos (``make(tmp)``, default 3 small PNGs with
+    EXIF times) and the other inputs ``prepare(tmp)`` writes (a curve file, a sidecar);
+    ``argv(tmp, folder)`` builds the arguments. The result records the exit code, stderr,
+    every file that appeared in ``tmp`` (``new``) and whether the files already there are
+    unchanged."""
+    folder = (make or (lambda t: _folder(t, name="photos")))(tmp)
+    if prepare is not None:
+        prepare(tmp)
+    before = _snapshot(tmp)
+    result = _run(argv(tmp, folder))
+    after = _snapshot(tmp)
+    result["new"] = sorted(set(after) - set(before))
+    result["inputs_unchanged"] = all(after.get(k) == v for k, v in before.items())
+    result["tmp"] = tmp
+    return result
+
+
+def _refused(match: str) -> Callable[[dict], None]:
+    r"""Exit 2, one line matching ``match``, nothing written, no input changed."""
+
+    def check(result: dict) -> None:
+        assert result["code"] == 2, result
+        lines = result["stderr"].splitlines()
+        assert len(lines) == 1 and lines[0].startswith("deepinv-icrf: error: "), lines
+        assert re.search(match, lines[0]), lines[0]
+        assert not result["new"] and result["inputs_unchanged"], result["new"]
+
+    return check
+
+
+def _with_metadata(**metadata: Any) -> ICRF:
+    icrf = ICRF.from_response("srgb", channels=3)
+    icrf.metadata.update(metadata)
+    return icrf
+
+
+def _metadata_file(tmp: Path, **metadata: Any) -> Path:
+    path = tmp / "icrf.json"
+    ICRF(channels=3, n_points=16).save(path, **metadata)
+    return path
+
+
+def _equal_frames(n: int = 3, noise: float = 0.01, frame: int = 1) -> torch.Tensor:
+    r"""``n`` frames of one exposure (frame ``frame`` of :func:`_stack`), each with its own
+    code noise: equally bright, not identical."""
+    g = torch.Generator().manual_seed(1)
+    one = _stack()[frame]
+    y = one + noise * torch.randn(n, *one.shape, generator=g)
+    return (y.clamp(0, 1) * 255).round() / 255
+
+
+def _shutter_limit() -> ICRF:
+    r"""Four frames listed one stop apart; the camera stayed at the third's exposure for the
+    fourth (equally bright, noisy)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 40, 50, generator=g) * 0.25 + 0.02
+    y = ExposureStack(torch.tensor([1.0, 2.0, 4.0, 4.0]), response="gamma")(x)[0]
+    y = (
+        (y + 0.004 * torch.randn(y.shape, generator=g)).clamp(0, 1) * 255
+    ).round() / 255
+    with pytest.warns(UserWarning, match="listed exposure times disagree"):
+        return fit_icrf(y, [1.0, 2.0, 4.0, 8.0], progress=False)
+
+
+def _shutter_limit_named(icrf: ICRF) -> None:
+    check = icrf.fit_report.time_check
+    assert check.disagreeing_steps == [(2, 3)] and check.suspect_frames == [3]
+
+
+def _sidecar_times(tmp: Path, times: list[float], name: str = "photos") -> Path:
+    folder = _folder(tmp, name=name, exif=False)
+    names = sorted(p.name for p in folder.glob("exposure_*"))
+    rows = "".join(f"{n},{t}\n" for n, t in zip(names, times, strict=True))
+    (folder / "exposures.csv").write_text(rows)
+    return folder
+
+
+def _copies_folder(tmp: Path) -> Path:
+    r"""Three copies of one photo, listed one stop apart (a sidecar)."""
+    folder = _sidecar_times(tmp, [0.125, 0.25, 0.5])
+    first, *others = sorted(folder.glob("exposure_*.png"))
+    for path in others:
+        path.write_bytes(first.read_bytes())
+    return folder
+
+
+def _written(*names: str) -> Callable[[dict], None]:
+    def check(result: dict) -> None:
+        assert result["code"] == 0, result["stderr"]
+        assert result["new"] == sorted(names) and result["inputs_unchanged"]
+
+    return check
+
+
+def _cli_hdr_interrupted(tmp: Path) -> dict:
+    r"""``hdr`` with Ctrl-C in the merge, after the curve and its plot are staged."""
+    import deepinv_icrf.hdr as dhdr
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dhdr, "save_radiance", interrupted)
+        return _cli_in(
+            tmp,
+            lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"), "--no-progress"],
+        )
+
+
+def _nothing_after_interrupt(result: dict) -> None:
+    assert result["code"] == 130
+    assert result["stderr"].strip() == "deepinv-icrf: interrupted"
+    assert not result["new"] and result["inputs_unchanged"], result["new"]
+
+
+def _summary_named_sidecar(tmp: Path) -> None:
+    times = {"exposure_00.png": 0.125, "exposure_01.png": 0.25, "exposure_02.png": 0.5}
+    (tmp / "x.summary.json").write_text(json.dumps(times))
+
+
+def _old_outputs(tmp: Path) -> None:
+    for name in ("x.exr", "x.icrf.json"):
+        (tmp / name).write_text("from an earlier run")
+
+
+def _replaced_as_a_set(result: dict) -> None:
+    assert result["code"] == 0, result["stderr"]
+    assert result["new"] == [
+        "x.icrf_fit.png",
+        "x.summary.json",
+    ]  # beside the 2 replaced
+    tmp = result["tmp"]
+    assert all((tmp / n).read_bytes()[:4] != b"from" for n in ("x.exr", "x.icrf.json"))
+    assert sorted(p.name for p in tmp.iterdir()) == [
+        "photos",
+        "x.exr",
+        "x.icrf.json",
+        "x.icrf_fit.png",
+        "x.summary.json",
+    ]  # no staging folder left
+
+
+def _mixed_folder(tmp: Path, how: str) -> Path:
+    r"""The photos with the second one made grey (one channel) or 16-bit."""
+    from deepinv_icrf.io import write_image
+
+    folder = _folder(tmp, name="photos")
+    path = sorted(folder.glob("*.png"))[1]
+    image = read_image(path)
+    if how == "grey":
+        image = image[..., :1].copy()
+    else:
+        image = image.astype(np.uint16) * 257
+    write_image(path, image, exposure_time=0.25)
+    return folder
+
+
+def _inf_array() -> np.ndarray:
+    y = _stack().double().numpy()
+    y[2, 1, 0, 0] = np.inf
+    return y
+
+
+def _tiny_folder(tmp: Path, size: int = 1) -> Path:
+    r"""Three ``size`` x ``size`` 8-bit photos with their EXIF times (one stop apart)."""
+    from deepinv_icrf.io import write_image
+
+    folder = tmp / "tiny"
+    folder.mkdir()
+    codes = _stack(h=size, w=size).permute(0, 2, 3, 1).mul(255).round().to(torch.uint8)
+    for k, t in enumerate(TIMES.tolist()):
+        write_image(folder / f"exposure_{k:02d}.png", codes[k].numpy(), exposure_time=t)
+    return folder
+
+
 # ---------------------------------------------------------------------------- checks
 def _cli_error(match: str) -> Callable[[dict], None]:
     def check(result: dict) -> None:
@@ -609,7 +862,7 @@ CATALOGUE: list[Row] = [
     Row("times_count_mismatch", "3 images, 2 times", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [1.0, 2.0], **FAST),
         ValueError, r"`exposure_times` to have shape \(3,\) or \(1, 3\) to match the 3 exposures"),
-    # --- saturation, black, no valid pixel pair
+    # --- saturation, black, no valid pixel pair; too few pixels
     Row("all_saturated_fit", "every pixel saturated", "fit_icrf",
         lambda tmp: fit_icrf(torch.ones(3, 3, 13, 11), TIMES, **FAST),
         ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
@@ -624,6 +877,20 @@ CATALOGUE: list[Row] = [
                              refine_exposures=False, **FAST),
         ValueError, r"Found no valid pixel pair in `stack` \(all saturated or black, or "
         r"exposure ratios below the threshold\)"),
+    Row("tiny_stack_fit", "three 1x1 images (the starting curve came back)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(h=1, w=1), TIMES, **FAST),
+        ValueError, r"Found 1 usable pixel position\(s\) in `stack`, fewer than the 32 knots "
+        r"of the code fit's response \(n_knots=32\)"),
+    Row("tiny_stack_linearity", "three 4x4 images", "fit_icrf(method='linearity')",
+        lambda tmp: fit_icrf(_stack(h=4, w=4), TIMES, method="linearity", **FAST),
+        ValueError, r"Found 16 usable pixel position\(s\) in `stack`, fewer than the 32 the "
+        r"linearity fit needs"),
+    Row("few_usable_pixels_fit", "a 13x11 stack with 28 usable positions, n_knots=32",
+        "fit_icrf", lambda tmp: fit_icrf(_mostly_saturated(), TIMES, **FAST),
+        ValueError, r"Found 28 usable pixel position\(s\)"),
+    Row("tiny_sample_fit", "max_pixels=10 below n_knots=32", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, max_pixels=10, **FAST),
+        ValueError, r"Found 10 usable pixel position\(s\) in `stack` \(max_pixels=10\)"),
     Row("all_saturated_loss", "every pixel saturated", "RadiometricLinearityLoss",
         lambda tmp: _linearity(torch.ones(3, 3, 13, 11)),
         None, "documented: 0 for a pair without valid pixels (clair-torch)",
@@ -746,6 +1013,337 @@ CATALOGUE: list[Row] = [
     Row("curve_save_nan", "saving a curve holding NaN", "ICRF.save",
         _save_nan_curve,
         ValueError, r"Cannot save an ICRF whose curve holds NaN or inf values"),
+    # --- the range of codes a merge uses: 0 <= lower < upper <= 1, defaults included
+    Row("merge_lower_above_upper", "lower 0.9 above upper 0.1", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=0.9, upper=0.1),
+        ValueError, r"Expected 0 <= `lower` < `upper` <= 1, but got lower=0.9 and upper=0.1\.$"),
+    Row("merge_lower_above_default", "lower 0.999 alone, above the default upper 254/255",
+        "merge_hdr", lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=0.999),
+        ValueError, r"lower=0.999 and upper=0.996078 \(upper: the default, one code step below "
+        r"white for 8-bit codes\)"),
+    Row("merge_lower_nan", "lower NaN", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=float("nan")),
+        ValueError, r"but got lower=nan and upper=0.996078"),
+    Row("merge_lower_negative", "lower -1 (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower=-1.0, upper=0.5),
+        ValueError, r"Expected 0 <= `lower` < `upper` <= 1, but got lower=-1 and upper=0.5"),
+    Row("merge_upper_above_one", "upper 5 (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), upper=5.0),
+        ValueError, r"but got lower=0.00392157 and upper=5 \(lower: the default"),
+    Row("merge_lower_string", "lower '0.1', a string (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), lower="0.1"),
+        TypeError, r"Expected `lower` to be a number, but got str '0.1'"),
+    Row("merge_floor_above_upper", "an ICRF with a floor (cutoff 0.32) and upper 0.2",
+        "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, _with_metadata(floor=[0.3] * 3), upper=0.2),
+        ValueError, r"lower=0.323529 and upper=0.2 \(lower: above the floor the ICRF records, "
+        r"floor_cutoff\)"),
+    Row("merge_code_std_nan", "code_std NaN (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std=float("nan")),
+        ValueError, r"Expected `code_std` to be a number in \[0, 1\] .*but got nan"),
+    Row("merge_code_std_negative", "code_std -1 (was accepted)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std=-1.0, return_std=True),
+        ValueError, r"Expected `code_std` to be a number in \[0, 1\]"),
+    Row("merge_code_std_huge", "code_std 1e300 (OverflowError)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std=1e300, return_std=True),
+        ValueError, r"Expected `code_std` to be a number in \[0, 1\]"),
+    Row("merge_code_std_string", "code_std 'x' (raw float() error)", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(), code_std="x"),
+        TypeError, r"Expected `code_std` to be a number, but got str 'x'"),
+    Row("cli_hdr_lower_above_default", "hdr --lower 0.999 (refused only after the fit)",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--lower", "0.999"]),
+        None, "exit 2 before the fit, one line naming --lower and the default it crosses",
+        check=_refused(r"--lower: Expected 0 <= `lower` < `upper` <= 1, but got lower=0.999 "
+                       r"and upper=0.996078 \(upper: the default")),
+    Row("cli_merge_upper_below_default", "merge --upper 0.001", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(t / "x.exr"), "--upper", "0.001"],
+                            prepare=_metadata_file),
+        None, "exit 2 before the merge, one line naming --upper",
+        check=_refused(r"--upper: .*lower=0.00392157 and upper=0.001 \(lower: the default")),
+    Row("cli_hdr_lower_above_upper", "hdr --lower 0.9 --upper 0.1", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--lower", "0.9", "--upper", "0.1"]),
+        None, "exit 2 before reading, one line",
+        check=_refused(r"--lower 0.9 must be below --upper 0.1")),
+    Row("cli_hdr_lower_nan", "hdr --lower nan", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--lower", "nan"]),
+        None, "exit 2, one line (usage)",
+        check=_refused(r"argument --lower: expected a number in \[0, 1\], got 'nan'")),
+    Row("cli_hdr_upper_above_one", "hdr --upper 2", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--upper", "2"]),
+        None, "exit 2, one line (usage)",
+        check=_refused(r"argument --upper: expected a number in \[0, 1\], got '2'")),
+    # --- what a curve file records for merge (floor, code noise): one number per channel
+    Row("metadata_floor_negative", "a curve file with metadata floor [-0.1, ...]", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor=[-0.1] * 3)),
+        ValueError, r"ICRF file '.*icrf\.json': Expected metadata `floor` to hold numbers in "
+        r"\[0, 1\], one per channel, but got '-0.1'"),
+    Row("metadata_floor_string", "metadata floor '0.3', a string (used as 0.3)", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor="0.3")),
+        ValueError, r"metadata `floor` to hold numbers in \[0, 1\], one per channel, but got "
+        r"'0.3'"),
+    Row("metadata_floor_nan_string", "metadata floor 'NaN'", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor="NaN")),
+        ValueError, r"metadata `floor` .* but got 'NaN'"),
+    Row("metadata_floor_huge_list", "metadata floor of 3 million values", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor=[0.05] * 3_000_000)),
+        ValueError, r"metadata `floor` to hold 1 or 3 value\(s\) \(one per channel\), but got "
+        r"3000000"),
+    Row("metadata_floor_nested", "metadata floor [[0.05, 0.05, 0.05], ...]", "ICRF.load",
+        lambda tmp: ICRF.load(_metadata_file(tmp, floor=[[0.05] * 3] * 3)),
+        ValueError, r"metadata `floor` .* but got '\[0.05, 0.05, 0.05\]'"),
+    Row("metadata_code_std_huge", "metadata code_std 1e300 (OverflowError in merge)",
+        "ICRF.load", lambda tmp: ICRF.load(_metadata_file(tmp, code_std=[1e300] * 3)),
+        ValueError, r"metadata `code_std` to hold numbers in \[0, 1\], one per channel, but "
+        r"got '1e\+300'"),
+    Row("metadata_floor_valid", "metadata floor [0.9] * 3 (one number per channel)",
+        "ICRF.load", lambda tmp: ICRF.load(_metadata_file(tmp, floor=[0.9] * 3)),
+        None, "accepted: merge's lower cutoff above it is capped at 0.5 (floor_cutoff)",
+        check=lambda icrf: _floor_capped(icrf)),
+    Row("metadata_floor_in_memory", "icrf.metadata['floor'] = '0.3' set in Python",
+        "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, _with_metadata(floor="0.3")),
+        ValueError, r"Expected the ICRF's metadata `floor` to hold numbers in \[0, 1\]"),
+    Row("cli_merge_metadata_code_std_huge", "merge --deghost with a curve file recording "
+        "code_std 1e300 (OverflowError traceback)", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(t / "x.exr"), "--deghost"],
+                            prepare=lambda t: _metadata_file(t, code_std=[1e300] * 3)),
+        None, "exit 2, one line naming the file and the entry, nothing written",
+        check=_refused(r"icrf\.json': Expected metadata `code_std` to hold numbers in \[0, 1\]")),
+    # --- the frames against their listed times: order, identical frames, no exposure change
+    Row("times_reversed_fit", "times listed in the reverse order (a flat curve, no warning)",
+        "fit_icrf", lambda tmp: fit_icrf(_stack(), [4.0, 2.0, 1.0], **FAST),
+        ValueError, r"Expected `exposure_times` to grow with the brightness of the exposures "
+        r"of `stack`, but exposure 1 \(listed 2 s\) is darker than exposure 2 \(listed 1 s\) "
+        r"at 100% of the \d+ pixels where they differ; exposure 0 \(listed 4 s\) is darker "
+        r"than exposure 1 \(listed 2 s\) .*: are the times in the wrong order, or listed for "
+        r"other files\?"),
+    Row("times_swapped_merge", "two times swapped (a wrong radiance, no warning)",
+        "merge_hdr", lambda tmp: merge_hdr(_stack(), [1.0, 4.0, 2.0], ICRF()),
+        ValueError, r"of `stack`, but exposure 1 \(listed 4 s\) is darker than exposure 2 "
+        r"\(listed 2 s\) at 100% of the 328 pixels where they differ: are the times"),
+    Row("times_shutter_limit", "the last frame as bright as the one before, listed a stop "
+        "longer (a camera at its shutter limit)", "fit_icrf", lambda tmp: _shutter_limit(),
+        None, "documented: fitted; a UserWarning names the step and the frame, the times are "
+        "refined (fit_report.time_check)", check=_shutter_limit_named),
+    Row("identical_frames_fit", "three copies of one frame, times doubling", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[1:2].expand(3, -1, -1, -1), TIMES, **FAST),
+        ValueError, r"Expected the exposures of `stack` to differ, but all 3 are the same image"),
+    Row("identical_frames_no_times", "three copies, refine_exposures=True without times "
+        "('Expected `init` to be finite')", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[1:2].expand(3, -1, -1, -1), None,
+                             refine_exposures=True, **FAST),
+        ValueError, r"all 3 are the same image"),
+    Row("identical_two_frames", "two copies of one frame, times 1 and 2 s", "fit_icrf",
+        lambda tmp: fit_icrf(_stack()[1:2].expand(2, -1, -1, -1), TIMES[:2], **FAST),
+        ValueError, r"all 2 are the same image"),
+    Row("equal_frames_fit", "three equally bright noisy frames listed one stop apart "
+        "(refined into nonsense; two frames: a LinAlgError traceback)", "fit_icrf",
+        lambda tmp: fit_icrf(_equal_frames(3), TIMES, **FAST),
+        ValueError, r"The exposures of `stack` barely differ: the images show the longest "
+        r"x1\.0\d the shortest \(the listed times say x4\.00\), less than the time check's "
+        r"tolerance x1\.41"),
+    Row("equal_two_frames_fit", "two equally bright noisy frames listed 1 and 2 s",
+        "fit_icrf", lambda tmp: fit_icrf(_equal_frames(2), TIMES[:2], **FAST),
+        ValueError, r"barely differ: .*\(the listed times say x2\.00\)"),
+    Row("times_too_narrow", "times 1, 1+1e-12, 1+2e-12 s for frames a stop apart (the "
+        "refined curve collapsed to 1)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), [1.0, 1.0 + 1e-12, 1.0 + 2e-12], **FAST),
+        ValueError, r"Expected the `exposure_times` of `stack` to span more than x1\.41 \(the "
+        r"time check's tolerance\), but they span x1\.00 \(1 to 1 s\)"),
+    Row("cli_times_reversed", "hdr on a folder whose sidecar lists the times reversed",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _sidecar_times(t, [0.5, 0.25, 0.125])),
+        None, "exit 2 before the fit, one line naming the files, nothing written",
+        check=_refused(r"photos' \(times from sidecar\), but exposure_01\.png \(listed 0\.25 "
+                       r"s\) is darker than exposure_02\.png \(listed 0\.125 s\)")),
+    Row("cli_identical_frames", "hdr on three copies of one photo listed a stop apart "
+        "('Expected `init` to be finite')", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=_copies_folder),
+        None, "exit 2, one line, nothing written",
+        check=_refused(r"Expected the exposures of `stack` to differ, but all 3 are the same "
+                       r"image")),
+    Row("cli_two_frames", "hdr on a bracket of two frames", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--no-progress"],
+                            make=lambda t: _folder(t, name="photos", n_exposures=2)),
+        None, "accepted: the radiance map, its curve, plot and summary",
+        check=_written("x.exr", "x.icrf.json", "x.icrf_fit.png", "x.summary.json")),
+    Row("cli_hdr_ctrl_c", "Ctrl-C during hdr's merge, the curve and plot already staged",
+        "deepinv-icrf hdr", _cli_hdr_interrupted,
+        None, "exit 130, 'deepinv-icrf: interrupted', nothing written",
+        check=_nothing_after_interrupt),
+    Row("cli_hdr_existing_out", "hdr into an --out whose x.exr and x.icrf.json an earlier "
+        "run left", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--no-progress"], prepare=_old_outputs),
+        None, "accepted: the four files replaced as one set, nothing else left",
+        check=_replaced_as_a_set),
+    Row("cli_hdr_into_input_folder", "hdr photos --out photos/x.exr (its plot x.icrf_fit.png "
+        "became a 'photo' of the next run)", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(f / "x.exr")]),
+        None, "exit 2 before the fit, one line naming the output, nothing written",
+        check=_refused(r"--out's plot '.*photos/x\.icrf_fit\.png' is in the folder of this "
+                       r"command's input photos and would be read as one of them on the next "
+                       r"run")),
+    Row("cli_merge_preview_into_input_folder", "merge photos --preview photos/p.png",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(t / "x.exr"), "--preview",
+                                              str(f / "p.png")],
+                            prepare=_metadata_file),
+        None, "exit 2 before the merge, one line, nothing written",
+        check=_refused(r"--preview '.*photos/p\.png' is in the folder of this command's input "
+                       r"photos")),
+    Row("cli_merge_exr_into_input_folder", "merge photos --out photos/r.exr", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "icrf.json"),
+                                              "--out", str(f / "r.exr")],
+                            prepare=_metadata_file),
+        None, "accepted: an OpenEXR file is never read as a photo",
+        check=_written("photos/r.exr")),
+    Row("cli_hdr_summary_onto_sidecar", "hdr --sidecar x.summary.json --out x.exr (the "
+        "summary would overwrite the sidecar)", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--sidecar",
+                                              str(t / "x.summary.json"), "--out",
+                                              str(t / "x.exr")],
+                            make=lambda t: _folder(t, name="photos", exif=False),
+                            prepare=_summary_named_sidecar),
+        None, "exit 2, one line, the sidecar unchanged",
+        check=_refused(r"--out's summary '.*x\.summary\.json' is an input of this command")),
+    Row("cli_merge_icrf_folder", "merge --icrf a folder", "deepinv-icrf merge",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["merge", str(f), "--icrf", str(t / "c.json"),
+                                              "--out", str(t / "x.exr")],
+                            prepare=lambda t: (t / "c.json").mkdir()),
+        None, "exit 2, one line",
+        check=_refused(r"--icrf '.*c\.json' is not a file \(a folder\?\)")),
+    # --- the hdr command on folders that other rows check through the library
+    Row("cli_hdr_out_onto_input", "hdr photos --out photos/exposure_00.tif", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out",
+                                              str(f / "exposure_00.tif")],
+                            make=lambda t: _folder(t, name="photos", fmt="tif")),
+        None, "exit 2 before the fit, the photo unchanged",
+        check=_refused(r"--out '.*exposure_00\.tif' is an input of this command")),
+    Row("cli_sidecar_identical_times", "hdr with a sidecar giving every photo the same time",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _sidecar_times(t, [0.1, 0.1, 0.1])),
+        None, "exit 2, one line naming the files, nothing written",
+        check=_refused(r"Duplicate exposure times in '.*photos' for files "
+                       r"\[\('exposure_00\.png', 'exposure_01\.png'\)")),
+    Row("cli_hdr_different_sizes", "hdr on photos of different sizes", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=_resized),
+        None, "exit 2, one line listing the sizes, nothing written",
+        check=_refused(r"have different sizes \(H, W, C\) .*exposure_01\.png: \(7, 10, 3\)")),
+    Row("cli_hdr_grey_rgb_mix", "hdr on RGB photos and one greyscale photo",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _mixed_folder(t, "grey")),
+        None, "exit 2, one line listing the channels, nothing written",
+        check=_refused(r"have different sizes \(H, W, C\) .*exposure_01\.png: \(8, 10, 1\)")),
+    Row("cli_hdr_8_16_bit_mix", "hdr on 8-bit photos and one 16-bit photo",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=lambda t: _mixed_folder(t, "16-bit")),
+        None, "exit 2, one line listing the bit depths, nothing written",
+        check=_refused(r"have mixed bit depths \(exposure_00\.png: uint8, exposure_01\.png: "
+                       r"uint16")),
+    Row("cli_hdr_16_bit", "hdr on a 16-bit PNG bracket", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--no-progress"],
+                            make=lambda t: _folder(t, name="photos", bit_depth=16)),
+        None, "accepted: fitted and merged from the 16-bit codes",
+        check=_written("x.exr", "x.icrf.json", "x.icrf_fit.png", "x.summary.json")),
+    Row("inf_pixel_numpy_fit", "a float64 numpy stack holding inf", "fit_icrf",
+        lambda tmp: fit_icrf(_inf_array(), TIMES.numpy(), **FAST),
+        ValueError, r"`stack` to be finite, but it holds 1 NaN or infinite value"),
+    Row("nan_pixel_linearize", "a NaN pixel", "linearize",
+        lambda tmp: _linearize(_with(float("nan")), ICRF()),
+        ValueError, r"`images` to be finite, but it holds 1 NaN or infinite value"),
+    Row("inf_radiance_tonemap", "an infinite radiance", "tonemap",
+        lambda tmp: _tonemap(torch.full((3, 4, 4), float("inf"))),
+        ValueError, r"`radiance` to be finite, but it holds 48 NaN or infinite value"),
+    Row("pattern_parent_folder", "pattern '../*.png' (read photos outside the folder)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_folder(tmp), pattern="../*.png"),
+        ValueError, r"Expected `pattern` to be a glob pattern of file names in the folder "
+        r"\(e\.g\. '\*\.jpg'\), without a path, '\.\.' or '\*\*', but got '\.\./\*\.png'"),
+    Row("pattern_recursive", "pattern '**/*.png' (read subfolders, outputs included)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_folder(tmp), pattern="**/*.png"),
+        ValueError, r"without a path, '\.\.' or '\*\*', but got '\*\*/\*\.png'"),
+    Row("cli_pattern_absolute", "hdr --pattern '/tmp/*' (NotImplementedError traceback)",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--pattern", "/tmp/*", "--out",
+                                              str(t / "x.exr")]),
+        None, "exit 2, one line, nothing written",
+        check=_refused(r"Expected `pattern` to be a glob pattern of file names in the folder")),
+    # --- seeds and step counts
+    Row("seed_negative_fit", "seed -1", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=-1, **FAST),
+        ValueError, r"Expected `seed` to be an int in \[0, 2\*\*63 - 1\], but got -1\."),
+    Row("seed_huge_fit", "seed 2**70 (torch: 'Overflow when unpacking long long')", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=2**70, **FAST),
+        ValueError, r"Expected `seed` to be an int in \[0, 2\*\*63 - 1\], but got "
+        r"1180591620717411303424\."),
+    Row("seed_float_fit", "seed 1.5 (RuntimeError traceback)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=1.5, **FAST),
+        TypeError, r"Expected `seed` to be an int, but got 1\.5\."),
+    Row("seed_bool_fit", "seed True (RuntimeError traceback)", "fit_icrf",
+        lambda tmp: fit_icrf(_stack(), TIMES, seed=True, **FAST),
+        TypeError, r"Expected `seed` to be an int, but got True\."),
+    Row("cli_negative_seed", "hdr --seed -1", "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr"),
+                                              "--seed", "-1"]),
+        None, "exit 2 before the fit, one line",
+        check=_refused(r"Expected `seed` to be an int in \[0, 2\*\*63 - 1\], but got -1\.")),
+    Row("cli_huge_steps", "fit --steps 1000000000000", "deepinv-icrf fit",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["fit", str(f), "--out", str(t / "o"),
+                                              "--steps", "1000000000000", "--no-progress"]),
+        None, "accepted: the code fit stops on convergence (a few iterations)",
+        check=_converged_early),
+    # --- confidence bands: edges must not cross
+    Row("band_inverted_icrf", "a band with lower > upper set on an ICRF", "ICRF.band",
+        lambda tmp: _set_band(_edges(swap=True)),
+        ValueError, r"Expected `band` to have its lower edge <= its upper edge everywhere, but "
+        r"lower > upper at 48 of 48 values \(by up to 0.02\): are the edges swapped\?"),
+    Row("band_wrong_shape_icrf", "a band of shape (3, 16) set on an ICRF", "ICRF.band",
+        lambda tmp: _set_band(torch.zeros(3, 16)),
+        ValueError, r"Expected `band` of shape \(2, 3, 16\) \(lower and upper edges of the "
+        r"curve\), but got shape \(3, 16\)"),
+    Row("band_not_tensor_icrf", "a band given as a list", "ICRF.band",
+        lambda tmp: _set_band([[0.0], [1.0]]),
+        TypeError, r"Expected `band` to be a float tensor \(2, 3, 16\)"),
+    Row("band_valid_icrf", "a band with lower <= upper", "ICRF.band",
+        lambda tmp: _set_band(_edges()), None, "accepted: stored as given",
+        check=lambda icrf: torch.equal(icrf.band, _edges()) or _fail(icrf.band)),
+    Row("band_inverted_file", "a curve file whose band has lower > upper (was accepted)",
+        "ICRF.load", lambda tmp: ICRF.load(_swapped_band_file(tmp)),
+        ValueError, r"ICRF file '.*icrf\.json': Expected `band` to have its lower edge <= its "
+        r"upper edge everywhere"),
+    Row("band_inverted_coverage", "band_coverage with lower > upper", "band_coverage",
+        lambda tmp: _band_coverage(*_edges(1, 256, swap=True), _edges(1, 256)[0]),
+        ValueError, r"Expected the band \(`lower`, `upper`\) to have its lower edge <= its upper "
+        r"edge everywhere"),
+    Row("band_inverted_plot", "plot_icrf with a band whose edges are swapped", "plot_icrf",
+        lambda tmp: _plot_icrf(torch.linspace(0, 1, 16).expand(3, 16), band=_edges(swap=True)),
+        ValueError, r"Expected `band` to have its lower edge <= its upper edge"),
+    Row("band_edges_merge", "merge_hdr(band=icrf.band): edges (2, C, L), not stds",
+        "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(n_points=16), band=_edges()),
+        ValueError, r"Expected `band` to be a tensor \(C, L\) of per-code ICRF stds, but got "
+        r"Tensor of shape \(2, 3, 16\)"),
+    Row("band_negative_merge", "merge_hdr with a negative per-code std", "merge_hdr",
+        lambda tmp: merge_hdr(_stack(), TIMES, ICRF(n_points=16), band=-torch.ones(3, 16)),
+        ValueError, r"Expected `band` to hold values in \[0.0, inf\]"),
     # --- PROPEL
     Row("propel_odd_width", "official layout with an odd last dimension", "PROPELLoss",
         lambda tmp: PROPELLoss()(x_net=torch.rand(2, 3, 5), x=torch.rand(2, 2)),
@@ -966,6 +1564,10 @@ CATALOGUE: list[Row] = [
         lambda tmp: _cli(tmp, lambda t: _damaged(t, "truncate")),
         None, "exit 2, one line 'deepinv-icrf: error: Cannot read image file ...', no output",
         check=_cli_error(r"Cannot read image file .*corrupted or truncated")),
+    Row("cli_tiny_images", "fit a folder of three 1x1 photos", "deepinv-icrf fit",
+        lambda tmp: _cli(tmp, _tiny_folder),
+        None, "exit 2, one line 'Found 1 usable pixel position(s)', no output",
+        check=_cli_error(r"Found 1 usable pixel position\(s\) in `stack`")),
     Row("cli_missing_folder", "fit a folder that does not exist", "deepinv-icrf fit",
         lambda tmp: _cli(tmp, lambda t: t / "nope"),
         None, "exit 2, one line 'deepinv-icrf: error: No such folder ...', no output",

@@ -51,7 +51,6 @@ ALLOWED_PRIVATE_IMPORTS = {
     *(
         ("deepinv_icrf.hdr", "deepinv_icrf.functional.merge", name)
         for name in (
-            "_check_bounds",
             "_consistent_exposures",
             "_radiance_merge",
             "_radiance_merge_codes",

@@ -48,6 +48,8 @@ ALLOWED = {
         "RadiometricLinearityLoss._check_codes",
         "codes",
     ),
+    # the listed order against the images' brightness: a rule about what the frames show
+    ("deepinv_icrf/functional/exposure_order.py", "check_exposure_order", "times"),
     # the histogram fit asks for a bit depth when the codes do not show one (advice)
     ("deepinv_icrf/training/distributed.py", "_local_bit_depth", "codes"),
 }

@@ -224,17 +224,31 @@ def test_radiance_summary_values_and_layouts():
         ({}, None),
         ({"code_std": 0.02}, 0.02),
         ({"code_std": [0.01, 0.03, 0.02]}, 0.03),
-        ({"code_std": [0.01, -0.03]}, None),
-        ({"code_std": [0.01, math.inf]}, None),
-        ({"code_std": True}, None),
-        ({"code_std": "0.01"}, None),
-        ({"code_std": []}, None),
     ],
 )
 def test_recorded_code_std(metadata, expected):
     icrf = ICRF(channels=3, n_points=4)
     icrf.metadata = metadata
     assert recorded_code_std(icrf) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ([0.01, -0.03, 0.02], r"numbers in \[0, 1\], one per channel, but got '-0.03'"),
+        ([0.01, math.inf, 0.02], r"but got 'inf'"),
+        (True, r"but got 'True'"),
+        ("0.01", r"but got '0.01'"),
+        ([], r"to hold 1 or 3 value\(s\) \(one per channel\), but got 0"),
+        ([0.01, 0.02], r"but got 2"),
+    ],
+)
+def test_recorded_code_std_refuses_bad_values(value, match):
+    # a bad recorded noise is an error, not silently replaced by the default
+    icrf = ICRF(channels=3, n_points=4)
+    icrf.metadata = {"code_std": value}
+    with pytest.raises(ValueError, match=r"the ICRF's metadata `code_std` .*" + match):
+        recorded_code_std(icrf)
 
 
 def test_recorded_code_std_falls_back_to_the_fit_report():

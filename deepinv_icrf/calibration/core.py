@@ -52,7 +52,7 @@ from deepinv_icrf.functional.penalties import (
 )
 from deepinv_icrf.models import ICRF
 
-__all__ = ["fit_once", "NO_PIXEL", "small_problem_threads"]
+__all__ = ["fit_once", "NO_PIXEL", "MIN_LINEARITY_POSITIONS", "small_problem_threads"]
 
 #: Pixel positions drawn at random before the stratified selection, per wanted position.
 _CANDIDATES_PER_PIXEL = 8
@@ -63,6 +63,64 @@ NO_PIXEL = (
 )
 #: Pixel positions of the dense linearity path (continuous input) when not given.
 _DENSE_PIXELS = 4_000
+#: Fewest usable pixel positions the linearity fit accepts: the code fit's default number of
+#: knots (its curve is constrained by no fewer positions, see :func:`_check_positions`).
+MIN_LINEARITY_POSITIONS = CodeFitOptions.n_knots
+#: Pixel positions examined at once when the linearity fit counts the usable ones.
+_COUNT_CHUNK = 1 << 16
+
+
+def _check_positions(found: int, needed: int, what: str, limit: int | None) -> None:
+    r"""Refuse a stack with fewer usable pixel positions than the fit has unknowns.
+
+    A position is usable when every channel has at least two codes that are neither black
+    nor saturated (:func:`~deepinv_icrf.functional.stratified_pixel_sample`): one such code
+    sets the position's radiance, the others constrain the curve. With at least as many
+    positions as the curve has free values (the code fit's knots), every value is
+    constrained by at least one code (Debevec and Malik's count of equations against
+    unknowns, with one equation per position at the least); with fewer, the fit returns
+    mostly its starting curve and its prior, whatever the stack.
+
+    :param int found: usable positions found (in the fit's sample).
+    :param int needed: the fewest accepted.
+    :param str what: what sets ``needed``, for the message.
+    :param int, None limit: the sample's size limit (``max_pixels``), when it is below
+        ``needed``.
+    :raises ValueError: when ``found == 0`` (:data:`NO_PIXEL`) or ``found < needed``.
+    """
+    if found == 0:
+        raise ValueError(NO_PIXEL)
+    if found >= needed:
+        return
+    cap = "" if limit is None or limit >= needed else f" (max_pixels={limit})"
+    raise ValueError(
+        f"Found {found} usable pixel position(s) in `stack`{cap}, fewer than the {needed} "
+        f"{what}: too few to constrain the curve (a usable position has at least two codes "
+        "neither black nor saturated in every channel); use a larger or less clipped stack."
+    )
+
+
+def _usable_positions(y: Tensor, bits: int | None, want: int) -> int:
+    r"""Usable pixel positions of a float stack ``(B, N, C, H, W)``, counted up to ``want``.
+
+    Counted by :func:`~deepinv_icrf.functional.stratified_pixel_sample` over chunks of
+    positions, stopping as soon as ``want`` are found (usually in the first chunk).
+    """
+    b, n, c, h, w = y.shape
+    flat = y.reshape(b, n, c, 1, h * w)
+    generator = torch.Generator().manual_seed(0)  # the count does not depend on it
+    found = 0
+    for k in range(b):
+        for start in range(0, h * w, _COUNT_CHUNK):
+            part = flat[k, ..., start : start + _COUNT_CHUNK]
+            found += int(
+                stratified_pixel_sample(
+                    part, want - found, bit_depth=bits, generator=generator
+                ).numel()
+            )
+            if found >= want:
+                return found
+    return found
 
 
 def stack_shape(stack: np.ndarray | Tensor) -> tuple[int, int, int]:
@@ -241,8 +299,12 @@ def _fit_code(
         )
     )
     y = torch.cat(samples, dim=1).to(device=device, dtype=torch.float32)
-    if y.shape[1] == 0:
-        raise ValueError(NO_PIXEL)
+    _check_positions(
+        int(y.shape[1]),
+        options.n_knots,
+        f"knots of the code fit's response (n_knots={options.n_knots})",
+        max_pixels,
+    )
     init_curve = _initial_curve(options.init, channels, options.n_points)
     if init_curve is not None:
         init_curve = init_curve.to(device=device, dtype=torch.float32)
@@ -326,6 +388,16 @@ def _fit_linearity(
         idx = torch.randperm(h * w, generator=generator)[:max_pixels].to(y.device)
         y = y.reshape(batch, n, channels, 1, h * w).index_select(-1, idx)
     y = y.to(device=device, dtype=torch.float32)
+    _check_positions(
+        _usable_positions(
+            y,
+            bits if bits is not None else detect_bit_depth(y),
+            MIN_LINEARITY_POSITIONS,
+        ),
+        MIN_LINEARITY_POSITIONS,
+        "the linearity fit needs (as many as the code fit's default knots)",
+        max_pixels,
+    )
     t = times.to(device=device, dtype=torch.float32)
     try:
         hist = build_linearity_histogram(y, t)

@@ -9,6 +9,7 @@ optionally estimates a confidence band (:mod:`deepinv_icrf.calibration.bands`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -32,12 +33,18 @@ from deepinv_icrf.calibration.options import (
 )
 from deepinv_icrf.calibration.report import FitReport, Refinement
 from deepinv_icrf.calibration.times import check_times, refine_code_fit
+from deepinv_icrf.functional.exposure_order import ORDER_VALUES, check_exposure_order
+from deepinv_icrf.functional.times import TimeCheck
 from deepinv_icrf.models import ICRF
 
-__all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES"]
+__all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES", "SEED_RANGE"]
 
 #: Values of ``refine_exposures``.
 REFINE_MODES = (True, False, "auto")
+#: Smallest and largest ``seed``: non-negative (as numpy's), and below 2**63 so that the
+#: seeds derived from it (``seed + k`` of the bootstrap refits) stay within what
+#: :meth:`torch.Generator.manual_seed` takes.
+SEED_RANGE = (0, 2**63 - 1)
 
 
 def fit_icrf(
@@ -116,13 +123,20 @@ def fit_icrf(
         exposure covers) and fit the aligned stack; the shifts ``(dy, dx)`` per exposure are
         in ``fit_report.shifts``. One stack only. Default False.
     :param str, torch.device device: where to fit (default: the stack's device).
-    :param int seed: seed of the pixel sampling (default 0).
+    :param int seed: seed of the pixel sampling (default 0), an int in
+        :math:`[0, 2^{63} - 1]` (:data:`SEED_RANGE`).
     :param bool progress: show a tqdm progress bar (default True).
     :param keywords: fields of the options objects given one by one (``steps=30``,
         ``n_knots=16``, ``prior_std=0.05``, ...), as the fit took them before the options
         objects; see :func:`~deepinv_icrf.calibration.options.options_from_keywords`.
     :return: (:class:`~deepinv_icrf.models.ICRF`) the fitted ICRF, on ``device``, in eval mode,
         with ``fit_report``.
+    :raises ValueError: besides bad values and shapes, for a stack that cannot constrain a
+        curve: fewer usable pixel positions than the curve has knots, frames that are all one
+        image, listed times spanning less than ``time_options.tolerance`` or in an order the
+        images contradict
+        (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`), or images
+        showing less exposure change than that tolerance (see docs/bad_inputs.rst).
 
     |sep|
 
@@ -160,6 +174,12 @@ def fit_icrf(
     for name, value in (("band", band), ("align", align), ("progress", progress)):
         if not isinstance(value, bool):
             raise TypeError(f"Expected `{name}` to be a bool, but got {value!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Expected `seed` to be an int, but got {seed!r}.")
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(
+            f"Expected `seed` to be an int in [0, 2**63 - 1], but got {seed}."
+        )
     bracket = Bracket.from_input(
         stack, exposure_times, require_times=refine_exposures is not True
     )
@@ -185,6 +205,7 @@ def fit_icrf(
         raise ValueError(
             f"Expected one stack (not a batch) for band=True, but got {bracket.batch}."
         )
+    _check_frames(bracket, time_options.tolerance)
     icrf, report = _fit_with_times(
         bracket, options, time_options, refine_exposures, device, seed, progress
     )
@@ -220,7 +241,13 @@ def _fit_with_times(
             bracket.codes, bracket.exposure_times, options, device=device, seed=seed
         )
         return icrf, report
-    check, _ = check_times(bracket, listed, time_options, device=device, seed=seed)
+    try:
+        check, _ = check_times(bracket, listed, time_options, device=device, seed=seed)
+    except ValueError:
+        # the check's quick code fit refused the stack: say it in the chosen method's words
+        fit_once(bracket.codes, listed.unsqueeze(0), options, device=device, seed=seed)
+        raise
+    _check_exposure_change(check)
     if refine is True:
         icrf, report = _refine(
             bracket, listed, check, options, time_options, device, seed, progress
@@ -253,6 +280,64 @@ def _fit_with_times(
         )
         warnings.warn(f"{check.describe()}\n{action}.", UserWarning, stacklevel=3)
     return icrf, report
+
+
+def _check_frames(bracket: Bracket, tolerance: float) -> None:
+    r"""Refuse a bracket that cannot constrain a curve: its frames all one image, its listed
+    times spanning less than the time check's ``tolerance`` (log units), or listed in an
+    order the images contradict
+    (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`; a fit at times
+    in the wrong order is flat)."""
+    codes = bracket.codes
+    for b in range(bracket.batch):
+        name = "stack" if bracket.batch == 1 else f"stack[{b}]"
+        if isinstance(codes, np.ndarray):
+            white = 2**bracket.bit_depth - 1
+            first = codes[0]
+            same = all(np.array_equal(first, frame) for frame in codes[1:])
+            flat = codes.reshape(codes.shape[0], -1)
+            y = torch.from_numpy(
+                flat[:, :: max(1, flat.shape[1] // ORDER_VALUES)].astype(np.int32)
+            )
+        else:
+            y, white = codes[b], 1.0
+            first = y[0]
+            same = all(torch.equal(first, frame) for frame in y[1:])
+        if same and bool(((first > 0) & (first < white)).any()):  # else: NO_PIXEL
+            raise ValueError(
+                f"Expected the exposures of `{name}` to differ, but all {y.shape[0]} are the "
+                "same image: one exposure repeated constrains no curve (the same file listed "
+                "several times?)."
+            )
+        if bracket.exposure_times is None:
+            continue
+        times = bracket.exposure_times[b]
+        span = float(times.max() / times.min())
+        if span < math.exp(tolerance):
+            raise ValueError(
+                f"Expected the `exposure_times` of `{name}` to span more than "
+                f"x{math.exp(tolerance):.2f} (the time check's tolerance), but they span "
+                f"x{span:.2f} ({float(times.min()):.4g} to {float(times.max()):.4g} s): such "
+                "times constrain no curve (rounded, or in the wrong unit?)."
+            )
+        check_exposure_order(y, times, white, f"`{name}`", warn=False)
+
+
+def _check_exposure_change(check: TimeCheck) -> None:
+    r"""Refuse a stack whose exposures the images show spanning less than the time check's
+    tolerance (frames of one exposure listed at several times, times rounded to nearly one
+    value): the ratios between them constrain no curve, and refining the times would divide
+    by their (zero) spread."""
+    implied = check.implied
+    span = float(implied.max() / implied.min())
+    if span < math.exp(check.tolerance):
+        listed = float(check.listed.max() / check.listed.min())
+        raise ValueError(
+            "The exposures of `stack` barely differ: the images show the longest "
+            f"x{span:.2f} the shortest (the listed times say x{listed:.2f}), less than the "
+            f"time check's tolerance x{math.exp(check.tolerance):.2f}; such a bracket "
+            "constrains no curve (frames of one exposure listed at several times?)."
+        )
 
 
 def _refine(

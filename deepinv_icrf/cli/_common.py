@@ -143,6 +143,8 @@ def load_icrf(path: str | Path):
     from deepinv_icrf.models import ICRF
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CLIError(f"--icrf {str(path)!r} is not a file (a folder?)")
     if not path.is_file():
         raise CLIError(f"--icrf: no such file {str(path)!r}")
     return ICRF.load(path)
@@ -187,15 +189,47 @@ def add_folder_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_folder(args: argparse.Namespace):
-    r"""The photos of ``args.folder`` (:func:`deepinv_icrf.data.read_exposure_folder`)."""
+    r"""The photos of ``args.folder`` (:func:`deepinv_icrf.data.read_exposure_folder`), their
+    listed times checked against their brightness (:func:`check_times_order`)."""
     from deepinv_icrf.data import read_exposure_folder
 
-    return read_exposure_folder(args.folder, sidecar=args.sidecar, pattern=args.pattern)
+    stack = read_exposure_folder(
+        args.folder, sidecar=args.sidecar, pattern=args.pattern
+    )
+    check_times_order(args, stack)
+    return stack
+
+
+def check_times_order(args: argparse.Namespace, stack) -> None:
+    r"""The listed times against the brightness of the photos, naming the files
+    (:func:`~deepinv_icrf.functional.exposure_order.check_exposure_order`; the library
+    checks again, naming frames by index)."""
+    import torch
+
+    from deepinv_icrf.functional.exposure_order import check_exposure_order
+
+    check_exposure_order(
+        torch.from_numpy(stack.images),
+        torch.from_numpy(stack.exposure_times),
+        2**stack.bit_depth - 1,
+        name=f"{str(args.folder)!r} (times from {stack.time_source})",
+        names=[p.name for p in stack.paths],
+        warn=False,  # a few steps out of order: the fit's time check or the merge says so
+    )
 
 
 def folder_inputs(args: argparse.Namespace, stack) -> list[Path]:
     r"""The files a command on a folder reads (no output may be one of them)."""
     return [*stack.paths, *([Path(args.sidecar)] if args.sidecar else [])]
+
+
+def folder_reads(args: argparse.Namespace):
+    r"""``reads(path)`` of the command's output set: whether a run on ``args.folder`` would
+    read a file at ``path`` as a photo or a sidecar (no output may be such a file:
+    :func:`deepinv_icrf.data.folder_reads`)."""
+    from deepinv_icrf.data import folder_reads as reads
+
+    return lambda path: reads(args.folder, path, args.pattern)
 
 
 def aligned(stack, command: str, stream):

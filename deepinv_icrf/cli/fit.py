@@ -23,6 +23,7 @@ from deepinv_icrf.cli._common import (
     check_device,
     describe_folder,
     folder_inputs,
+    folder_reads,
     given,
     positive_int,
     read_folder,
@@ -224,7 +225,9 @@ def run_fit(args: argparse.Namespace, stream=None) -> int:
     stack = read_folder(args)
     print(describe_folder("fit", stack), file=stream)
     target = Path(args.out)
-    with OutputSet(inputs=folder_inputs(args, stack)) as outputs:
+    with OutputSet(
+        inputs=folder_inputs(args, stack), reads=folder_reads(args)
+    ) as outputs:
         out = outputs.folder(target, "--out")
         files = CurveFiles(
             out / "icrf.json", out / "icrf_fit.png", out / "summary.json"

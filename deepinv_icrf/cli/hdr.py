@@ -20,11 +20,13 @@ from deepinv_icrf.cli._common import (
     check_device,
     describe_folder,
     folder_inputs,
+    folder_reads,
     read_folder,
 )
 from deepinv_icrf.cli.fit import CurveFiles, add_fit_options, fit_and_save, print_fit
 from deepinv_icrf.cli.merge import (
     add_merge_options,
+    check_code_range,
     check_merge_arguments,
     merge_and_write,
     stage_merge_outputs,
@@ -76,9 +78,12 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
     layers = check_merge_arguments(args)
     device = check_device(args.device)
     stack = read_folder(args)
+    check_code_range(args, stack.bit_depth)  # the floor is checked after the fit
     print(describe_folder("hdr", stack), file=stream)
     targets = curve_files(args.out)
-    with OutputSet(inputs=folder_inputs(args, stack)) as outputs:
+    with OutputSet(
+        inputs=folder_inputs(args, stack), reads=folder_reads(args)
+    ) as outputs:
         staged = stage_merge_outputs(outputs, args)
         files = CurveFiles(
             *(

@@ -20,6 +20,7 @@ from deepinv_icrf.cli._common import (
     aligned,
     check_device,
     folder_inputs,
+    folder_reads,
     given,
     load_icrf,
     read_folder,
@@ -31,6 +32,7 @@ __all__ = [
     "configure",
     "run_merge",
     "add_merge_options",
+    "check_code_range",
     "stage_merge_outputs",
     "merge_and_write",
 ]
@@ -159,6 +161,22 @@ def check_merge_arguments(args: argparse.Namespace) -> list[str]:
     return layers
 
 
+def check_code_range(args: argparse.Namespace, bit_depth: int, icrf=None) -> None:
+    r"""``--lower``/``--upper`` against the defaults for the photos' bit depth (and the
+    curve's floor), before any work: one given alone may cross the other's default
+    (:func:`deepinv_icrf.hdr.merge_bounds`)."""
+    from deepinv_icrf.hdr import merge_bounds
+
+    bounds = given(args, {"lower": "lower", "upper": "upper"})
+    if not bounds:
+        return
+    try:
+        merge_bounds(bit_depth, icrf=icrf, **bounds)
+    except ValueError as err:
+        flags = "/".join(f"--{name}" for name in bounds)
+        raise CLIError(f"{flags}: {err}") from None
+
+
 def stage_merge_outputs(outputs, args: argparse.Namespace) -> dict[str, Path]:
     r"""Register ``--out``, ``--std`` and ``--preview`` in the command's output set."""
     return {
@@ -259,6 +277,7 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
     device = check_device(args.device)
     icrf = load_icrf(args.icrf)
     stack = read_folder(args)
+    check_code_range(args, stack.bit_depth, icrf)
     if stack.images.shape[-1] != icrf.channels and icrf.channels != 1:
         raise CLIError(
             f"the images have {stack.images.shape[-1]} channel(s) but the ICRF has "
@@ -266,7 +285,10 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
         )
     # every output checked (not an input, not another output, its folder exists) before
     # the merge costs anything; all of them land together at the end
-    with OutputSet(inputs=[*folder_inputs(args, stack), Path(args.icrf)]) as outputs:
+    with OutputSet(
+        inputs=[*folder_inputs(args, stack), Path(args.icrf)],
+        reads=folder_reads(args),
+    ) as outputs:
         staged = stage_merge_outputs(outputs, args)
         images = aligned(stack, "merge", stream)[0] if args.align else stack.images
         merged = merge_and_write(

@@ -8,6 +8,7 @@ from deepinv_icrf.data.folder import (  # noqa: F401
     SIDECAR_NAMES,
     ExposureFolder,
     ExposureStackDataset,
+    folder_reads,
     read_exposure_folder,
 )
 from deepinv_icrf.data.synthetic import (  # noqa: F401

@@ -23,6 +23,7 @@ from deepinv_icrf.io import (
 __all__ = [
     "ExposureFolder",
     "read_exposure_folder",
+    "folder_reads",
     "ExposureStackDataset",
     "SIDECAR_NAMES",
 ]
@@ -81,15 +82,63 @@ def _find_sidecar(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _is_image_name(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _check_pattern(pattern: object) -> None:
+    r"""A pattern selects file names of the folder itself: no path (``..``, ``/``, ``**``)."""
+    if pattern is None:
+        return
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"Expected `pattern` to be a str such as '*.jpg', but got {pattern!r}."
+        )
+    if "/" in pattern or "\\" in pattern or "**" in pattern:
+        raise ValueError(
+            "Expected `pattern` to be a glob pattern of file names in the folder (e.g. "
+            f"'*.jpg'), without a path, '..' or '**', but got {pattern!r}."
+        )
+
+
 def _list_images(folder: Path, pattern: str | None) -> list[Path]:
+    _check_pattern(pattern)
     candidates = folder.glob(pattern) if pattern else folder.iterdir()
-    return sorted(
-        p
-        for p in candidates
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    return sorted(p for p in candidates if p.is_file() and _is_image_name(p))
+
+
+def folder_reads(
+    folder: str | os.PathLike, path: str | os.PathLike, pattern: str | None = None
+) -> bool:
+    r"""Whether :func:`read_exposure_folder` on ``folder`` reads the file ``path``, whether
+    it exists yet or not: a photo (an image extension, not hidden, matching ``pattern``) or
+    a sidecar of the folder itself.
+
+    A command writing such a file into the folder of its photos would make the next run on
+    that folder read it as one of them (``deepinv-icrf`` refuses such outputs).
+
+    :param str, os.PathLike folder: the folder of photos.
+    :param str, os.PathLike path: a file.
+    :param str, None pattern: the glob pattern selecting the photos (default: all).
+    :return: (bool) whether the reader would read it.
+
+    |sep|
+
+    :Example:
+
+    >>> folder_reads("photos", "photos/hdr_preview.png"), folder_reads("photos", "photos/x.exr")
+    (True, False)
+    >>> folder_reads("photos", "photos/exposures.json"), folder_reads("photos", "out/a.png")
+    (True, False)
+    """
+    path = Path(path)
+    if os.path.realpath(path.parent) != os.path.realpath(folder):
+        return False
+    if path.name in SIDECAR_NAMES:
+        return True
+    if not _is_image_name(path):
+        return False
+    return pattern is None or Path(path.name).match(pattern)
 
 
 def read_exposure_folder(
@@ -118,7 +167,8 @@ def read_exposure_folder(
 
     :param str, os.PathLike folder: the folder.
     :param str, os.PathLike sidecar: a CSV or JSON sidecar file (default: auto-detected).
-    :param str pattern: glob pattern selecting the images, e.g. ``"*.jpg"`` (default: all).
+    :param str pattern: glob pattern selecting the images by file name, e.g. ``"*.jpg"``
+        (default: all); no path (``/``, ``..``) or ``**``: it selects files of ``folder``.
     :return: (:class:`ExposureFolder`) images ``(N, H, W, C)``, times ``(N,)``, paths, bit
         depth, time source.
     :raises ValueError: naming the files, for fewer than 2 images, mixed sizes or bit depths,

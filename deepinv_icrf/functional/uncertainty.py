@@ -7,7 +7,7 @@ from statistics import NormalDist
 import torch
 from torch import Tensor
 
-from deepinv_icrf._checks import check_float, check_shape
+from deepinv_icrf._checks import check_band, check_float, check_shape
 from deepinv_icrf.bracket import check_bit_depth
 
 __all__ = ["bootstrap_band", "band_coverage", "jackknife_std", "residual_code_std"]
@@ -154,7 +154,7 @@ def band_coverage(
         [\mathrm{lower}_c(k) \le g_c(k) \le \mathrm{upper}_c(k)].
 
     :param torch.Tensor lower: lower edge ``(C, L)``.
-    :param torch.Tensor upper: upper edge ``(C, L)``.
+    :param torch.Tensor upper: upper edge ``(C, L)``, ``>= lower`` everywhere (finite).
     :param torch.Tensor reference: reference curve ``(C, L')``.
     :param int low: first code (default 8).
     :param int high: last code (default 247).
@@ -176,6 +176,7 @@ def band_coverage(
         check_float(t, name)
     dims = check_shape(lower, "lower", ["C", "L"])
     check_shape(upper, "upper", [dims["C"], dims["L"]])
+    check_band(lower, upper, "the band (`lower`, `upper`)")
     check_shape(reference, "reference", [dims["C"], "L'"])
     top = 2 ** check_bit_depth(bit_depth, optional=False) - 1
     if not 0 <= low <= high <= top:

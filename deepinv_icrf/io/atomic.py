@@ -23,7 +23,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -224,6 +224,9 @@ class OutputSet:
 
     :param Iterable inputs: the files (and folders) the command reads: no output may be one of
         them, a symlink or hard link to one, or (for :meth:`folder`) the folder holding one.
+    :param Callable, None reads: ``reads(path) -> bool``, whether the command reads a file at
+        ``path`` were it there (e.g. any photo of its input folder): such an output would be
+        read as an input by the next run, and is refused too. Default ``None``.
 
     |sep|
 
@@ -245,8 +248,13 @@ class OutputSet:
     ValueError: --out '...photo.png' is an input of this command; write the output elsewhere.
     """
 
-    def __init__(self, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    def __init__(
+        self,
+        inputs: Iterable[str | os.PathLike] = (),
+        reads: Callable[[Path], bool] | None = None,
+    ) -> None:
         self._inputs = [Path(p) for p in inputs]
+        self._reads = reads
         self._targets: list[tuple[str, Path]] = []
         self._files: list[tuple[Path, Path]] = []  # (staged, target)
         self._folders: list[tuple[Path, Path]] = []  # (stage folder, target folder)
@@ -261,6 +269,11 @@ class OutputSet:
                     f"{flag} {os.fspath(path)!r} is an input of this command; write the "
                     "output elsewhere."
                 )
+        if self._reads is not None and self._reads(path):
+            raise ValueError(
+                f"{flag} {os.fspath(path)!r} is in the folder of this command's input photos "
+                "and would be read as one of them on the next run; write the output elsewhere."
+            )
         for other_flag, other in self._targets:
             if _same(path, other):
                 raise ValueError(

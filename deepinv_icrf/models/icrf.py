@@ -13,7 +13,12 @@ from deepinv.models import Reconstructor
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepinv_icrf._checks import check_float, check_in
+from deepinv_icrf._checks import (
+    check_band,
+    check_channel_values,
+    check_float,
+    check_in,
+)
 from deepinv_icrf.bracket import check_bit_depth
 from deepinv_icrf.functional.interp import curve_slope, interp_curve, invert_curve
 from deepinv_icrf.physics.responses import ResponseCurve, get_response
@@ -29,6 +34,10 @@ PARAMETERIZATIONS = ("monotone", "free")
 #: parameter dtypes an ICRF file may name
 SAVED_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INITS = ("identity", "gamma")
+#: Metadata the package writes and reads back, one value per channel in [0, 1] code units
+#: (:func:`deepinv_icrf.calibration.fit_metadata`: the fit's code noise and floor);
+#: :meth:`ICRF.load` checks them.
+CODE_METADATA = ("floor", "code_std")
 # smallest slope kept when turning a given non-decreasing curve into softplus increments
 MIN_SLOPE = 1e-6
 # tolerance on the endpoints / monotonicity of a curve given to the monotone form
@@ -77,6 +86,11 @@ class ICRF(Reconstructor):
 
     The parameters of channel :math:`c` are one tensor in an :class:`torch.nn.ParameterList`
     (:meth:`channel_parameters`), so per-channel optimizers and early stopping work.
+
+    An optional confidence band of the curve lives in the buffer ``band`` (``None`` or a
+    float tensor ``(2, C, L)``: lower and upper edges, e.g. from
+    :func:`~deepinv_icrf.calibration.icrf_confidence_band`); setting it checks that it is
+    finite with lower <= upper everywhere (:class:`ValueError` otherwise).
 
     :param int channels: number of channels :math:`C \ge 1`. Default 3.
     :param int n_points: grid size :math:`L \ge 2`. Default 256 (one knot per 8-bit code).
@@ -136,6 +150,28 @@ class ICRF(Reconstructor):
         # optional confidence band (2, C, L): lower and upper edge; saved to JSON by save(),
         # kept out of state_dict so checkpoints of models with and without one load alike
         self.register_buffer("band", None, persistent=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "band" and value is not None:
+            self._check_band(value)
+        super().__setattr__(name, value)
+
+    def _check_band(self, band: object) -> None:
+        r"""Refuse a confidence band that is not ``(2, C, L)`` finite with lower <= upper."""
+        shape = (2, self._channels, self._n_points)
+        if not isinstance(band, Tensor) or not band.is_floating_point():
+            raise TypeError(
+                f"Expected `band` to be a float tensor {shape} (lower and upper edges), but "
+                f"got {type(band).__name__}"
+                + (f" of dtype {band.dtype}" if isinstance(band, Tensor) else "")
+                + "."
+            )
+        if tuple(band.shape) != shape:
+            raise ValueError(
+                f"Expected `band` of shape {shape} (lower and upper edges of the curve), but "
+                f"got shape {tuple(band.shape)}."
+            )
+        check_band(band[0], band[1], "`band`")
 
     # ------------------------------------------------------------------ construction
     def _initial_curve(
@@ -382,7 +418,9 @@ class ICRF(Reconstructor):
             limits of :func:`deepinv_icrf.io.read_json`: larger than 64 MB, nested deeper
             than 32, a number longer than 40 characters, a key given twice; wrong format tag
             or version, missing keys, wrong lengths, non-finite values, a dtype other than
-            those of :data:`SAVED_DTYPES`, a curve the parameterization cannot represent).
+            those of :data:`SAVED_DTYPES`, a curve the parameterization cannot represent, a
+            band whose edges cross, a metadata ``floor`` or ``code_std`` that is not one
+            number in ``[0, 1]`` per channel).
         """
         from deepinv_icrf.io.jsonfile import read_json  # size, depth, number limits
 
@@ -442,6 +480,14 @@ class ICRF(Reconstructor):
             raise ValueError(
                 f"{where}: `metadata` must be a JSON object, got {type(metadata).__name__}."
             )
+        for (
+            key
+        ) in CODE_METADATA:  # what merge reads back (its lower cutoff, deghosting)
+            if key in metadata:
+                try:
+                    check_channel_values(metadata[key], f"metadata `{key}`", C)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from None
         try:
             if param == "monotone":
                 cls._check_monotone_curve(curve, "curve")
@@ -480,7 +526,10 @@ class ICRF(Reconstructor):
                 cls._read_table(band[k], C, L, f"band.{k}", where)
                 for k in ("lower", "upper")
             ]
-            model.band = torch.stack(edges).to(device=device, dtype=dtype)
+            try:
+                model.band = torch.stack(edges).to(device=device, dtype=dtype)
+            except ValueError as err:  # lower > upper: edges swapped or edited
+                raise ValueError(f"{where}: {err}") from None
         return model
 
     @classmethod
