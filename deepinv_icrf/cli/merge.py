@@ -214,17 +214,27 @@ def merge_and_write(
     options = given(args, _MERGE_OPTIONS)
     if device is not None:
         options["device"] = device
-    radiance, std, saturated, count = merge_hdr(
-        images,
-        exposure_times,
-        icrf,
-        return_std=True,
-        return_saturated=True,
-        return_count=True,
-        code_std=code_std,
-        deghost=deghost,
-        **options,
+    # only the maps an output needs: without the std or the count, integer codes merge from
+    # per-code tables (no floating-point copy of the stack, several times faster)
+    want_std = "std" in layers or "--std" in staged
+    want_count = "count" in layers
+    merged = list(
+        merge_hdr(
+            images,
+            exposure_times,
+            icrf,
+            return_std=want_std,
+            return_saturated=True,
+            return_count=want_count,
+            code_std=code_std,
+            deghost=deghost,
+            **options,
+        )
     )
+    radiance = merged.pop(0)
+    std = merged.pop(0) if want_std else None
+    saturated = merged.pop(0)
+    count = merged.pop(0) if want_count else None
     layer_values = {"std": std, "saturated": saturated, "count": count}
     save_radiance(staged["--out"], radiance, **{k: layer_values[k] for k in layers})
     if "--std" in staged:
@@ -234,7 +244,9 @@ def merge_and_write(
         )
     if "--preview" in staged:
         shown = tonemap(radiance, **given(args, {"tonemap": "method"}))
-        write_image(staged["--preview"], np.round(shown * 255.0).astype(np.uint8))
+        shown *= 255.0  # in place: the preview costs one float map, not three
+        write_image(staged["--preview"], np.round(shown, out=shown).astype(np.uint8))
+        del shown
     return {
         **radiance_summary(radiance, saturated),
         "deghost": deghost,
