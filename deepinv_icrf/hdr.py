@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,20 +38,30 @@ from deepinv_icrf.functional.merge import (
     weighted_radiance_merge_codes,
     weighted_radiance_merge_std,
 )
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.curve_file import ICRFFile
+
+if TYPE_CHECKING:
+    from deepinv_icrf.models import ICRF
 
 __all__ = ["linearize", "merge_hdr", "tonemap", "save_radiance", "TONEMAP_METHODS"]
 
 TONEMAP_METHODS = ("reinhard", "gamma")
 
 
-def _curve(icrf: ICRF | Tensor) -> tuple[Tensor, int | None]:
-    if isinstance(icrf, ICRF):
+def _is_icrf(value: object) -> bool:
+    r"""Whether ``value`` is an :class:`~deepinv_icrf.models.ICRF`, without importing its
+    module (and deepinv) when it is not imported: then there is no ICRF to be."""
+    module = sys.modules.get("deepinv_icrf.models.icrf")
+    return module is not None and isinstance(value, module.ICRF)
+
+
+def _curve(icrf: ICRF | ICRFFile | Tensor) -> tuple[Tensor, int | None]:
+    if _is_icrf(icrf) or isinstance(icrf, ICRFFile):
         return icrf.curve.detach(), icrf.bit_depth
     if isinstance(icrf, Tensor) and icrf.ndim == 2 and icrf.is_floating_point():
         return icrf.detach(), None
     raise TypeError(
-        "Expected `icrf` to be an ICRF or a float curve tensor (C, L), but got "
+        "Expected `icrf` to be an ICRF, an ICRFFile or a float curve tensor (C, L), but got "
         f"{type(icrf).__name__}"
         + (f" of shape {tuple(icrf.shape)}" if isinstance(icrf, Tensor) else "")
         + "."
@@ -108,7 +120,9 @@ def _check_channels(codes: Tensor, curve: Tensor, name: str) -> None:
         )
 
 
-def linearize(images: np.ndarray | Tensor, icrf: ICRF | Tensor) -> np.ndarray | Tensor:
+def linearize(
+    images: np.ndarray | Tensor, icrf: ICRF | ICRFFile | Tensor
+) -> np.ndarray | Tensor:
     r"""Linearise camera codes with an ICRF: :math:`x = g_c(y)` per channel.
 
     .. math::
@@ -118,7 +132,8 @@ def linearize(images: np.ndarray | Tensor, icrf: ICRF | Tensor) -> np.ndarray | 
     :param numpy.ndarray, torch.Tensor images: ``uint8``/``uint16`` codes ``(..., H, W, C)``
         (e.g. one image or a stack from :func:`deepinv_icrf.data.read_exposure_folder`), or a
         float tensor of codes in ``[0, 1]``, ``(..., C, H, W)``.
-    :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF, or its curve ``(C, L)``
+    :param deepinv_icrf.models.ICRF, deepinv_icrf.models.ICRFFile, torch.Tensor icrf: the
+        ICRF, a curve file (:func:`~deepinv_icrf.models.read_icrf_file`) or its curve ``(C, L)``
         (``C = 1`` applies to every channel).
     :return: (:class:`numpy.ndarray`, :class:`torch.Tensor`) relative irradiance in
         ``[0, 1]``: float32 ``(..., H, W, C)`` for numpy input (looked up tile by tile: the
@@ -174,7 +189,7 @@ def _recorded(icrf: object, key: str) -> list[float] | None:
 
 
 def floor_cutoff(
-    icrf: ICRF | Tensor, margin: float = FLOOR_MARGIN_STDS
+    icrf: ICRF | ICRFFile | Tensor, margin: float = FLOOR_MARGIN_STDS
 ) -> float | None:
     r"""A lower merge cutoff above the floor the fit found, or ``None`` without a floor.
 
@@ -194,7 +209,8 @@ def floor_cutoff(
     recorded or the largest is below one 8-bit code (a digital camera): then the merge's
     default applies.
 
-    :param deepinv_icrf.models.ICRF, torch.Tensor icrf: a fitted or loaded ICRF (a bare curve
+    :param deepinv_icrf.models.ICRF, deepinv_icrf.models.ICRFFile, torch.Tensor icrf: a
+        fitted or loaded ICRF, or a curve file (a bare curve
         has no floor: ``None``).
     :param float margin: :math:`m`, in code stds (default 3).
     :return: (float, None) the cutoff in ``[0, 1]`` code units, or ``None``.
@@ -222,7 +238,7 @@ def floor_cutoff(
 def merge_hdr(
     stack: np.ndarray | Tensor,
     exposure_times: np.ndarray | Tensor | Sequence[float],
-    icrf: ICRF | Tensor,
+    icrf: ICRF | ICRFFile | Tensor,
     *,
     weights: str = "hat",
     return_std: bool = False,
@@ -282,7 +298,9 @@ def merge_hdr(
         float tensor of codes in ``[0, 1]``, ``(N, C, H, W)`` or ``(B, N, C, H, W)``.
     :param numpy.ndarray, torch.Tensor, Sequence exposure_times: ``(N,)`` (or ``(B, N)``)
         seconds, ``> 0``, any order.
-    :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF or its curve ``(C, L)``.
+    :param deepinv_icrf.models.ICRF, deepinv_icrf.models.ICRFFile, torch.Tensor icrf: the
+        ICRF, a curve file (:func:`~deepinv_icrf.models.read_icrf_file`: the same curve and
+        metadata without importing deepinv) or its curve ``(C, L)``.
     :param str weights: ``"hat"`` (default) or ``"gaussian"``.
     :param bool return_std: also return :math:`\sigma_E` (default ``False``).
     :param bool return_saturated: also return the mask of pixels saturated in every

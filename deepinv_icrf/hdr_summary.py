@@ -124,8 +124,9 @@ def recorded_code_std(icrf: Any) -> float | None:
     report. The largest is returned, to pass to :func:`~deepinv_icrf.hdr.merge_hdr` as
     ``code_std``.
 
-    :param deepinv_icrf.models.ICRF icrf: the ICRF, loaded (its ``metadata``) or fitted (its
-        ``fit_report``, read when the metadata has no ``code_std``).
+    :param deepinv_icrf.models.ICRF, deepinv_icrf.models.ICRFFile icrf: the ICRF, loaded (its
+        ``metadata``) or fitted (its ``fit_report``, read when the metadata has no
+        ``code_std``), or a curve file (its ``metadata``).
     :return: (float, None) the largest recorded std, or ``None`` when there is no valid one
         (missing, negative, not finite, not a number).
 
@@ -142,7 +143,8 @@ def recorded_code_std(icrf: Any) -> float | None:
     0.03
     """
     value = (getattr(icrf, "metadata", None) or {}).get("code_std")
-    if value is None:
+    if value is None and getattr(icrf, "fit_report", None) is not None:
+        # only a fitted ICRF has a report (a loaded curve file has none: no calibration import)
         from deepinv_icrf.calibration.summary import fit_metadata
 
         value = fit_metadata(icrf).get("code_std")
