@@ -1,7 +1,7 @@
 r"""``deepinv-icrf merge FOLDER --icrf icrf.json --out x.exr``: photos to an HDR radiance map.
 
 The merge options and outputs are shared with ``hdr`` (:func:`add_merge_options`,
-:func:`stage_merge_outputs`, :func:`merge_and_write`).
+:func:`stage_merge_outputs`, :func:`merge_maps`, :func:`write_merge_outputs`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ __all__ = [
     "run_merge",
     "add_merge_options",
     "stage_merge_outputs",
-    "merge_and_write",
+    "merge_maps",
+    "write_merge_outputs",
 ]
 
 HELP = "merge a folder of bracketed photos into an HDR radiance map (+ preview)"
@@ -200,7 +201,7 @@ def stage_merge_outputs(outputs, args: argparse.Namespace) -> dict[str, Path]:
     }
 
 
-def merge_and_write(
+def merge_maps(
     staged: dict[str, Path],
     args: argparse.Namespace,
     icrf,
@@ -213,16 +214,17 @@ def merge_and_write(
     noise_source: str,
     stream,
 ) -> dict[str, Any]:
-    r"""Merge and write every output of the merge to its staged path; return what it made.
+    r"""Merge the photos into the maps the staged outputs need.
 
-    :return: (dict) :func:`deepinv_icrf.hdr_summary.radiance_summary` of the map, with the
-        deghosting threshold and the code noise used.
+    The caller drops its photos before :func:`write_merge_outputs`: the outputs are then
+    written without the stack in memory.
+
+    :return: (dict) ``radiance``, ``std`` and ``count`` (``None`` unless an output needs
+        them), ``saturated``, the deghosting threshold ``deghost`` and the code noise
+        ``code_std`` used.
     """
-    import numpy as np
-
-    from deepinv_icrf.hdr import merge_hdr, save_radiance, tonemap
-    from deepinv_icrf.hdr_summary import radiance_summary, recorded_code_std
-    from deepinv_icrf.io import write_image
+    from deepinv_icrf.hdr import merge_hdr
+    from deepinv_icrf.hdr_summary import recorded_code_std
 
     deghost = args.deghost
     code_std = 0.0
@@ -259,17 +261,37 @@ def merge_and_write(
             **options,
         )
     )
-    radiance = merged.pop(0)
-    std = merged.pop(0) if want_std else None
-    saturated = merged.pop(0)
-    count = merged.pop(0) if want_count else None
-    layer_values = {"std": std, "saturated": saturated, "count": count}
+    return {
+        "radiance": merged.pop(0),
+        "std": merged.pop(0) if want_std else None,
+        "saturated": merged.pop(0),
+        "count": merged.pop(0) if want_count else None,
+        "deghost": deghost,
+        "code_std": code_std,
+    }
+
+
+def write_merge_outputs(
+    staged: dict[str, Path],
+    args: argparse.Namespace,
+    maps: dict[str, Any],
+    layers: list[str],
+) -> dict[str, Any]:
+    r"""Write the maps of :func:`merge_maps` to the staged outputs; return what they hold.
+
+    :return: (dict) :func:`deepinv_icrf.hdr_summary.radiance_summary` of the map, with the
+        deghosting threshold and the code noise used.
+    """
+    import numpy as np
+
+    from deepinv_icrf.hdr import save_radiance, tonemap
+    from deepinv_icrf.hdr_summary import radiance_summary
+    from deepinv_icrf.io import write_image
+
+    radiance, std = maps["radiance"], maps["std"]
     compression = given(args, {"exr_compression": "exr_compression"})
     save_radiance(
-        staged["--out"],
-        radiance,
-        **{k: layer_values[k] for k in layers},
-        **compression,
+        staged["--out"], radiance, **{k: maps[k] for k in layers}, **compression
     )
     if "--std" in staged:
         # pixels saturated everywhere have an unbounded std: stored as -1
@@ -284,9 +306,9 @@ def merge_and_write(
         write_image(staged["--preview"], np.round(shown, out=shown).astype(np.uint8))
         del shown
     return {
-        **radiance_summary(radiance, saturated),
-        "deghost": deghost,
-        "code_std": code_std,
+        **radiance_summary(radiance, maps["saturated"]),
+        "deghost": maps["deghost"],
+        "code_std": maps["code_std"],
     }
 
 
@@ -317,20 +339,24 @@ def run_merge(args: argparse.Namespace, stream=None) -> int:
     with OutputSet(inputs=[*folder_inputs(args, stack), Path(args.icrf)]) as outputs:
         staged = stage_merge_outputs(outputs, args)
         images = aligned(stack, "merge", stream)[0] if args.align else stack.images
-        merged = merge_and_write(
+        n_photos, times = len(stack.paths), stack.exposure_times
+        del stack  # the photos: only `images` holds them now
+        maps = merge_maps(
             staged,
             args,
             icrf,
             images,
-            stack.exposure_times,
+            times,
             layers,
             device=device,
             command="merge",
             noise_source="the ICRF file",
             stream=stream,
         )
+        del images  # merged: the outputs are written without the photos in memory
+        merged = write_merge_outputs(staged, args, maps, layers)
     print(
-        f"{PROG} merge: {len(stack.paths)} exposures -> {describe_radiance(merged)}",
+        f"{PROG} merge: {n_photos} exposures -> {describe_radiance(merged)}",
         file=stream,
     )
     print(written(args, layers), file=stream)
