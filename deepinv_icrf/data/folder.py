@@ -199,12 +199,13 @@ def read_exposure_folder(
             "every image of a stack needs its own exposure time."
         )
 
-    # decoded image by image into one preallocated stack: the peak memory is the stack and
-    # one decoded image, not the list of images and a stacked copy of them
+    # decoded image by image into one preallocated stack (read_image's `out`: 8-bit
+    # photos straight from the decoder's buffer): the peak memory is the stack and one
+    # image in the decoder, not the list of images and a stacked copy of them
     stack = None
     shapes, dtypes = [], []
     for k, p in enumerate(paths):
-        img = read_image(p)
+        img = read_image(p, out=None if stack is None else stack[k])
         if img.dtype not in (np.uint8, np.uint16):
             raise ValueError(
                 f"Image file {os.fspath(p)!r} holds {img.dtype} values; expected 8 or 16-bit "
@@ -212,11 +213,10 @@ def read_exposure_folder(
             )
         shapes.append(img.shape)
         dtypes.append(img.dtype)
-        if stack is None:
+        if stack is None:  # the first image sets the stack's shape and dtype
             stack = np.empty((len(paths), *img.shape), img.dtype)
-        if img.shape == shapes[0] and img.dtype == dtypes[0]:
-            stack[k] = img
-        del img
+            stack[0] = img
+        del img  # an image of another shape or dtype was not put in: refused below
     if len(set(shapes)) > 1:
         listing = ", ".join(
             f"{p.name}: {shape}" for p, shape in zip(paths, shapes, strict=True)
