@@ -202,6 +202,8 @@ def test_jpeg_round_trip_is_close_and_grey_has_one_channel(tmp_path):
         ("rgb.png", _codes(np.uint8)),
         ("rgb16.png", _codes(np.uint16)),
         ("rgb16.tif", _codes(np.uint16)),
+        ("grey16.tif", _codes(np.uint16, 1)),
+        ("rgb8.tif", _codes(np.uint8)),
     ],
 )
 def test_read_image_into_out(tmp_path, name, image):

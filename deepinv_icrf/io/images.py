@@ -238,7 +238,11 @@ def _read_rgbe(path: Path, where: str, max_pixels: int | None) -> np.ndarray:
 
 
 def _read_tiff(
-    path: Path, where: str, max_pixels: int | None, frame: int | None
+    path: Path,
+    where: str,
+    max_pixels: int | None,
+    frame: int | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     import tifffile
 
@@ -259,7 +263,14 @@ def _read_tiff(
                     f"{where}: expected one 2-D image (axes YX or YXS), but got axes "
                     f"{axes!r} and shape {shape}."
                 )
-            img = page.asarray()
+            # straight into `out` when it is the (H, W, C) image's place (read_image)
+            target = None
+            if out is not None and out.dtype == page.dtype and out.flags.c_contiguous:
+                if axes == "YXS" and out.shape == shape:
+                    target = out
+                elif axes == "YX" and out.shape == (*shape, 1):
+                    target = out[..., 0]
+            img = page.asarray(out=target)
     except ValueError:
         raise
     except (OSError, RuntimeError, KeyError, IndexError, TypeError) as err:
@@ -350,7 +361,7 @@ def read_image(
     :param numpy.ndarray, None out: an array to put the image in, such as one exposure of a
         preallocated stack: when the image has its shape ``(H, W, C)`` and dtype, the image is
         copied there (8-bit JPEG and PNG straight from the decoder's buffer, without another
-        copy) and ``out`` is returned; otherwise ``out`` is left as it is and a new array is
+        copy; TIFF decoded in it) and ``out`` is returned; otherwise ``out`` is left as it is and a new array is
         returned. Default ``None``: a new array.
     :return: (:class:`numpy.ndarray`) the image, ``(H, W, C)``: ``out`` when it took the
         image.
@@ -389,7 +400,7 @@ def read_image(
         elif ext == ".exr":
             img = read_exr(path, max_pixels=max_pixels, frame=frame, where=where)
         elif ext in (".tif", ".tiff"):
-            img = _read_tiff(path, where, max_pixels, frame)
+            img = _read_tiff(path, where, max_pixels, frame, out)
         elif ext == ".png":
             img = _read_png(path, where, max_pixels, frame)
         else:
@@ -415,7 +426,8 @@ def read_image(
         ) from err
     img = _as_hwc(np.asarray(img), where)
     if out is not None and out.shape == img.shape and out.dtype == img.dtype:
-        np.copyto(out, img)
+        if not np.shares_memory(out, img):  # a TIFF is decoded in place
+            np.copyto(out, img)
         return out
     return img if img.flags.writeable else img.copy()
 
