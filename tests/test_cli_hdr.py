@@ -20,7 +20,7 @@ from deepinv_icrf.cli import main
 from deepinv_icrf.cli import merge as cli_merge
 from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.hdr import merge_hdr
-from deepinv_icrf.io import read_image
+from deepinv_icrf.io import read_exr_layers, read_image
 from deepinv_icrf.models import ICRF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,9 +148,11 @@ def test_package_top_level_is_lazy():
 def test_cli_choices_are_the_library_ones():
     from deepinv_icrf.functional.merge import MERGE_WEIGHTS
     from deepinv_icrf.hdr import TONEMAP_METHODS
+    from deepinv_icrf.io.exr import EXR_COMPRESSIONS
 
     assert cli_merge.WEIGHTS == MERGE_WEIGHTS
     assert cli_merge.TONEMAPS == TONEMAP_METHODS
+    assert cli_merge.EXR_COMPRESSIONS == tuple(EXR_COMPRESSIONS)
 
 
 def test_cli_passes_only_given_options(photos, tmp_path, fake_fit, merge_calls):
@@ -351,3 +353,55 @@ def test_cli_merge_lower_upper(photos, tmp_path, gamma_icrf_file, merge_calls, c
     ):
         assert main(argv + bad) == 2
         assert f"argument {bad[0]}: expected a number in [0, 1]" in _error_line(capsys)
+
+
+def test_cli_merge_asks_only_for_the_maps_it_writes(
+    photos, tmp_path, gamma_icrf_file, merge_calls
+):
+    base = ["merge", str(photos), "--icrf", str(gamma_icrf_file)]
+    wanted = []
+    for extra in (
+        ["--out", str(tmp_path / "a.exr"), "--preview", str(tmp_path / "a.png")],
+        ["--out", str(tmp_path / "b.exr"), "--std", str(tmp_path / "b_std.npy")],
+        ["--out", str(tmp_path / "c.exr"), "--layers", "count", "saturated"],
+    ):
+        assert main(base + extra) == 0
+        kwargs = merge_calls[-1][1]
+        wanted.append((kwargs["return_std"], kwargs["return_count"]))
+    assert wanted == [(False, False), (True, False), (False, True)]
+    stack = read_exposure_folder(photos)
+    icrf = ICRF.load(gamma_icrf_file)
+    radiance, count = merge_hdr(
+        stack.images, stack.exposure_times, icrf, return_count=True
+    )
+    layers = read_exr_layers(tmp_path / "c.exr")
+    np.testing.assert_array_equal(layers[""], radiance)
+    np.testing.assert_array_equal(layers["count"], count)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.exr"), radiance)
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "b.exr"), read_image(tmp_path / "a.exr")
+    )
+
+
+def test_cli_merge_exr_compression(photos, tmp_path, gamma_icrf_file, capsys):
+    import OpenEXR
+
+    base = ["merge", str(photos), "--icrf", str(gamma_icrf_file)]
+    for extra, stored in (
+        ([], "NO_COMPRESSION"),
+        (["--exr-compression", "zips"], "ZIPS_COMPRESSION"),
+    ):
+        out = tmp_path / f"{stored}.exr"
+        assert main(base + ["--out", str(out), *extra]) == 0
+        head = OpenEXR.File(str(out), header_only=True).parts[0].header
+        assert head["compression"] == getattr(OpenEXR, stored)
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "NO_COMPRESSION.exr"),
+        read_image(tmp_path / "ZIPS_COMPRESSION.exr"),
+    )
+    npy = tmp_path / "r.npy"
+    assert main(base + ["--out", str(npy), "--exr-compression", "zip"]) == 2
+    assert "--exr-compression zip needs an OpenEXR --out or --std" in _error_line(
+        capsys
+    )
+    assert not npy.exists()

@@ -119,7 +119,7 @@ def test_linearize_bad_inputs():
         linearize(torch.zeros(3, 4, 5, dtype=torch.int64), icrf)
     with pytest.raises(ValueError, match=r"\[0.0, 1.0\]"):
         linearize(torch.full((3, 4, 5), 2.0), icrf)
-    with pytest.raises(TypeError, match="ICRF or a float curve"):
+    with pytest.raises(TypeError, match="an ICRF, an ICRFFile or a float curve"):
         linearize(torch.zeros(3, 4, 5), "gamma")
 
 

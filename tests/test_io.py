@@ -194,6 +194,36 @@ def test_jpeg_round_trip_is_close_and_grey_has_one_channel(tmp_path):
     assert read_exposure_time(tmp_path / "g.jpg") is None
 
 
+@pytest.mark.parametrize(
+    ("name", "image"),
+    [
+        ("rgb.jpg", _codes(np.uint8)),
+        ("grey.jpg", _codes(np.uint8, 1)),
+        ("rgb.png", _codes(np.uint8)),
+        ("rgb16.png", _codes(np.uint16)),
+        ("rgb16.tif", _codes(np.uint16)),
+        ("grey16.tif", _codes(np.uint16, 1)),
+        ("rgb8.tif", _codes(np.uint8)),
+    ],
+)
+def test_read_image_into_out(tmp_path, name, image):
+    write_image(tmp_path / name, image)
+    alone = read_image(tmp_path / name)
+    alone[0, 0, 0] += 1  # a writable array of its own, also from Pillow's buffer
+    alone[0, 0, 0] -= 1
+    stack = np.zeros((2, *alone.shape), alone.dtype)
+    got = read_image(tmp_path / name, out=stack[1])
+    assert got.base is stack and not stack[0].any()
+    np.testing.assert_array_equal(stack[1], alone)
+    for other in (  # another shape or dtype: a new array, `out` untouched
+        np.zeros((H + 1, W, alone.shape[-1]), alone.dtype),
+        np.zeros(alone.shape, np.float32),
+    ):
+        got = read_image(tmp_path / name, out=other)
+        assert got is not other and not other.any()
+        np.testing.assert_array_equal(got, alone)
+
+
 def test_png8_rgba_and_palette(tmp_path):
     from PIL import Image
 

@@ -199,6 +199,44 @@ def test_save_radiance_writes_exact_exr(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["scene.exr"]
 
 
+def test_exr_rgb_written_from_any_layout_is_the_channel_by_channel_file(tmp_path):
+    # the image goes to the bindings as one interleaved array: strided, Fortran-ordered
+    # and float64 inputs must give the file the bindings write from three channel planes
+    img = _radiance((9, 14, 3), seed=3)
+    _library_file(
+        tmp_path / "ref.exr",
+        {c: img[..., k] for k, c in enumerate("RGB")},
+        OpenEXR.ZIP_COMPRESSION,
+    )
+    ref = (tmp_path / "ref.exr").read_bytes()
+    wide = np.zeros((9, 28, 3), np.float32)
+    wide[:, ::2] = img
+    for k, layout in enumerate(
+        (img, np.asfortranarray(img), wide[:, ::2], img.astype(np.float64))
+    ):
+        write_exr(tmp_path / f"r{k}.exr", layout, compression="zip")
+        assert (tmp_path / f"r{k}.exr").read_bytes() == ref
+    np.testing.assert_array_equal(read_exr(tmp_path / "r2.exr"), img)
+
+
+@pytest.mark.parametrize(
+    "given, stored",
+    [({}, "NO_COMPRESSION"), ({"exr_compression": "zip"}, "ZIP_COMPRESSION")],
+)
+def test_save_radiance_exr_compression(tmp_path, given, stored):
+    rad = _radiance((5, 6, 3))
+    std = rad / 10
+    save_radiance(tmp_path / "r.exr", rad, std=std, **given)
+    head = OpenEXR.File(str(tmp_path / "r.exr"), header_only=True).parts[0].header
+    assert head["compression"] == getattr(OpenEXR, stored)
+    layers = read_exr_layers(tmp_path / "r.exr")
+    np.testing.assert_array_equal(layers[""], rad)
+    np.testing.assert_array_equal(layers["std"], std)
+    with pytest.raises(ValueError, match="`exr_compression` to be one of"):
+        save_radiance(tmp_path / "s.exr", rad, exr_compression="zlib")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.exr"]
+
+
 def test_exr_opens_in_opencv_when_built_with_exr(tmp_path):
     os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
     cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed")

@@ -139,15 +139,17 @@ def check_device(device: str | None) -> str | None:
 
 # ---------------------------------------------------------------------------- files
 def load_icrf(path: str | Path):
-    r"""The ICRF of ``--icrf``: a missing file is one error line, not a traceback."""
-    from deepinv_icrf.models import ICRF
+    r"""The curve file of ``--icrf`` (:func:`deepinv_icrf.models.read_icrf_file`: the checks
+    and curve of ``ICRF.load``, without importing deepinv); a missing file is one error
+    line, not a traceback."""
+    from deepinv_icrf.models.curve_file import read_icrf_file
 
     path = Path(path)
     if path.exists() and not path.is_file():
         raise CLIError(f"--icrf {str(path)!r} is not a file (a folder?)")
     if not path.is_file():
         raise CLIError(f"--icrf: no such file {str(path)!r}")
-    return ICRF.load(path)
+    return read_icrf_file(path)
 
 
 def save_plot(

@@ -28,8 +28,9 @@ from deepinv_icrf.cli.merge import (
     add_merge_options,
     check_code_range,
     check_merge_arguments,
-    merge_and_write,
+    merge_maps,
     stage_merge_outputs,
+    write_merge_outputs,
     written,
 )
 
@@ -113,7 +114,9 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
             if getattr(report, "refinement", None) is not None
             else stack.exposure_times
         )
-        summary["merge"] = merge_and_write(
+        n_photos = len(stack.paths)
+        del stack  # the photos: only `images` holds them now
+        maps = merge_maps(
             staged,
             args,
             icrf,
@@ -125,10 +128,12 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
             noise_source="the fit",
             stream=stream,
         )
+        del images  # merged: the outputs are written without the photos in memory
+        summary["merge"] = write_merge_outputs(staged, args, maps, layers)
         write_json(files.summary, summary)
     print_fit(icrf, summary, stream)
     print(
-        f"{PROG} hdr: {len(stack.paths)} exposures -> "
+        f"{PROG} hdr: {n_photos} exposures -> "
         f"{describe_radiance(summary['merge'])}",
         file=stream,
     )

@@ -1,17 +1,51 @@
-r"""Data: the embedded demo scene, synthetic stacks and folders of bracketed photos."""
+r"""Data: the embedded demo scene, synthetic stacks and folders of bracketed photos.
+
+The names are imported on first use (PEP 562): reading a folder of photos
+(:func:`read_exposure_folder`) does not import the synthetic stacks, whose camera physics is a
+deepinv ``Physics`` (deepinv, torchvision and ``torch._dynamo``: ``deepinv-icrf merge`` has no
+need of them).
+"""
 
 from __future__ import annotations
 
-from deepinv_icrf.data.align import align_exposures  # noqa: F401
-from deepinv_icrf.data.demo import demo_exposure_times, demo_scene  # noqa: F401
-from deepinv_icrf.data.folder import (  # noqa: F401
-    SIDECAR_NAMES,
-    ExposureFolder,
-    ExposureStackDataset,
-    folder_reads,
-    read_exposure_folder,
-)
-from deepinv_icrf.data.synthetic import (  # noqa: F401
-    SyntheticExposureStackDataset,
-    write_synthetic_folder,
-)
+import importlib as _importlib
+
+__all__ = [
+    "align_exposures",
+    "demo_exposure_times",
+    "demo_scene",
+    "SIDECAR_NAMES",
+    "ExposureFolder",
+    "ExposureStackDataset",
+    "folder_reads",
+    "read_exposure_folder",
+    "SyntheticExposureStackDataset",
+    "write_synthetic_folder",
+]
+
+#: Public names, by the module that defines them.
+_NAMES = {
+    "align_exposures": "deepinv_icrf.data.align",
+    "demo_exposure_times": "deepinv_icrf.data.demo",
+    "demo_scene": "deepinv_icrf.data.demo",
+    "SIDECAR_NAMES": "deepinv_icrf.data.folder",
+    "ExposureFolder": "deepinv_icrf.data.folder",
+    "ExposureStackDataset": "deepinv_icrf.data.folder",
+    "folder_reads": "deepinv_icrf.data.folder",
+    "read_exposure_folder": "deepinv_icrf.data.folder",
+    "SyntheticExposureStackDataset": "deepinv_icrf.data.synthetic",
+    "write_synthetic_folder": "deepinv_icrf.data.synthetic",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _NAMES:
+        value = getattr(_importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value  # once: later lookups do not come back here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    dunders = {name for name in globals() if name.startswith("__")}
+    return sorted(dunders | set(_NAMES))

@@ -251,34 +251,40 @@ def read_exposure_folder(
             "every image of a stack needs its own exposure time."
         )
 
-    images = []
-    for p in paths:
-        img = read_image(p)
+    # decoded image by image into one preallocated stack (read_image's `out`: 8-bit
+    # photos straight from the decoder's buffer): the peak memory is the stack and one
+    # image in the decoder, not the list of images and a stacked copy of them
+    stack = None
+    shapes, dtypes = [], []
+    for k, p in enumerate(paths):
+        img = read_image(p, out=None if stack is None else stack[k])
         if code_bits(img.dtype) is None:
             raise ValueError(
                 f"Image file {os.fspath(p)!r} holds {img.dtype} values; expected 8 or 16-bit "
                 "integer camera images."
             )
-        images.append(img)
-    shapes = {img.shape for img in images}
-    if len(shapes) > 1:
+        shapes.append(img.shape)
+        dtypes.append(img.dtype)
+        if stack is None:  # the first image sets the stack's shape and dtype
+            stack = np.empty((len(paths), *img.shape), img.dtype)
+            stack[0] = img
+        del img  # an image of another shape or dtype was not put in: refused below
+    if len(set(shapes)) > 1:
         listing = ", ".join(
-            f"{p.name}: {img.shape}" for p, img in zip(paths, images, strict=True)
+            f"{p.name}: {shape}" for p, shape in zip(paths, shapes, strict=True)
         )
         raise ValueError(
             f"Images in {os.fspath(folder)!r} have different sizes (H, W, C) ({listing}); "
             "every exposure must have the same size and channels."
         )
-    dtypes = {img.dtype for img in images}
-    if len(dtypes) > 1:
+    if len(set(dtypes)) > 1:
         listing = ", ".join(
-            f"{p.name}: {img.dtype}" for p, img in zip(paths, images, strict=True)
+            f"{p.name}: {dtype}" for p, dtype in zip(paths, dtypes, strict=True)
         )
         raise ValueError(
             f"Images in {os.fspath(folder)!r} have mixed bit depths ({listing}); "
             "every exposure must have the same bit depth."
         )
-    stack = np.stack(images)
     return ExposureFolder(
         images=stack,
         exposure_times=t,

@@ -401,8 +401,8 @@ def write_exr(
         if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer):
             stored = arr.astype(np.float16)
         elif np.issubdtype(arr.dtype, np.floating):
-            with np.errstate(over="ignore"):
-                stored = arr.astype(EXR_PIXEL_TYPES[pixel_type])
+            with np.errstate(over="ignore"):  # no copy when it has the stored type
+                stored = arr.astype(EXR_PIXEL_TYPES[pixel_type], copy=False)
             if pixel_type == "half" and (np.isinf(stored) & np.isfinite(arr)).any():
                 raise ValueError(
                     f"Cannot write {where}: values up to {float(np.nanmax(np.abs(arr))):g} "
@@ -414,6 +414,11 @@ def write_exr(
                 f"Cannot write {where}: {'the image' if not name else repr(name)} has "
                 f"dtype {arr.dtype}, not numbers."
             )
+        if not name and stored.shape[-1] == 3:
+            # the image as one interleaved (H, W, 3) array: the bindings write it as R, G, B
+            # (the same file) straight from its memory, without the three channel copies
+            channels["RGB"] = np.ascontiguousarray(stored)
+            continue
         labels = ("Y",) if stored.shape[-1] == 1 else _CHANNEL_ORDER
         for k, label in enumerate(labels):
             full = f"{name}.{label}" if name else label

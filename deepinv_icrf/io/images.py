@@ -113,7 +113,9 @@ def _pil_array(im, where: str) -> np.ndarray:
             raise ValueError(f"{where}: 32-bit integer images are not supported.")
         return arr.astype(np.uint16)
     if mode in ("L", "RGB"):
-        return np.array(im)
+        # a read-only view of the packed pixels (no copy yet): read_image copies it once,
+        # into its `out` or into a writable array of its own
+        return np.asarray(im)
     if mode in ("1", "LA"):
         return np.array(im.convert("L"))
     if mode == "F":
@@ -236,7 +238,11 @@ def _read_rgbe(path: Path, where: str, max_pixels: int | None) -> np.ndarray:
 
 
 def _read_tiff(
-    path: Path, where: str, max_pixels: int | None, frame: int | None
+    path: Path,
+    where: str,
+    max_pixels: int | None,
+    frame: int | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     import tifffile
 
@@ -257,7 +263,14 @@ def _read_tiff(
                     f"{where}: expected one 2-D image (axes YX or YXS), but got axes "
                     f"{axes!r} and shape {shape}."
                 )
-            img = page.asarray()
+            # straight into `out` when it is the (H, W, C) image's place (read_image)
+            target = None
+            if out is not None and out.dtype == page.dtype and out.flags.c_contiguous:
+                if axes == "YXS" and out.shape == shape:
+                    target = out
+                elif axes == "YX" and out.shape == (*shape, 1):
+                    target = out[..., 0]
+            img = page.asarray(out=target)
     except ValueError:
         raise
     except (OSError, RuntimeError, KeyError, IndexError, TypeError) as err:
@@ -329,6 +342,7 @@ def read_image(
     *,
     max_pixels: int | None = None,
     frame: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""Read an image file into an ``(H, W, C)`` array, checked before it is decoded.
 
@@ -344,7 +358,13 @@ def read_image(
     :param int, None frame: the frame of a multi-frame file (TIFF page, animated PNG frame,
         OpenEXR part). Default ``None``: such files are refused (a JPEG's extra MPF preview
         images are ignored: its first image is the photo).
-    :return: (:class:`numpy.ndarray`) the image, ``(H, W, C)``.
+    :param numpy.ndarray, None out: an array to put the image in, such as one exposure of a
+        preallocated stack: when the image has its shape ``(H, W, C)`` and dtype, the image is
+        copied there (8-bit JPEG and PNG straight from the decoder's buffer, without another
+        copy; TIFF decoded in it) and ``out`` is returned; otherwise ``out`` is left as it is and a new array is
+        returned. Default ``None``: a new array.
+    :return: (:class:`numpy.ndarray`) the image, ``(H, W, C)``: ``out`` when it took the
+        image.
     :raises FileNotFoundError: if the file does not exist.
     :raises ValueError: naming the file, for an unknown extension, a size above the limit or
         empty, several frames without ``frame``, or an unreadable, corrupted or truncated file.
@@ -380,7 +400,7 @@ def read_image(
         elif ext == ".exr":
             img = read_exr(path, max_pixels=max_pixels, frame=frame, where=where)
         elif ext in (".tif", ".tiff"):
-            img = _read_tiff(path, where, max_pixels, frame)
+            img = _read_tiff(path, where, max_pixels, frame, out)
         elif ext == ".png":
             img = _read_png(path, where, max_pixels, frame)
         else:
@@ -404,7 +424,12 @@ def read_image(
             f"Cannot read {where}: not enough memory to decode it; lower the pixel limit "
             "(`max_pixels`, DEEPINV_ICRF_MAX_PIXELS) or free memory."
         ) from err
-    return _as_hwc(np.asarray(img), where)
+    img = _as_hwc(np.asarray(img), where)
+    if out is not None and out.shape == img.shape and out.dtype == img.dtype:
+        if not np.shares_memory(out, img):  # a TIFF is decoded in place
+            np.copyto(out, img)
+        return out
+    return img if img.flags.writeable else img.copy()
 
 
 # ---------------------------------------------------------------------------- writing

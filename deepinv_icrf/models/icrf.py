@@ -11,16 +11,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from deepinv.models import Reconstructor
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from deepinv_icrf._checks import (
-    check_band,
-    check_channel_values,
-    check_float,
-    check_in,
-)
+from deepinv_icrf._checks import check_band, check_float, check_in
 from deepinv_icrf.bracket import check_bit_depth
 from deepinv_icrf.functional.interp import curve_slope, interp_curve, invert_curve
+from deepinv_icrf.models.curve_file import (  # noqa: F401 - the format's names, also here
+    CODE_METADATA,
+    CURVE_TOL,
+    FORMAT_TAG,
+    FORMAT_VERSION,
+    MIN_SLOPE,
+    PARAMETERIZATIONS,
+    SAVED_DTYPES,
+    check_monotone_curve,
+    curve_of,
+    curve_to_raw,
+    read_icrf_file,
+)
 from deepinv_icrf.physics.responses import ResponseCurve, get_response
 
 if TYPE_CHECKING:
@@ -28,27 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ICRF"]
 
-FORMAT_TAG = "deepinv-icrf/icrf"
-FORMAT_VERSION = 1
-PARAMETERIZATIONS = ("monotone", "free")
-#: parameter dtypes an ICRF file may name
-SAVED_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INITS = ("identity", "gamma")
-#: Metadata the package writes and reads back, one value per channel in [0, 1] code units
-#: (:func:`deepinv_icrf.calibration.fit_metadata`: the fit's code noise and floor);
-#: :meth:`ICRF.load` checks them.
-CODE_METADATA = ("floor", "code_std")
-# smallest slope kept when turning a given non-decreasing curve into softplus increments
-MIN_SLOPE = 1e-6
-# tolerance on the endpoints / monotonicity of a curve given to the monotone form
-CURVE_TOL = 1e-4
-_SOFTPLUS_LINEAR = 20.0
-
-
-def _softplus_inverse(d: Tensor) -> Tensor:
-    # inverse of F.softplus (beta=1, threshold=20): log(expm1(d)), linear above 20
-    safe = d.clamp_max(_SOFTPLUS_LINEAR)
-    return torch.where(d > _SOFTPLUS_LINEAR, d, torch.log(torch.expm1(safe)))
 
 
 def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
@@ -206,29 +193,8 @@ class ICRF(Reconstructor):
             )
         return grid.unsqueeze(0) ** g.unsqueeze(1).expand(C, 1)
 
-    @staticmethod
-    def _check_monotone_curve(curve: Tensor, name: str) -> None:
-        diffs = curve.diff(dim=1)
-        start_err = float(curve[:, 0].abs().max())
-        end_err = float((curve[:, -1] - 1.0).abs().max())
-        if start_err > CURVE_TOL or end_err > CURVE_TOL:
-            raise ValueError(
-                f"Expected `{name}` for the 'monotone' parameterization to start at 0 and end "
-                f"at 1 (within {CURVE_TOL}), but got endpoints "
-                f"{curve[:, 0].tolist()} and {curve[:, -1].tolist()}."
-            )
-        if float(diffs.min()) < -CURVE_TOL:
-            raise ValueError(
-                f"Expected `{name}` for the 'monotone' parameterization to be non-decreasing, "
-                f"but it decreases by up to {-float(diffs.min()):.3g}."
-            )
-
     def _curve_to_raw(self, curve: Tensor, name: str) -> list[Tensor]:
-        if self._parameterization == "free":
-            return list(curve.unbind(0))
-        self._check_monotone_curve(curve, name)
-        slopes = (curve.diff(dim=1) * (self._n_points - 1)).clamp_min(MIN_SLOPE)
-        return list(_softplus_inverse(slopes).unbind(0))
+        return curve_to_raw(curve, self._parameterization, name)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -254,11 +220,7 @@ class ICRF(Reconstructor):
     @property
     def curve(self) -> Tensor:
         r"""The curve :math:`g_{c,k}`, shape ``(C, L)``, differentiable in the parameters."""
-        raw = torch.stack(list(self.params), dim=0)
-        if self._parameterization == "free":
-            return raw
-        inc = torch.cumsum(F.softplus(raw), dim=1)
-        return torch.cat([torch.zeros_like(inc[:, :1]), inc / inc[:, -1:]], dim=1)
+        return curve_of(torch.stack(list(self.params), dim=0), self._parameterization)
 
     def channel_parameters(self, c: int) -> list[nn.Parameter]:
         r"""The parameters that affect channel ``c`` only.
@@ -422,114 +384,26 @@ class ICRF(Reconstructor):
             band whose edges cross, a metadata ``floor`` or ``code_std`` that is not one
             number in ``[0, 1]`` per channel).
         """
-        from deepinv_icrf.io.jsonfile import read_json  # size, depth, number limits
-
-        where = f"ICRF file {os.fspath(path)!r}"
-        doc = read_json(path, where)
-        if not isinstance(doc, dict):
-            raise ValueError(
-                f"{where}: expected a JSON object, got {type(doc).__name__}."
-            )
-        if doc.get("format") != FORMAT_TAG:
-            raise ValueError(
-                f"{where}: expected format tag {FORMAT_TAG!r}, got {doc.get('format')!r}."
-            )
-        required = (
-            "version",
-            "channels",
-            "n_points",
-            "bit_depth",
-            "parameterization",
-            "curve",
-        )
-        missing = [k for k in required if k not in doc]
-        if missing:
-            raise ValueError(f"{where}: missing key(s) {missing}.")
-        version = doc["version"]
-        if (
-            isinstance(version, bool)
-            or not isinstance(version, int)
-            or not 1 <= version <= FORMAT_VERSION
-        ):
-            raise ValueError(f"{where}: unsupported version {version!r} (expected 1).")
-        C, L = doc["channels"], doc["n_points"]
-        for key, low in (("channels", 1), ("n_points", 2)):
-            v = doc[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(
-                    f"{where}: `{key}` must be an int >= {low}, got {v!r}."
-                )
+        file = read_icrf_file(path)  # every check of the format: curve_file.py
         try:
-            bit_depth = check_bit_depth(doc["bit_depth"])
-        except (TypeError, ValueError) as err:  # bad file content: a ValueError
-            raise ValueError(f"{where}: {err}") from None
-        param = doc["parameterization"]
-        if param not in PARAMETERIZATIONS:
-            raise ValueError(
-                f"{where}: `parameterization` must be one of {PARAMETERIZATIONS}, got {param!r}."
-            )
-        dtype_name = doc.get("dtype", "float32")
-        if dtype_name not in SAVED_DTYPES:
-            raise ValueError(
-                f"{where}: `dtype` must be one of {SAVED_DTYPES}, got {str(dtype_name)[:40]!r}."
-            )
-        dtype = getattr(torch, dtype_name)
-        curve = cls._read_table(doc["curve"], C, L, "curve", where)
-        metadata = doc.get("metadata", {})
-        if not isinstance(metadata, dict):
-            raise ValueError(
-                f"{where}: `metadata` must be a JSON object, got {type(metadata).__name__}."
-            )
-        for (
-            key
-        ) in CODE_METADATA:  # what merge reads back (its lower cutoff, deghosting)
-            if key in metadata:
-                try:
-                    check_channel_values(metadata[key], f"metadata `{key}`", C)
-                except ValueError as err:
-                    raise ValueError(f"{where}: {err}") from None
-        try:
-            if param == "monotone":
-                cls._check_monotone_curve(curve, "curve")
             model = cls(
-                channels=C,
-                n_points=L,
-                parameterization=param,
-                init=curve,
-                bit_depth=bit_depth,
-                dtype=dtype,
+                channels=file.channels,
+                n_points=file.n_points,
+                parameterization=file.parameterization,
+                init=file.table,
+                bit_depth=file.bit_depth,
+                dtype=file.dtype,
                 device=device,
             )
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
-        if "parameters" in doc:
-            n_raw = L if param == "free" else L - 1
-            raw = cls._read_table(doc["parameters"], C, n_raw, "parameters", where)
+            raise ValueError(f"ICRF file {os.fspath(path)!r}: {err}") from err
+        if file.listed_parameters:  # an exact round trip of the saved parameters
             with torch.no_grad():
-                for p, r in zip(model.params, raw, strict=True):
+                for p, r in zip(model.params, file.parameters, strict=True):
                     p.copy_(r.to(p.dtype))
-                rebuilt = model.curve.detach().to("cpu", torch.float64)
-            if not torch.allclose(rebuilt, curve, rtol=0.0, atol=1e-5):
-                err = float((rebuilt - curve).abs().max())
-                raise ValueError(
-                    f"{where}: `parameters` and `curve` disagree (max difference {err:.3g}); "
-                    "the file was edited inconsistently."
-                )
-        model.metadata = dict(metadata)
-        if doc.get("band") is not None:
-            band = doc["band"]
-            if not isinstance(band, dict) or set(band) != {"lower", "upper"}:
-                raise ValueError(
-                    f"{where}: `band` must hold `lower` and `upper` tables."
-                )
-            edges = [
-                cls._read_table(band[k], C, L, f"band.{k}", where)
-                for k in ("lower", "upper")
-            ]
-            try:
-                model.band = torch.stack(edges).to(device=device, dtype=dtype)
-            except ValueError as err:  # lower > upper: edges swapped or edited
-                raise ValueError(f"{where}: {err}") from None
+        model.metadata = dict(file.metadata)
+        if file.band is not None:
+            model.band = file.band.to(device=device, dtype=file.dtype)
         return model
 
     @classmethod
@@ -632,27 +506,3 @@ class ICRF(Reconstructor):
                 codes.expand(self._channels, -1), curve, channel_dim=-2
             )
         write_opencv_response(path, sampled.flip(0).T.numpy(), delimiter=delimiter)
-
-    @staticmethod
-    def _read_table(
-        table: object, rows: int, cols: int, key: str, where: str
-    ) -> Tensor:
-        if not isinstance(table, list) or len(table) != rows:
-            n = len(table) if isinstance(table, list) else type(table).__name__
-            raise ValueError(
-                f"{where}: `{key}` must be a list of {rows} rows, got {n}."
-            )
-        for c, row in enumerate(table):
-            if not isinstance(row, list) or len(row) != cols:
-                n = len(row) if isinstance(row, list) else type(row).__name__
-                raise ValueError(
-                    f"{where}: `{key}` row {c} must hold {cols} values, got {n}."
-                )
-            if not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in row
-            ):
-                raise ValueError(f"{where}: `{key}` row {c} must hold numbers only.")
-        t = torch.tensor(table, dtype=torch.float64)
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{where}: `{key}` holds NaN or infinite values.")
-        return t
