@@ -8,7 +8,7 @@ deepinv until something needs them.
 
 from __future__ import annotations
 
-import importlib as _importlib
+from deepinv_icrf._lazy import lazy_names as _lazy_names
 
 #: The package version, written only here (pyproject.toml reads it for the build).
 __version__ = "0.1.0"
@@ -38,16 +38,4 @@ _SUBMODULES = frozenset(
 _NAMES = {"fit_icrf": "deepinv_icrf.calibration"}
 
 
-def __getattr__(name: str) -> object:
-    if name in _SUBMODULES:
-        return _importlib.import_module(f"{__name__}.{name}")
-    if name in _NAMES:
-        value = getattr(_importlib.import_module(_NAMES[name]), name)
-        globals()[name] = value  # once: later lookups do not come back here
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    dunders = {name for name in globals() if name.startswith("__")}
-    return sorted(dunders | _SUBMODULES | set(_NAMES))
+__getattr__, __dir__ = _lazy_names(__name__, _NAMES, globals(), _SUBMODULES)
