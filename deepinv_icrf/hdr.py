@@ -47,6 +47,7 @@ from deepinv_icrf.functional.merge import (  # the merges' cores: inputs checked
     _radiance_merge_std,
     merge_weights,
 )
+from deepinv_icrf.functional.tonemap import TONEMAP_METHODS, tonemap_radiance
 from deepinv_icrf.models.curve_file import ICRFFile
 
 if TYPE_CHECKING:
@@ -61,8 +62,6 @@ __all__ = [
     "save_radiance",
     "TONEMAP_METHODS",
 ]
-
-TONEMAP_METHODS = ("reinhard", "gamma")
 
 
 def _is_icrf(value: object) -> bool:
@@ -599,18 +598,9 @@ def tonemap(
     gamma: float = 2.2,
     percentile: float = 99.0,
 ) -> np.ndarray | Tensor:
-    r"""Compress an HDR radiance map to display values in ``[0, 1]``.
-
-    ``"reinhard"`` (global operator): with luminance :math:`L` (Rec. 709 weights for 3
-    channels, the mean otherwise) and its log-average :math:`\bar L`,
-
-    .. math::
-
-        L_m = \frac{a}{\bar L} L, \qquad L_d = \frac{L_m}{1 + L_m}, \qquad
-        \text{out} = \left(\frac{L_d}{L}\, E\right)^{1/\gamma}
-
-    ``"gamma"``: :math:`\text{out} = \mathrm{clip}(E / E_{p}, 0, 1)^{1/\gamma}` with
-    :math:`E_p` the ``percentile`` of :math:`E`.
+    r"""Compress an HDR radiance map to display values in ``[0, 1]``: Reinhard's global
+    operator or a gamma curve with a percentile as white
+    (:func:`~deepinv_icrf.functional.tonemap.tonemap_radiance`, where the formulas are).
 
     :param numpy.ndarray, torch.Tensor radiance: ``(H, W, C)`` numpy array or a tensor
         ``(..., C, H, W)``, finite, ``>= 0``.
@@ -653,24 +643,7 @@ def tonemap(
             f"Expected `gamma` > 0, `key` > 0 and `percentile` in (0, 100], but got {gamma}, "
             f"{key} and {percentile}."
         )
-    tiny = 1e-12
-    # in the radiance's dtype; the only full-size temporary is the result (updated in place)
-    if method == "reinhard":
-        if e.shape[-3] == 3:
-            lum = e[..., 0:1, :, :] * 0.2126
-            lum.add_(e[..., 1:2, :, :] * 0.7152).add_(e[..., 2:3, :, :] * 0.0722)
-        else:
-            lum = e.mean(dim=-3, keepdim=True)
-        log_avg = torch.exp(torch.log(lum + tiny).mean(dim=(-3, -2, -1), keepdim=True))
-        lm = key / log_avg * lum
-        ratio = lm.div_(lm + 1.0).div_(lum.add_(tiny))  # L_d / L
-        out = e * ratio
-    else:
-        flat = e.reshape(*e.shape[:-3], -1)
-        k = max(1, min(flat.shape[-1], math.ceil(percentile / 100.0 * flat.shape[-1])))
-        white = flat.kthvalue(k, dim=-1).values.clamp_min(tiny)
-        out = e / white.reshape(*white.shape, 1, 1, 1)
-    out = out.clamp_(0.0, 1.0).pow_(1.0 / gamma)
+    out = tonemap_radiance(e, method, key, gamma, percentile)
     if from_numpy:
         return out.movedim(-3, -1).numpy().astype(np.float32, copy=False)
     return out

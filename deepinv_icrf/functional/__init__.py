@@ -102,6 +102,10 @@ from deepinv_icrf.functional.times import (  # noqa: F401
     exponent_from_prior,
     pairwise_log_ratios,
 )
+from deepinv_icrf.functional.tonemap import (
+    TONEMAP_METHODS,
+    tonemap_radiance,
+)  # noqa: F401
 from deepinv_icrf.functional.uncertainty import (  # noqa: F401
     band_coverage,
     bootstrap_band,
