@@ -246,6 +246,8 @@ def run_case(name, sigma, args, fit_options) -> dict:
 _SMALL_ERRORS = ("jitter", "rounded")
 #: Time scenarios with frames wrong by a factor >= 2.
 _WRONG_FRAMES = ("plateau", "plateau-jitter")
+#: Time scenarios where the prior oracle is defined (listed times off by a few percent).
+_ORACLE_TIMES = ("right", "jitter", "rounded")
 
 
 def _timed(fn, repeat: int):
@@ -476,29 +478,32 @@ def _cases_summary(rows: list[dict]) -> list[str]:
         + worst(ok, lambda r: r["rmse_refined"] / r["rmse_listed"], "{:.2f}x".format)
         + ")"
     )
+
     # the nearest target an estimator can meet: no worse than the listed-time fit, or than
     # the prior oracle applied to the exact-time fit (within 10%)
-    near = [
+    # (the oracle's least-squares exponent means something only for listed times off by a
+    # few percent: frames wrong by 2x or more are left out of the prior by the package)
+    def bound(r: dict) -> float:
+        oracle = r["rmse_oracle_fit"] if r["times"] in _ORACLE_TIMES else 0.0
+        return max(r["rmse_listed"], 1.1 * oracle)
+
+    near = [r for r in ok if r["rmse_refined"] <= bound(r)]
+    beaten = [
         r
         for r in ok
-        if r["rmse_refined"] <= max(r["rmse_listed"], 1.1 * r["rmse_oracle_fit"])
+        if r["times"] in _ORACLE_TIMES and r["rmse_oracle_fit"] > r["rmse_listed"]
     ]
-    beaten = [r for r in ok if r["rmse_oracle_fit"] > r["rmse_listed"]]
     out.append(
         f"  prior oracle (exponent from the listed times, rest exact) applied to the "
         f"exact-time fit: worse than the plain fit with the listed times in {len(beaten)} of "
-        f"{len(ok)} cases ({', '.join(r['case'] for r in beaten) or 'none'}): there no "
+        f"the {sum(r['times'] in _ORACLE_TIMES for r in ok)} cases with listed times off by "
+        f"at most 10% ({', '.join(r['case'] for r in beaten) or 'none'}): there no "
         "estimator taking its exponent from the listed times meets the target"
     )
     out.append(
-        f"  nearest target, refined RMSE <= max(listed, 1.1x prior oracle of the exact-time "
-        f"fit): {_met(len(near) == len(ok))} ({len(near)} of {len(ok)}; "
-        + worst(
-            ok,
-            lambda r: r["rmse_refined"]
-            / max(r["rmse_listed"], 1.1 * r["rmse_oracle_fit"]),
-            "{:.2f}x".format,
-        )
+        f"  nearest target, refined RMSE <= the listed-time fit's, or 1.1x the prior oracle's "
+        f"where that is larger: {_met(len(near) == len(ok))} ({len(near)} of {len(ok)}; "
+        + worst(ok, lambda r: r["rmse_refined"] / bound(r), "{:.2f}x".format)
         + ")"
     )
     covered = [r for r in ok if r["coverage"] >= 0.9]

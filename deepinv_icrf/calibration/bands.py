@@ -2,7 +2,7 @@ r"""Confidence bands of a fitted ICRF by parametric (or pixel) bootstrap of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -74,6 +74,7 @@ def icrf_confidence_band(
     device: str | torch.device | None = None,
     fit_options: dict[str, Any] | None = None,
     fit: Callable[..., ICRF] | None = None,
+    other_estimates: Sequence[Tensor] = (),
 ) -> tuple[Tensor, Tensor]:
     r"""Per-code confidence band of a fitted ICRF, by bootstrapping the fit itself.
 
@@ -153,6 +154,11 @@ def icrf_confidence_band(
     :param Callable, None fit: a fitting function to use instead, called as
         ``fit(stack, times, seed=..., **fit_options)`` and returning an ICRF (default: the
         package's single fit).
+    :param Sequence other_estimates: other estimates of the curve, each ``(C, L)``, that the
+        band also reaches (``alternatives`` of :func:`~deepinv_icrf.functional.bootstrap_band`;
+        :func:`~deepinv_icrf.calibration.fit_icrf` passes the joint fit of curve and times
+        when the curve was refitted at the refined times: where two estimators disagree, the
+        band covers both).
     :return: (tuple) ``(lower, upper)``, each ``(C, L)`` on the ICRF's device.
 
     |sep|
@@ -309,6 +315,7 @@ def icrf_confidence_band(
             others.append(refit(clipped, times, seed))
         except ValueError:
             pass  # nothing left unclipped to fit: no second opinion
+    others.extend(o.detach() for o in other_estimates)
     alternatives = torch.stack([o.to(band_device) for o in others]) if others else None
     lower, upper = bootstrap_band(
         refits, center, level, extra_std=extra, alternatives=alternatives

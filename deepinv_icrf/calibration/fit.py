@@ -377,7 +377,9 @@ def _attach_band(
     seed: int,
 ) -> None:
     r"""Estimate the confidence band of a fit and store it on the model and its report."""
-    exponent_std = 0.0 if report.refinement is None else report.refinement.exponent_std
+    refinement = report.refinement
+    exponent_std = 0.0 if refinement is None else refinement.exponent_std
+    joint = None if refinement is None else refinement.joint_curve
     icrf_confidence_band(
         bracket.codes,
         report.exposure_times,
@@ -387,5 +389,6 @@ def _attach_band(
         device=device,
         store=True,
         exponent_std=exponent_std,
+        other_estimates=() if joint is None else (joint,),
     )
     report.band = icrf.band

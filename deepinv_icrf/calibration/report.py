@@ -2,7 +2,7 @@ r"""What a fit reports about itself: :class:`FitReport`, attached as ``icrf.fit_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -26,6 +26,9 @@ class Refinement:
     :param bool converged: whether the refinement converged.
     :param list, None assumed_exposure_times: the times assumed when none were given.
     :param list, None log_time_std: posterior std of each refined log-time, where known.
+    :param torch.Tensor, None joint_curve: the curve ``(C, L)`` of the joint fit of curve and
+        times, before the curve was refitted at the refined times (a second estimate that
+        the confidence band also reaches).
     """
 
     exponent: float
@@ -35,6 +38,7 @@ class Refinement:
     converged: bool = True
     assumed_exposure_times: list[float] | None = None
     log_time_std: list[float] | None = None
+    joint_curve: Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
