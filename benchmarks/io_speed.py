@@ -3,7 +3,8 @@ r"""Benchmark: image reading and writing, the old hand-written codecs against th
 The old ``deepinv_icrf/io.py`` (commit 76c1c4c: its own OpenEXR, Radiance RGBE and 16-bit PNG
 code; OpenCV's decoder for 16-bit PNG when installed) is taken from git, imported from a
 temporary file, and timed against the current :mod:`deepinv_icrf.io` (OpenEXR bindings,
-imagecodecs) on the same arrays and the same files: each file is written once, then read by
+imagecodecs; libpng for every PNG, where the old module read 8-bit PNG with Pillow) on
+the same arrays and the same files: each file is written once, then read by
 both. Median of ``--repeat`` runs, same process, same machine; prints a markdown table with
 the ratio new / old (below 1: faster now).
 
@@ -71,10 +72,12 @@ def main() -> None:
     codes16 = np.clip(
         smooth * 65535 + rng.normal(0, 300, smooth.shape), 0, 65535
     ).astype(np.uint16)
+    codes8 = (codes16 >> 8).astype(np.uint8)
     cases = [
         ("OpenEXR float32 ZIP", ".exr", radiance),
         ("Radiance RGBE .hdr", ".hdr", radiance),
         ("PNG 16-bit RGB", ".png", codes16),
+        ("PNG 8-bit RGB", ".png", codes8),
         ("TIFF 16-bit RGB", ".tif", codes16),
     ]
     rows = []

@@ -518,6 +518,194 @@ def _link(link: Path, target: Path) -> Path:
     return link
 
 
+# ---------------------------------------------------------------------------- third pass
+def _short_png(tmp: Path) -> Path:
+    r"""An 8-bit PNG whose image data holds 10 of the 100 rows its IHDR declares, in a
+    complete zlib stream (Pillow filled the 90 missing rows with zeros, silently)."""
+    raw = b"".join(b"\0" + bytes([7]) * 300 for _ in range(10))
+    ihdr = struct.pack(">IIBBBBB", 100, 100, 8, 2, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+    return _write(tmp, "short.png", data)
+
+
+def _sparse_png16(tmp: Path) -> Path:
+    r"""A valid 8x10 16-bit PNG followed by 200 MB of zeros (sparse on disk; a 5 GB one was
+    read whole: 17 s and 5.3 GB)."""
+    from deepinv_icrf.io import write_image
+
+    path = tmp / "big.png"
+    write_image(path, np.zeros((8, 10, 3), np.uint16))
+    os.truncate(path, 200 * 2**20)
+    return path
+
+
+def _exr_declaring(tmp: Path, window: tuple, tiles: tuple | None = None) -> Path:
+    r"""An OpenEXR header (from the file layout document) with the data window ``window``
+    ``(xmin, ymin, xmax, ymax)``, tiled with ``tiles`` when given, and no pixel data."""
+
+    def attr(name: str, kind: str, value: bytes) -> bytes:
+        head = name.encode() + b"\0" + kind.encode() + b"\0"
+        return head + struct.pack("<i", len(value)) + value
+
+    box = struct.pack("<4i", *window)
+    flags = 2 | (0x200 if tiles else 0)
+    header = (
+        b"\x76\x2f\x31\x01"
+        + struct.pack("<I", flags)
+        + attr(
+            "channels", "chlist", b"Y\0" + struct.pack("<iB3xii", 2, 0, 1, 1) + b"\0"
+        )
+        + attr("compression", "compression", b"\x03")
+        + attr("dataWindow", "box2i", box)
+        + attr("displayWindow", "box2i", box)
+        + attr("lineOrder", "lineOrder", b"\0")
+        + attr("pixelAspectRatio", "float", struct.pack("<f", 1.0))
+        + attr("screenWindowCenter", "v2f", bytes(8))
+        + attr("screenWindowWidth", "float", struct.pack("<f", 1.0))
+        + (attr("tiles", "tiledesc", struct.pack("<IIB", *tiles, 0)) if tiles else b"")
+        + b"\0"
+    )
+    return _write(tmp, "a.exr", header + bytes(64))
+
+
+def _exr_cut_in_pixels(tmp: Path) -> Path:
+    r"""A 64x64 ZIP OpenEXR file (four chunks of 16 rows) with its last tenth cut off: the
+    header is intact, the pixel data is not."""
+    from deepinv_icrf.io import write_image
+
+    path = tmp / "cut.exr"
+    noise = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    write_image(path, noise, exr_compression="zip")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 9 // 10])
+    return path
+
+
+def _tiff_absurd_tiles(tmp: Path) -> Path:
+    r"""An 8x8 TIFF declaring tiles of (2**31 - 16)^2 pixels, one tile of 64 bytes."""
+    entries = [
+        (256, 4, 1, 8),
+        (257, 4, 1, 8),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (322, 4, 1, 2**31 - 16),
+        (323, 4, 1, 2**31 - 16),
+        (324, 4, 1, 200),
+        (325, 4, 1, 64),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", *e) for e in entries
+    )
+    pixels = bytes(range(64))
+    body = ifd + bytes(4)
+    data = b"II*\x00" + struct.pack("<I", 8) + body
+    data += bytes(200 - len(data)) + pixels
+    return _write(tmp, "tiles.tif", data)
+
+
+def _read_as_its_8x8(img: np.ndarray) -> None:
+    assert img.shape == (8, 8, 1) and img.dtype == np.uint8
+    assert img[..., 0].ravel().tolist() == list(range(64))
+
+
+def _npy(tmp: Path, array: np.ndarray) -> Path:
+    np.save(tmp / "a.npy", array)
+    return tmp / "a.npy"
+
+
+def _times_read(expected: dict) -> Callable[[Any], None]:
+    def check(folder: Any) -> None:
+        names = [p.name for p in folder.paths]
+        times = dict(zip(names, folder.exposure_times.tolist(), strict=True))
+        assert times == expected, times
+
+    return check
+
+
+_THIRDS = {"exposure_00.png": 0.125, "exposure_01.png": 0.25, "exposure_02.png": 0.5}
+
+
+def _full_disk_unnamed(mp: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import deepinv_icrf.io as dio
+
+    def full(path, obj):  # as a real write() fails: no file name in the error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    mp.setattr(dio, "write_json", full)
+
+
+def _ctrl_c_in_commit(tmp: Path) -> dict:
+    r"""Commit two outputs over older ones; SIGINT comes after the first rename while another
+    thread runs (a CLI process has torch's and a progress bar's: the kernel may hand the
+    signal to any of them, and Python then raised ``KeyboardInterrupt`` mid-commit)."""
+    import signal
+    import threading
+    import time
+
+    from deepinv_icrf.io import OutputSet
+    from deepinv_icrf.io import atomic as atomic_module
+
+    for name in ("a.txt", "b.txt"):
+        (tmp / name).write_text("old")
+    replace = os.replace
+
+    def replace_then_ctrl_c(src, dst):
+        replace(src, dst)
+        if Path(dst).name == "a.txt":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # time enough for any thread to take it
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    interrupted = False
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(atomic_module.os, "replace", replace_then_ctrl_c)
+            with OutputSet() as outputs:
+                for name in ("a.txt", "b.txt"):
+                    outputs.file(tmp / name).write_text("new")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        worker.join()
+    return {
+        "interrupted": interrupted,
+        "files": {p.name: p.read_text() for p in sorted(tmp.iterdir())},
+    }
+
+
+def _one_complete_set(result: dict) -> None:
+    assert result["interrupted"]  # delivered, once the set was in place
+    assert result["files"] == {"a.txt": "new", "b.txt": "new"}
+
+
+def _link_replaced_input_kept(result: dict) -> None:
+    assert result["code"] == 0, result["stderr"]
+    tmp = result["tmp"]
+    out = tmp / "o" / "exposure_00.tif"
+    assert out.is_file() and not out.is_symlink()
+    assert read_image(out).dtype == np.uint16
+    photo = tmp / "photos" / "exposure_00.png"  # the photo the link pointed at
+    assert photo.read_bytes() == (tmp / "photo.bak").read_bytes()
+
+
+def _output_link_to_input(tmp: Path) -> None:
+    photo = tmp / "photos" / "exposure_00.png"
+    (tmp / "photo.bak").write_bytes(photo.read_bytes())
+    (tmp / "o").mkdir()
+    (tmp / "o" / "exposure_00.tif").symlink_to(tmp / "photos" / "exposure_00.png")
+
+
 def _cli_device(tmp: Path, device: str) -> dict:
     folder = _folder(tmp)
     out = tmp / "cli_out"
@@ -1572,6 +1760,83 @@ CATALOGUE: list[Row] = [
         lambda tmp: _cli(tmp, lambda t: t / "nope"),
         None, "exit 2, one line 'deepinv-icrf: error: No such folder ...', no output",
         check=_cli_error(r"No such folder")),
+    # --- third pass: more hostile files, sidecars and outputs
+    Row("png_short_image_data", "8-bit PNG whose data holds 10 of the 100 rows its header "
+        "declares (read with zeros, no error)", "read_image",
+        lambda tmp: read_image(_short_png(tmp)),
+        ValueError, r"short\.png': the file is unreadable, corrupted or truncated \(Not "
+        r"enough image data\)"),
+    Row("png16_sparse_huge_file", "a valid 8x10 16-bit PNG padded to 200 MB (a 5 GB one: "
+        "17 s, 5.3 GB)", "read_image",
+        lambda tmp: read_image(_sparse_png16(tmp)),
+        ValueError, r"big\.png': it is larger than 67110160 bytes, too large for this kind "
+        r"of file"),
+    Row("exr_window_overflow", "OpenEXR data window from -2**31 to 2**31 - 1 (int overflow)",
+        "read_image",
+        lambda tmp: read_image(_exr_declaring(tmp, (-2**31, 0, 2**31 - 1, 0))),
+        ValueError, r"a\.exr': the OpenEXR header is unreadable, corrupted or truncated"),
+    Row("exr_window_inverted", "OpenEXR data window with max < min", "read_image",
+        lambda tmp: read_image(_exr_declaring(tmp, (10, 10, 0, 0))),
+        ValueError, r"a\.exr': the OpenEXR header is unreadable, corrupted or truncated"),
+    Row("exr_absurd_tiles", "tiled OpenEXR, 8x8 pixels in tiles of 2**30 x 2**30",
+        "read_image",
+        lambda tmp: read_image(_exr_declaring(tmp, (0, 0, 7, 7), tiles=(2**30, 2**30))),
+        ValueError, r"a\.exr': the OpenEXR header is unreadable, corrupted or truncated"),
+    Row("exr_cut_in_pixels", "OpenEXR file cut inside its pixel data (header intact)",
+        "read_image", lambda tmp: read_image(_exr_cut_in_pixels(tmp)),
+        ValueError, r"cut\.exr': the OpenEXR pixel data is unreadable, corrupted or "
+        r"truncated"),
+    Row("tiff_absurd_tiles", "8x8 TIFF declaring tiles of (2**31 - 16)^2 pixels", "read_image",
+        lambda tmp: read_image(_tiff_absurd_tiles(tmp)),
+        None, "accepted: read as the 8x8 image it declares, nothing of the tile size "
+        "allocated", check=_read_as_its_8x8),
+    Row("npy_complex", ".npy of complex numbers (returned as a complex 'image')",
+        "read_image", lambda tmp: read_image(_npy(tmp, np.ones((4, 5, 3), np.complex64))),
+        ValueError, r"a\.npy': it holds dtype complex64, not real numbers"),
+    Row("npy_no_channel", ".npy of shape (4, 5, 0) (returned as an empty image)",
+        "read_image", lambda tmp: read_image(_npy(tmp, np.ones((4, 5, 0), np.float32))),
+        ValueError, r"a\.npy': expected 1 to 4 channels, but got shape \(4, 5, 0\)"),
+    Row("sidecar_huge_line", "a sidecar line of 10 million characters (_csv.Error "
+        "traceback)", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1" * 10_000_000)),
+        ValueError, r"exposures\.csv', line 1: 10000016 characters, more than 4096; "
+        r"expected a file name and its exposure time"),
+    Row("sidecar_bom", "a CSV sidecar saved with a UTF-8 byte order mark (Excel)",
+        "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_sidecar_folder(tmp, "\ufeff" + "".join(
+            f"{n},{t}\n" for n, t in _THIRDS.items()))),
+        None, "accepted: the mark is dropped, the times read",
+        check=_times_read(_THIRDS)),
+    Row("sidecar_mixed_separators", "a sidecar mixing ',', ';' and tabs", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_sidecar_folder(
+            tmp, "exposure_00.png,0.125\nexposure_01.png;0.25\nexposure_02.png\t0.5\n")),
+        ValueError, r"exposures\.csv': rows of \[1, 2\] columns and no header line: which "
+        r"column holds the exposure time is ambiguous"),
+    Row("cli_out_under_a_file", "fit --out notes.txt/out (named a hidden staging folder)",
+        "deepinv-icrf fit",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["fit", str(f), "--out",
+                                              str(t / "notes.txt" / "out")],
+                            prepare=lambda t: (t / "notes.txt").write_text("mine")),
+        None, "exit 2, one line, nothing written",
+        check=_refused(r"--out '.*notes\.txt/out': '.*notes\.txt' is a file, not a folder")),
+    Row("cli_disk_full_unnamed", "fit on a really full disk: the failing write() names no file "
+        "(said only '[Errno 28] No space left on device')", "deepinv-icrf fit",
+        lambda tmp: _cli_fit_with(tmp, _full_disk_unnamed),
+        None, "exit 2, 'No space left on device: .../cli_out', nothing written",
+        check=_cli_error(r"No space left on device: '.*cli_out'$")),
+    Row("ctrl_c_during_commit", "Ctrl-C between two renames of a commit, another thread "
+        "running (left one new file beside one old)", "OutputSet",
+        _ctrl_c_in_commit,
+        None, "documented: held back until the set is in place, then KeyboardInterrupt",
+        check=_one_complete_set),
+    Row("cli_linearize_link_in_out", "linearize into a folder whose exposure_00.tif is a "
+        "symlink to the input photo", "deepinv-icrf linearize",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["linearize", str(f / "exposure_00.png"),
+                                              "--icrf", str(t / "icrf.json"), "--out",
+                                              str(t / "o")],
+                            prepare=lambda t: (_metadata_file(t), _output_link_to_input(t))),
+        None, "accepted: the link is replaced by the output, the photo it pointed at unchanged",
+        check=_link_replaced_input_kept),
 ]
 # fmt: on
 

@@ -24,10 +24,15 @@ OpenEXR = pytest.importorskip(
 )
 
 LOSSLESS = ("none", "rle", "zips", "zip", "piz")
-# the newer compressions of the installed bindings (OpenEXR >= 3.4: ZSTD, HTJ2K)
+# the newer compressions of the installed bindings (OpenEXR >= 3.4: ZSTD, HTJ2K, LJ2K)
 EXTRA = [
     name
-    for name in ("ZSTD_COMPRESSION", "HTJ2K32_COMPRESSION", "HTJ2K256_COMPRESSION")
+    for name in (
+        "ZSTD_COMPRESSION",
+        "HTJ2K32_COMPRESSION",
+        "HTJ2K256_COMPRESSION",
+        "LJ2K_COMPRESSION",
+    )
     if hasattr(OpenEXR, name)
 ]
 

@@ -6,13 +6,23 @@ reads before the file costs anything:
 - **OpenEXR**: the official bindings (``openexr`` on PyPI, module ``OpenEXR``), maintained by
   the Academy Software Foundation with the C++ library itself; every compression (PIZ, DWA,
   ... included), scanline, tiled and multi-part files (:mod:`deepinv_icrf.io.exr`).
-- **16-bit PNG and Radiance .hdr**: ``imagecodecs`` (libpng, and the reference RGBE code),
-  chosen over ``opencv-python-headless`` because it is a smaller install, decodes into plain
-  RGB numpy arrays without OpenCV's BGR order or its own global pixel limit (which raised
-  ``cv2.error`` on large files), reads Radiance headers OpenCV does not (``VIEW=`` lines), is
-  as fast on 16-bit PNG (measured in ``benchmarks/io_speed.py``), and is the codec library
-  ``tifffile`` itself uses for compressed TIFFs (LZW, Deflate, JPEG), by the same maintainer.
-- **8-bit images and EXIF**: Pillow; **TIFF**: ``tifffile``; **.npy**: numpy (no pickle).
+- **PNG (every bit depth) and Radiance .hdr**: ``imagecodecs`` (libpng, the reference PNG
+  library, and the reference RGBE code), chosen over ``opencv-python-headless`` because it is
+  a smaller install, decodes into plain RGB numpy arrays without OpenCV's BGR order or its own
+  global pixel limit (which raised ``cv2.error`` on large files), reads Radiance headers
+  OpenCV does not (``VIEW=`` lines), is as fast on 16-bit PNG (measured in
+  ``benchmarks/io_speed.py``), and is the codec library ``tifffile`` itself uses for
+  compressed TIFFs (LZW, Deflate, JPEG), by the same maintainer. libpng also reads 8-bit PNG:
+  it refuses image data shorter than the header declares, which Pillow silently fills with
+  zeros, and it is no slower.
+- **JPEG, EXIF, writing 8-bit PNG**: Pillow, the standard imaging library of Python
+  (libjpeg-turbo inside, actively maintained and fuzzed by OSS-Fuzz): its lazy open gives a
+  file's declared size before any pixel is decoded, and it parses EXIF (the sub-IFD too).
+- **TIFF**: ``tifffile``, the reference TIFF reader of the scientific Python stack: every
+  layout (strips, tiles, planar, multi-page) and compression (through ``imagecodecs``), page
+  tags read before the pixels, decoding straight into a preallocated array.
+- **.npy**: numpy itself, with ``allow_pickle=False`` (a ``.npy`` file cannot run code) and
+  its header read first.
 
 All of them are dependencies of the package (no extra to install). What is checked, and the
 pixel limit with its override, are in :mod:`deepinv_icrf.io.limits`; JSON limits in
@@ -22,7 +32,7 @@ files and staged output sets in :mod:`deepinv_icrf.io.atomic`.
 =========================  ==========================================  ==========================
 extension                  read                                        write
 =========================  ==========================================  ==========================
-``.png``                   8-bit (Pillow), 16-bit (imagecodecs)        ``uint8``, ``uint16`` (EXIF)
+``.png``                   8/16-bit (imagecodecs: libpng)              ``uint8``, ``uint16`` (EXIF)
 ``.jpg``, ``.jpeg``        8-bit (Pillow)                              ``uint8`` (EXIF)
 ``.tif``, ``.tiff``        8/16-bit, float (tifffile)                  ``uint8``, ``uint16``, float32
 ``.npy``                   any numeric array                           any numeric array

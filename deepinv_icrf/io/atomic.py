@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -172,17 +173,35 @@ def _existing_ancestor(path: Path) -> Path:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    r"""Hold back SIGINT and SIGTERM (delivered when the block ends), where the OS can."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, OSError, ValueError):  # no POSIX signal masks here
+    r"""Hold back SIGINT and SIGTERM: delivered, to the handlers in force before, when the
+    block ends.
+
+    Python-level handlers that only record the signal replace the usual ones meanwhile. A
+    signal mask would not do: it blocks one thread, and the kernel hands a process-directed
+    signal to any thread that does not block it (torch's, a progress bar's), after which
+    Python raises ``KeyboardInterrupt`` in the main thread all the same. Outside the main
+    thread (where handlers cannot be set), the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
+
+    def record(signum: int, frame: Any) -> None:
+        if signum not in received:
+            received.append(signum)
+
+    previous = {}
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, record)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            # None: a handler set outside Python, which cannot be put back; the default then
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in received:
+            signal.raise_signal(signum)  # as if it came now: KeyboardInterrupt, or exit
 
 
 @contextlib.contextmanager
@@ -319,8 +338,8 @@ class OutputSet:
             end).
         :param str flag: how messages name it (e.g. ``"--out"``).
         :return: (:class:`pathlib.Path`) an empty folder to write the command's files to.
-        :raises ValueError: for a target that exists and is not a folder, is an input, holds
-            an input file, or is another output.
+        :raises ValueError: for a target that exists and is not a folder, lies under a file,
+            is an input, holds an input file, or is another output.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -332,12 +351,18 @@ class OutputSet:
                     f"{flag} {os.fspath(path)!r} is the folder of the input "
                     f"{os.fspath(p)!r}; write the outputs to another folder."
                 )
+        ancestor = _existing_ancestor(path)
+        if not ancestor.is_dir():
+            raise ValueError(
+                f"{flag} {os.fspath(path)!r}: {os.fspath(ancestor)!r} is a file, not a "
+                "folder."
+            )
         self._targets.append((flag, path))
         stage = Path(
             tempfile.mkdtemp(
                 prefix=f".{path.name or 'out'}.",
                 suffix=".tmp",
-                dir=_existing_ancestor(path),
+                dir=ancestor,
             )
         )
         self._folders.append((stage, path))
@@ -409,3 +434,6 @@ class OutputSet:
             target = self.target_of(value.filename)
             if target is not None:
                 value.filename = os.fspath(target)
+        elif isinstance(value, OSError) and value.strerror and self._targets:
+            # a failed write() names no file (a full disk): name the command's first output
+            value.filename = os.fspath(self._targets[0][1])

@@ -55,6 +55,7 @@ __all__ = [
     "EXPOSURE_TIME_RANGE",
     "MAX_TIME_CHARS",
     "MAX_LIST_ROWS",
+    "MAX_LINE_CHARS",
     "parse_exposure_time",
     "check_exposure_time",
     "read_exposure_list",
@@ -66,6 +67,8 @@ EXPOSURE_TIME_RANGE: tuple[float, float] = (1e-9, 1e9)
 MAX_TIME_CHARS: int = 40
 #: most rows of an exposure list
 MAX_LIST_ROWS: int = 100_000
+#: longest line of an exposure list (a file name is at most 255 bytes on common file systems)
+MAX_LINE_CHARS: int = 4096
 _MAX_LIST_BYTES = 16 * 1024 * 1024
 
 _UNSIGNED = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,9})?"
@@ -241,10 +244,13 @@ def _header(fields: list[str], where: str) -> dict[str, int] | None:
     return roles
 
 
-def _split(line: str, delimiter: str | None) -> list[str]:
+def _split(line: str, delimiter: str | None, where: str) -> list[str]:
     if delimiter is None:
         return line.split()
-    fields = next(csv.reader([line], delimiter=delimiter))
+    try:
+        fields = next(csv.reader([line], delimiter=delimiter))
+    except csv.Error as err:  # e.g. an unclosed quote running past the field limit
+        raise ValueError(f"{where}: not a CSV row ({err}).") from None
     fields = [f.strip() for f in fields]
     while fields and fields[-1] == "":
         fields.pop()  # a trailing separator
@@ -329,11 +335,18 @@ def _text_list(text: str, where: str, opencv: bool, delimiter: str | None):
         line = raw.strip()
         if not line:
             continue
+        if len(line) > MAX_LINE_CHARS:
+            raise ValueError(
+                f"{where}, line {k}: {len(line)} characters, more than {MAX_LINE_CHARS}; "
+                "expected a file name and its exposure time."
+            )
         if line.startswith("#"):
             if roles is None and not rows:
-                roles = _header(_split(line[1:], delimiter), where)
+                roles = _header(
+                    _split(line[1:], delimiter, f"{where}, line {k}"), where
+                )
             continue
-        fields = _split(line, delimiter)
+        fields = _split(line, delimiter, f"{where}, line {k}")
         if not fields:
             continue
         if roles is None and not rows:

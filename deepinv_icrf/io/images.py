@@ -3,8 +3,8 @@ r"""Image files in and out, on maintained codec libraries, checked before they a
 =========================  ==========================================  ==========================
 extension                  read (library)                              write
 =========================  ==========================================  ==========================
-``.png``                   8-bit (Pillow), 16-bit (imagecodecs:        ``uint8`` (Pillow),
-                           libpng)                                     ``uint16`` (imagecodecs)
+``.png``                   8/16-bit (imagecodecs: libpng)              ``uint8`` (Pillow),
+                                                                       ``uint16`` (imagecodecs)
 ``.jpg``, ``.jpeg``        8-bit (Pillow)                              ``uint8`` (Pillow)
 ``.tif``, ``.tiff``        8/16-bit, float (tifffile)                  ``uint8``, ``uint16``, float32
 ``.npy``                   any numeric array (numpy, no pickle)        any numeric array
@@ -150,31 +150,49 @@ def _read_pil(
 
 
 def _read_png(
-    path: Path, where: str, max_pixels: int | None, frame: int | None
+    path: Path,
+    where: str,
+    max_pixels: int | None,
+    frame: int | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
+    r"""A PNG through libpng (imagecodecs), any bit depth: libpng refuses image data shorter
+    than the IHDR declares, which Pillow silently fills with zeros."""
     width, height, depth = _png_ihdr(path, where)
     check_pixels(where, height, width, max_pixels)
-    if depth != 16:
-        return _read_pil(path, where, max_pixels, frame, "png")
     with pillow() as Image:  # chunk walk up to the image data: animation frames
         try:
             with Image.open(path) as im:
                 count = int(getattr(im, "n_frames", 1) or 1)
         except (OSError, SyntaxError, EOFError) as err:
             raise _Unreadable(_codec_error(err)) from err
-    index = _frames(count, frame, where, "frames (an animated PNG)")
+    index = _frames(count, frame, where, "frames (an animation)")
     codecs = _imagecodecs()
-    data = path.read_bytes()
+    # a PNG is at most its raw rows (<= 8 bytes a pixel) plus zlib and chunk overhead, and
+    # its other chunks: a larger file is not one (nor read whole into memory)
+    data = read_limited(path, where, 2 * height * (1 + 8 * width) + 64 * 2**20)
+    dtype = np.uint16 if depth == 16 else np.uint8
+    # straight into `out` when it is the image's place (read_image): a stack of photos then
+    # holds no decoded copy beside it (600 MB for 100 MP of 16-bit RGB)
+    colour = data[
+        25
+    ]  # the IHDR colour type: 0 grey, 2 RGB (3 palette; 4, 6 with alpha)
+    target = None
+    if out is not None and out.dtype == dtype and out.flags.c_contiguous and count == 1:
+        if colour == 2 and out.shape == (height, width, 3):
+            target = out
+        elif colour == 0 and out.shape == (height, width, 1):
+            target = out[..., 0]
     try:
         if count > 1:
             arr = np.asarray(codecs.apng_decode(data, index=index))
         else:
-            arr = np.asarray(codecs.png_decode(data))
+            arr = np.asarray(codecs.png_decode(data, out=target))
     except (RuntimeError, ValueError) as err:
         raise _Unreadable(_codec_error(err)) from err
-    if arr.shape[:2] != (height, width) or arr.dtype != np.uint16:
+    if arr.shape[:2] != (height, width) or arr.dtype != dtype:
         raise ValueError(
-            f"Cannot read {where}: decoded {arr.shape} {arr.dtype}, declared 16-bit "
+            f"Cannot read {where}: decoded {arr.shape} {arr.dtype}, declared {depth}-bit "
             f"{height}x{width}."
         )
     return arr
@@ -298,18 +316,20 @@ def _read_npy(path: Path, where: str, max_pixels: int | None) -> np.ndarray:
             start = fh.tell()
     except (ValueError, OSError, SyntaxError) as err:
         raise _Unreadable(_codec_error(err)) from err
-    if dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-        raise ValueError(f"{where} holds dtype {dtype}, not numbers.")
+    if dtype.hasobject or not (
+        np.issubdtype(dtype, np.integer)
+        or np.issubdtype(dtype, np.floating)
+        or dtype == np.bool_
+    ):
+        raise ValueError(f"{where} holds dtype {dtype}, not real numbers.")
     if len(shape) not in (2, 3):
         raise ValueError(
             f"{where}: expected a 2-D or 3-D image array, but got shape {shape}."
         )
     check_pixels(where, shape[0], shape[1], max_pixels)
     channels = shape[2] if len(shape) == 3 else 1
-    if channels > 4:
-        raise ValueError(
-            f"{where}: expected at most 4 channels, but got shape {shape}."
-        )
+    if not 1 <= channels <= 4:
+        raise ValueError(f"{where}: expected 1 to 4 channels, but got shape {shape}.")
     size = os.path.getsize(path)
     expected = start + int(np.prod(shape)) * dtype.itemsize
     if size != expected:
@@ -402,7 +422,7 @@ def read_image(
         elif ext in (".tif", ".tiff"):
             img = _read_tiff(path, where, max_pixels, frame, out)
         elif ext == ".png":
-            img = _read_png(path, where, max_pixels, frame)
+            img = _read_png(path, where, max_pixels, frame, out)
         else:
             img = _read_pil(path, where, max_pixels, frame, "jpeg")
     except ValueError as err:
@@ -426,7 +446,7 @@ def read_image(
         ) from err
     img = _as_hwc(np.asarray(img), where)
     if out is not None and out.shape == img.shape and out.dtype == img.dtype:
-        if not np.shares_memory(out, img):  # a TIFF is decoded in place
+        if not np.shares_memory(out, img):  # a TIFF or a 16-bit PNG is decoded in place
             np.copyto(out, img)
         return out
     return img if img.flags.writeable else img.copy()
