@@ -12,7 +12,7 @@ from torch import Tensor
 
 from deepinv_icrf._checks import check_in, check_int
 from deepinv_icrf.bracket import Bracket
-from deepinv_icrf.calibration.core import fit_once
+from deepinv_icrf.calibration.core import fit_once, random_positions
 from deepinv_icrf.calibration.options import (
     CodeFitOptions,
     FitOptions,
@@ -43,7 +43,7 @@ def _sample_positions(y: Tensor, max_pixels: int, generator: torch.Generator) ->
     flat = y.reshape(n, c, 1, h * w)
     if h * w <= max_pixels:
         return flat
-    idx = torch.randperm(h * w, generator=generator)[:max_pixels].to(y.device)
+    idx = random_positions(h * w, max_pixels, generator).to(y.device)
     return flat.index_select(-1, idx)
 
 

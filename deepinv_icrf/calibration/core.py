@@ -146,7 +146,7 @@ def _code_sample(
         n, h, w, c = stack.shape
         flat = stack.reshape(n, h * w, c)
         m = min(h * w, _CANDIDATES_PER_PIXEL * n_pixels)
-        cand = torch.randperm(h * w, generator=generator)[:m].numpy()
+        cand = random_positions(h * w, m, generator).numpy()
         picked = codes_to_unit(torch.from_numpy(flat[:, np.sort(cand), :]), bits)
         stacks = [picked.permute(0, 2, 1).unsqueeze(2)]  # (N, C, 1, M)
     else:
@@ -154,7 +154,7 @@ def _code_sample(
         m = min(h * w, _CANDIDATES_PER_PIXEL * n_pixels)
         stacks = []
         for k in range(b):
-            cand = torch.randperm(h * w, generator=generator)[:m].sort().values
+            cand = random_positions(h * w, m, generator).sort().values
             flat = stack[k].reshape(n, c, h * w).index_select(-1, cand.to(stack.device))
             stacks.append(flat.unsqueeze(2))
     out = []
@@ -189,6 +189,40 @@ def small_problem_threads(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+#: Positions up to which a random subset is drawn from a full permutation (32 MB of int64);
+#: beyond, by rejection: a permutation of a 100 MP stack alone takes 800 MB.
+_PERMUTATION_LIMIT = 1 << 22
+
+
+def random_positions(total: int, m: int, generator: torch.Generator) -> Tensor:
+    r"""``min(m, total)`` distinct positions of ``range(total)``, drawn uniformly, in random
+    order, in memory proportional to ``m`` (not ``total``) for large ``total``.
+
+    :param int total: the number of positions.
+    :param int m: how many to draw.
+    :param torch.Generator generator: the random source.
+    :return: (:class:`torch.Tensor`) int64 positions ``(min(m, total),)``.
+    """
+    m = min(m, total)
+    if total <= _PERMUTATION_LIMIT or 4 * m > total:
+        return torch.randperm(total, generator=generator)[:m]
+    picked = torch.empty(0, dtype=torch.long)
+    while picked.numel() < m:  # about one round: m is at most a quarter of total
+        draw = torch.randint(total, (2 * (m - picked.numel()),), generator=generator)
+        merged = torch.cat([picked, draw])
+        picked = merged[_first_occurrences(merged).sort().values][:m]
+    return picked
+
+
+def _first_occurrences(values: Tensor) -> Tensor:
+    r"""The index of the first occurrence of each distinct value of ``values``."""
+    unique, inverse = torch.unique(values, return_inverse=True)
+    first = torch.full((unique.numel(),), values.numel(), dtype=torch.long)
+    return first.scatter_reduce_(
+        0, inverse, torch.arange(values.numel()), reduce="amin"
+    )
 
 
 def _initial_curve(init: str | Tensor, channels: int, n_points: int) -> Tensor | None:
@@ -385,7 +419,7 @@ def _fit_linearity(
     max_pixels = options.max_pixels
     device = torch.device(device) if device is not None else y.device
     if max_pixels is not None and h * w > max_pixels:
-        idx = torch.randperm(h * w, generator=generator)[:max_pixels].to(y.device)
+        idx = random_positions(h * w, max_pixels, generator).to(y.device)
         y = y.reshape(batch, n, channels, 1, h * w).index_select(-1, idx)
     y = y.to(device=device, dtype=torch.float32)
     _check_positions(
@@ -411,7 +445,7 @@ def _fit_linearity(
     except ContinuousInputError:
         b, _, _, hh, ww = y.shape
         if hh * ww > _DENSE_PIXELS:
-            idx = torch.randperm(hh * ww, generator=generator)[:_DENSE_PIXELS]
+            idx = random_positions(hh * ww, _DENSE_PIXELS, generator)
             y = y.reshape(b, n, channels, 1, hh * ww).index_select(-1, idx.to(device))
 
         def linearity(curve: Tensor) -> Tensor:

@@ -19,7 +19,8 @@ class Refinement:
     :param float exponent: the power :math:`g` the prior set (the refined times are
         :math:`c\, t^g` of the times the images give, the curve :math:`f^g`).
     :param float exponent_std: std of :math:`g` that only the prior sets,
-        :math:`\sigma_p / \lVert \tau - \bar\tau \rVert` (0 without listed times, where the
+        :math:`\sigma_p / s`, :math:`s` the spread of the log-times within the groups of frames
+        joined by agreeing steps (0 without listed times, where the
         spacing is assumed); it widens the confidence band.
     :param float prior_std: the prior's scale :math:`\sigma_p` (log units).
     :param int iterations: fits run by the refinement.

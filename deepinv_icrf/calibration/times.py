@@ -286,8 +286,11 @@ def refine_code_fit(
         time_init=start.float(),
     )
     tau = prior_log + result.log_time_offset.detach().to("cpu", torch.float64)
-    g, c = exponent_from_prior(
-        tau, prior_log, tolerance=time_options.tolerance if listed is not None else 10.0
+    g, c, spread = exponent_from_prior(
+        tau,
+        prior_log,
+        tolerance=time_options.tolerance if listed is not None else 10.0,
+        return_spread=True,
     )
     final = torch.exp(g * tau + c)
     joint_curve = curve_power(icrf, g).curve.detach()
@@ -298,7 +301,6 @@ def refine_code_fit(
     icrf, report, _ = fit_once(
         bracket.codes, final.unsqueeze(0), options, device=device, seed=seed
     )
-    spread = float((tau - tau.mean()).square().sum().sqrt())
     report.method = "code+refined_exposures"
     report.exposure_times = final
     report.nominal_exposure_times = None if listed is None else listed.clone()

@@ -417,7 +417,8 @@ def exponent_from_prior(
     prior_log_times: Tensor,
     tolerance: float = HALF_STOP,
     iterations: int = 20,
-) -> tuple[float, float]:
+    return_spread: bool = False,
+) -> tuple[float, float] | tuple[float, float, float]:
     r"""The common power and scale of exposure times that only a prior can set.
 
     The images fix log-times :math:`\tau_k` only up to :math:`g \tau_k + c`. With the listed
@@ -440,7 +441,11 @@ def exponent_from_prior(
     :param torch.Tensor prior_log_times: listed log-times :math:`\tau^0` ``(N,)``.
     :param float tolerance: :math:`\tau`, log units (default half a stop).
     :param int iterations: most reclassifications (default 20).
-    :return: (tuple) :math:`(g, c)`.
+    :param bool return_spread: also return the spread of the log-times within the groups of
+        frames joined by agreeing steps, :math:`s = (\sum_G \sum_{k \in G} (\tau_k -
+        \bar\tau_G)^2)^{1/2}`: with listed log-times off by :math:`\sigma_p` each, the std
+        of :math:`g` is about :math:`\sigma_p / s` (only the steps that agree inform it).
+    :return: (tuple) :math:`(g, c)`, or :math:`(g, c, s)` with ``return_spread``.
 
     |sep|
 
@@ -479,4 +484,13 @@ def exponent_from_prior(
     group = torch.cat([torch.zeros(1, dtype=torch.long), (~agree).long().cumsum(0)])
     members = group == int(torch.argmax(torch.bincount(group)))
     c = float((tau0[order] - g * tau[order])[members].mean())
-    return g, c
+    if not return_spread:
+        return g, c
+    means = (
+        torch.zeros(int(group.max()) + 1, dtype=torch.float64).index_add_(
+            0, group, tau[order]
+        )
+        / torch.bincount(group).double()
+    )
+    spread = float((tau[order] - means[group]).square().sum().sqrt())
+    return g, c, spread
