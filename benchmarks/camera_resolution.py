@@ -18,7 +18,10 @@ and times, in one run, each job as its own process (wall time and peak resident 
   command may not exist yet); and ``--help``;
 - **API**: :func:`~deepinv_icrf.data.read_exposure_folder`, :func:`~deepinv_icrf.fit_icrf`,
   :func:`~deepinv_icrf.hdr.merge_hdr`, :func:`~deepinv_icrf.hdr.save_radiance` in one
-  process, each step timed in it.
+  process, each step timed in it;
+- **imports**: ``import cv2, numpy``, ``import torch``, ``import deepinv`` and the package's
+  fit and merge modules, each its own process: what a job pays before it reads a photo (with
+  the API job's steps, the work after the imports against OpenCV's steps).
 
 The ratios to OpenCV are measured in the same run on the same machine (the figures of a
 shared machine vary from run to run: compare ratios). ``--threads N`` sets
@@ -118,6 +121,16 @@ sys.exit(rc)
 """
 
 TIME_V = "/usr/bin/time"
+
+#: What each kind of job pays before it reads a photo, each its own process (best of 3).
+IMPORTS = {
+    "OpenCV: `import cv2, numpy`": "import cv2, numpy",
+    "`import torch`": "import torch",
+    "`import deepinv` (torch, torchvision)": "import deepinv",
+    "`fit`/`hdr` imports: `from deepinv_icrf import fit_icrf`": (
+        "from deepinv_icrf import fit_icrf; import deepinv_icrf.hdr"
+    ),
+}
 
 
 # ------------------------------------------------------------------ brackets
@@ -299,7 +312,7 @@ def run_case(label: str, folder: Path, work: Path, args) -> list[dict]:
 
 
 # ------------------------------------------------------------------ report
-def report(rows: list[dict], help_row: dict, args) -> int:
+def report(rows: list[dict], help_row: dict, import_rows: dict, args) -> int:
     lines = [
         f"Photos to an HDR radiance map, each job its own process; wall time and peak "
         f"resident memory (`/usr/bin/time -v`); threads: "
@@ -350,6 +363,15 @@ def report(rows: list[dict], help_row: dict, args) -> int:
         f"`deepinv-icrf --help`: {help_row['wall']:.2f} s, "
         f"{help_row['rss'] / 2**20:.0f} MB peak RSS.",
         "",
+        "Imports alone, each its own process (best of 3):",
+        "",
+        "| import | wall (s) | peak RSS (MB) |",
+        "|---|---:|---:|",
+    ]
+    for name, r in import_rows.items():
+        lines.append(f"| {name} | {r['wall']:.2f} | {r['rss'] / 2**20:.0f} |")
+    lines += [
+        "",
         "Steps inside the jobs (s):",
         "",
         "| bracket | job | steps |",
@@ -359,6 +381,23 @@ def report(rows: list[dict], help_row: dict, args) -> int:
         if row.get("steps"):
             steps = ", ".join(f"{k} {v:.2f}" for k, v in row["steps"].items())
             lines.append(f"| {row['case']} | {row['job'].split(':')[0]} | {steps} |")
+    # the work itself: the API job's steps after its imports, against OpenCV's steps
+    lines += [
+        "",
+        "The work after the imports (read, fit, merge, save of the API job, against "
+        "OpenCV's read, calibrate, merge, write):",
+        "",
+        "| bracket | API job after imports (s) | OpenCV's steps (s) | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for case, jobs in by_case.items():
+        cv = next(r for j, r in jobs.items() if j.startswith("OpenCV"))
+        api = next((r for j, r in jobs.items() if j.startswith("API")), None)
+        if not (api and api.get("steps") and cv.get("steps")):
+            continue
+        work = sum(v for k, v in api["steps"].items() if k != "import")
+        cv_work = sum(cv["steps"].values())
+        lines.append(f"| {case} | {work:.2f} | {cv_work:.2f} | {work / cv_work:.2f}x |")
     targets.append((f"--help < 1 s ({help_row['wall']:.2f} s)", help_row["wall"] < 1.0))
     print("\n".join(lines))
     print()
@@ -426,6 +465,16 @@ def main() -> int:
         (measure(_cli("--help"), args.threads, work) for _ in range(3)),
         key=lambda r: r["wall"],
     )
+    import_rows = {
+        name: min(
+            (
+                measure([sys.executable, "-c", code], args.threads, work)
+                for _ in range(3)
+            ),
+            key=lambda r: r["wall"],
+        )
+        for name, code in IMPORTS.items()
+    }
     rows = []
     for key, (label, h, w, n, bits, fmt) in cases.items():
         t0 = time.perf_counter()
@@ -435,7 +484,7 @@ def main() -> int:
             file=sys.stderr,
         )
         rows += run_case(label, folder, work, args)
-    return report(rows, help_row, args)
+    return report(rows, help_row, import_rows, args)
 
 
 if __name__ == "__main__":

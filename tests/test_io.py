@@ -224,6 +224,57 @@ def test_read_image_into_out(tmp_path, name, image):
         np.testing.assert_array_equal(got, alone)
 
 
+@pytest.mark.parametrize(
+    ("channels", "options"),
+    [
+        (3, {}),  # 4:2:0, the usual camera JPEG
+        (3, {"subsampling": 0}),  # 4:4:4
+        (3, {"progressive": True, "quality": 70}),
+        (1, {}),
+    ],
+)
+def test_jpeg_codes_are_pillows(tmp_path, channels, options):
+    # JPEGs are decoded by libjpeg-turbo through imagecodecs straight into `out`: the codes
+    # must be Pillow's, bit for bit (same library, same settings)
+    from PIL import Image
+
+    from deepinv_icrf.io.images import _decode_jpeg
+
+    rng = np.random.default_rng(1)
+    smooth = np.cumsum(rng.integers(0, 3, size=(40, 57, channels)), axis=1)
+    image = (
+        np.clip(smooth * 2, 0, 255)
+        .astype(np.uint8)
+        .squeeze(-1 if channels == 1 else ())
+    )
+    Image.fromarray(image).save(
+        tmp_path / "a.jpg", quality=options.pop("quality", 90), **options
+    )
+    with Image.open(tmp_path / "a.jpg") as im:
+        pillows = np.asarray(im).reshape(40, 57, channels)
+        mode = im.mode
+    fast = _decode_jpeg(tmp_path / "a.jpg", 40, 57, mode, None)
+    assert fast is not None and fast.shape == (40, 57, channels)
+    np.testing.assert_array_equal(fast, pillows)
+    stack = np.zeros((2, 40, 57, channels), np.uint8)
+    assert read_image(tmp_path / "a.jpg", out=stack[1]).base is stack
+    np.testing.assert_array_equal(stack[1], pillows)
+    # bytes after the end marker (the fast path declines): Pillow reads the same codes
+    (tmp_path / "b.jpg").write_bytes((tmp_path / "a.jpg").read_bytes() + b"\0" * 16)
+    assert _decode_jpeg(tmp_path / "b.jpg", 40, 57, mode, None) is None
+    np.testing.assert_array_equal(read_image(tmp_path / "b.jpg"), pillows)
+
+
+def test_cmyk_jpeg_still_read_by_pillow(tmp_path):
+    from PIL import Image
+
+    rgb = _codes(np.uint8)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    with Image.open(tmp_path / "c.jpg") as im:
+        expect = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(read_image(tmp_path / "c.jpg"), expect)
+
+
 def test_png8_rgba_and_palette(tmp_path):
     from PIL import Image
 

@@ -41,6 +41,8 @@ ALLOWED = {
     ("deepinv_icrf/data/folder.py", "read_exposure_folder", "times"),
     # the dtypes an image file format can hold (writing, not reading codes)
     ("deepinv_icrf/io/images.py", "write_image", "codes"),
+    # the dtype an 8-bit JPEG decodes to (a decoder's output, before any codes are read)
+    ("deepinv_icrf/io/images.py", "_decode_jpeg", "codes"),
     # the linearity loss's cached per-stack scan: tolerant (1e-3) and NaN-permissive by
     # design (a NaN pixel fails the valid mask), unlike a bracket's codes at the door
     (

@@ -5,7 +5,8 @@ extension                  read (library)                              write
 =========================  ==========================================  ==========================
 ``.png``                   8/16-bit (imagecodecs: libpng)              ``uint8`` (Pillow),
                                                                        ``uint16`` (imagecodecs)
-``.jpg``, ``.jpeg``        8-bit (Pillow)                              ``uint8`` (Pillow)
+``.jpg``, ``.jpeg``        8-bit (imagecodecs: libjpeg-turbo;          ``uint8`` (Pillow)
+                           Pillow for other JPEGs)
 ``.tif``, ``.tiff``        8/16-bit, float (tifffile)                  ``uint8``, ``uint16``, float32
 ``.npy``                   any numeric array (numpy, no pickle)        any numeric array
 ``.hdr`` (Radiance RGBE)   float32 (imagecodecs)                       float (imagecodecs)
@@ -123,8 +124,55 @@ def _pil_array(im, where: str) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
+#: Channels of the Pillow modes of the JPEGs :func:`_decode_jpeg` decodes.
+_JPEG_CHANNELS = {"RGB": 3, "L": 1}
+
+
+def _decode_jpeg(
+    path: Path, height: int, width: int, mode: str, out: np.ndarray | None
+) -> np.ndarray | None:
+    r"""An 8-bit grey or RGB JPEG decoded by libjpeg-turbo through imagecodecs, into ``out``
+    when it fits; ``None`` where Pillow must decode it (and say what is wrong with it).
+
+    Pillow decodes with the same library and settings (the same codes, checked by a test),
+    but its numpy export packs the image into bytes and copies it twice more: at camera
+    resolution that was half the time of reading a bracket. libjpeg-turbo fills a truncated
+    scan with grey where Pillow refuses the file, so only a file that ends with its end
+    marker is decoded here; anything imagecodecs refuses goes to Pillow, whose messages name
+    the problem.
+    """
+    channels = _JPEG_CHANNELS[mode]
+    shape = (height, width, channels)
+    # compressed 8-bit JPEG data is far below 8 bytes a sample: larger files hold other
+    # things (or are not what they say), and Pillow reads them as a stream
+    if path.stat().st_size > 8 * height * width * channels + (1 << 20):
+        return None
+    data = path.read_bytes()
+    if not data.endswith(b"\xff\xd9"):
+        return None
+    fits = (
+        out is not None
+        and out.shape == shape
+        and out.dtype == np.uint8
+        and out.flags.c_contiguous
+    )
+    try:
+        arr = _imagecodecs().jpeg8_decode(data, out=out if fits else None)
+    except (RuntimeError, ValueError):
+        return None
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.size != height * width * channels:
+        return None
+    return arr.reshape(shape)
+
+
 def _read_pil(
-    path: Path, where: str, max_pixels: int | None, frame: int | None, kind: str
+    path: Path,
+    where: str,
+    max_pixels: int | None,
+    frame: int | None,
+    kind: str,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     with pillow() as Image:
         try:
@@ -136,10 +184,14 @@ def _read_pil(
                 index = 0 if kind == "jpeg" and frame is None else None
                 if index is None:
                     index = _frames(count, frame, where, "frames (an animation)")
-                if index:
-                    im.seek(index)
-                im.load()
-                arr = _pil_array(im, where)
+                arr = None
+                if kind == "jpeg" and not index and im.mode in _JPEG_CHANNELS:
+                    arr = _decode_jpeg(path, height, width, im.mode, out)
+                if arr is None:
+                    if index:
+                        im.seek(index)
+                    im.load()
+                    arr = _pil_array(im, where)
         except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             raise _Unreadable(_codec_error(err)) from err
     if arr.shape[:2] != (height, width):
@@ -380,8 +432,8 @@ def read_image(
         images are ignored: its first image is the photo).
     :param numpy.ndarray, None out: an array to put the image in, such as one exposure of a
         preallocated stack: when the image has its shape ``(H, W, C)`` and dtype, the image is
-        copied there (8-bit JPEG and PNG straight from the decoder's buffer, without another
-        copy; TIFF decoded in it) and ``out`` is returned; otherwise ``out`` is left as it is and a new array is
+        copied there (8-bit PNG straight from the decoder's buffer, without another copy;
+        8-bit JPEG and TIFF decoded in it) and ``out`` is returned; otherwise ``out`` is left as it is and a new array is
         returned. Default ``None``: a new array.
     :return: (:class:`numpy.ndarray`) the image, ``(H, W, C)``: ``out`` when it took the
         image.
@@ -424,7 +476,7 @@ def read_image(
         elif ext == ".png":
             img = _read_png(path, where, max_pixels, frame, out)
         else:
-            img = _read_pil(path, where, max_pixels, frame, "jpeg")
+            img = _read_pil(path, where, max_pixels, frame, "jpeg", out)
     except ValueError as err:
         text = str(err)
         if text.startswith("Cannot read") or text.startswith("Expected `frame`"):
