@@ -30,7 +30,11 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf.bracket import Bracket
-from deepinv_icrf.calibration.core import fit_once, small_problem_threads
+from deepinv_icrf.calibration.core import (
+    fit_once,
+    random_positions,
+    small_problem_threads,
+)
 from deepinv_icrf.calibration.options import CodeFitOptions, FitOptions, TimeOptions
 from deepinv_icrf.calibration.report import FitReport, Refinement
 from deepinv_icrf.functional.times import (
@@ -84,7 +88,7 @@ def neighbour_sample(
     step, rows, cols = (1, h, w - 1) if w > 1 else (w, h - 1, w)
     count = max(rows * cols, 1)
     gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(count, generator=gen)[:max_pixels]
+    pick = random_positions(count, max_pixels, gen)
     own = (pick // max(cols, 1)) * w + pick % max(cols, 1)
     other = own + (step if rows * cols > 0 else 0)
     if isinstance(codes, np.ndarray):
