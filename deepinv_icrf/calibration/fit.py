@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -293,17 +294,17 @@ def _check_frames(bracket: Bracket, tolerance: float) -> None:
         name = "stack" if bracket.batch == 1 else f"stack[{b}]"
         if isinstance(codes, np.ndarray):
             white = 2**bracket.bit_depth - 1
-            first = codes[0]
-            same = all(np.array_equal(first, frame) for frame in codes[1:])
+            frames = codes
             flat = codes.reshape(codes.shape[0], -1)
             y = torch.from_numpy(
                 flat[:, :: max(1, flat.shape[1] // ORDER_VALUES)].astype(np.int32)
             )
         else:
             y, white = codes[b], 1.0
-            first = y[0]
-            same = all(torch.equal(first, frame) for frame in y[1:])
-        if same and bool(((first > 0) & (first < white)).any()):  # else: NO_PIXEL
+            frames = y
+        if _all_one_image(frames) and _any_unclipped(
+            frames[0], white
+        ):  # else: NO_PIXEL
             raise ValueError(
                 f"Expected the exposures of `{name}` to differ, but all {y.shape[0]} are the "
                 "same image: one exposure repeated constrains no curve (the same file listed "
@@ -321,6 +322,33 @@ def _check_frames(bracket: Bracket, tolerance: float) -> None:
                 "times constrain no curve (rounded, or in the wrong unit?)."
             )
         check_exposure_order(y, times, white, f"`{name}`", warn=False)
+
+
+#: Values compared at a time by the frame checks: no frame-sized temporaries (a 100 MP
+#: frame's comparison mask alone is 300 MB).
+_BLOCK_VALUES = 1 << 22
+
+
+def _blocks(frame: np.ndarray | Tensor) -> Iterator[np.ndarray | Tensor]:
+    flat = frame.reshape(-1)
+    for start in range(0, flat.shape[0], _BLOCK_VALUES):
+        yield flat[start : start + _BLOCK_VALUES]
+
+
+def _all_one_image(frames: np.ndarray | Tensor) -> bool:
+    r"""Whether every frame of ``frames`` ``(N, ...)`` equals the first, block by block."""
+    equal = np.array_equal if isinstance(frames, np.ndarray) else torch.equal
+    return all(
+        all(
+            equal(a, b) for a, b in zip(_blocks(frames[0]), _blocks(frame), strict=True)
+        )
+        for frame in frames[1:]
+    )
+
+
+def _any_unclipped(frame: np.ndarray | Tensor, white: float) -> bool:
+    r"""Whether ``frame`` has a code strictly between black and ``white``."""
+    return any(bool(((v > 0) & (v < white)).any()) for v in _blocks(frame))
 
 
 def _check_exposure_change(check: TimeCheck) -> None:
