@@ -18,7 +18,11 @@ from deepinv_icrf.bracket import Bracket
 from deepinv_icrf.calibration.core import fit_once
 from deepinv_icrf.calibration.options import LinearityFitOptions, TimeOptions
 from deepinv_icrf.calibration.report import FitReport, Refinement
-from deepinv_icrf.calibration.times import neighbour_sample, time_prior
+from deepinv_icrf.calibration.times import (
+    icrf_with_curve,
+    neighbour_sample,
+    time_prior,
+)
 from deepinv_icrf.functional.times import TimeCheck, pairwise_log_ratios
 from deepinv_icrf.models import ICRF
 
@@ -183,14 +187,7 @@ def refine_by_alternation(
             break
     if converged:
         # the last fit raised to the exponent g is the curve of the refined times
-        icrf = ICRF(
-            channels=icrf.channels,
-            n_points=icrf.n_points,
-            parameterization=icrf.parameterization,
-            init=curve.cpu(),
-            bit_depth=icrf.bit_depth,
-        ).to(icrf.curve.device)
-        icrf.eval()
+        icrf = icrf_with_curve(icrf, curve)
     else:
         icrf, report = fit_at(tau)
         steps += report.steps

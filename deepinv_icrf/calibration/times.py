@@ -204,20 +204,27 @@ def assumed_times(codes: np.ndarray | Tensor, stops: float) -> Tensor:
     return torch.exp(rank.to(torch.float64) * stops * math.log(2.0))
 
 
-def curve_power(icrf: ICRF, g: float) -> ICRF:
-    r"""The ICRF :math:`f^g` (same channels, samples, parameterization and device)."""
-    if g == 1.0:
-        return icrf
-    curve = icrf.curve.detach().to(torch.float64).clamp(0.0, 1.0) ** g
+def icrf_with_curve(icrf: ICRF, curve: Tensor) -> ICRF:
+    r"""A new ICRF like ``icrf`` (channels, samples, parameterization, bit depth, device), in
+    eval mode, holding ``curve`` ``(C, L)``."""
     out = ICRF(
         channels=icrf.channels,
         n_points=icrf.n_points,
         parameterization=icrf.parameterization,
-        init=curve.cpu(),
+        init=curve.detach().cpu(),
         bit_depth=icrf.bit_depth,
     ).to(icrf.curve.device)
     out.eval()
     return out
+
+
+def curve_power(icrf: ICRF, g: float) -> ICRF:
+    r"""The ICRF :math:`f^g` (same channels, samples, parameterization and device)."""
+    if g == 1.0:
+        return icrf
+    return icrf_with_curve(
+        icrf, icrf.curve.detach().to(torch.float64).clamp(0.0, 1.0) ** g
+    )
 
 
 def time_prior(
