@@ -139,7 +139,7 @@ def render_module_page(module_name: str, rows: list[tuple[str, str, str]]) -> st
             "",
             ".. autosummary::",
             "   :toctree: stubs",
-            f"   :template: {kind}.rst",
+            f"   :template: autosummary/{kind}.rst",
             "   :nosignatures:",
             "",
         ]
