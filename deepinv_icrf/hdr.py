@@ -65,10 +65,11 @@ __all__ = [
 
 
 def _is_icrf(value: object) -> bool:
-    r"""Whether ``value`` is an :class:`~deepinv_icrf.models.ICRF`, without importing its
-    module (and deepinv) when it is not imported: then there is no ICRF to be."""
-    module = sys.modules.get("deepinv_icrf.models.icrf")
-    return module is not None and isinstance(value, module.ICRF)
+    r"""Whether ``value`` is an :class:`~deepinv_icrf.models.ICRF` (or the
+    :class:`~deepinv_icrf.models.icrf_base.ICRFBase` of a fit), without importing its module
+    when it is not imported: then there is no ICRF to be."""
+    module = sys.modules.get("deepinv_icrf.models.icrf_base")
+    return module is not None and isinstance(value, module.ICRFBase)
 
 
 def _curve(icrf: ICRF | ICRFFile | Tensor) -> tuple[Tensor, int | None]:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf.bracket import codes_to_unit, image_codes
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = [
     "measure_curve_from_pairs",
@@ -159,7 +159,7 @@ def measure_curve_from_pairs(
 
 
 def validate_icrf(
-    icrf: ICRF | Tensor,
+    icrf: ICRFBase | Tensor,
     processed: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
     linear: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
     *,
@@ -203,8 +203,8 @@ def validate_icrf(
     """
     from deepinv_icrf.functional.interp import interp_curve
 
-    band = icrf.band if isinstance(icrf, ICRF) else None
-    curve = icrf.curve if isinstance(icrf, ICRF) else icrf
+    band = icrf.band if isinstance(icrf, ICRFBase) else None
+    curve = icrf.curve if isinstance(icrf, ICRFBase) else icrf
     if not isinstance(curve, Tensor) or curve.ndim != 2:
         raise TypeError(
             "Expected `icrf` to be an ICRF or a curve tensor of shape (C, L)."
@@ -357,7 +357,7 @@ def validate_folder(
         raise ValueError(
             f"Expected `folder` to be a directory, but {str(folder)!r} is not."
         )
-    icrf = ICRF.load(icrf_path)
+    icrf = ICRFBase.load(icrf_path)
     pairs = _pair_files(folder)
     if not pairs:
         raise ValueError(

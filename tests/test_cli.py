@@ -152,7 +152,13 @@ def test_cli_fit_passes_options(photos, tmp_path, fake_fit, capsys):
     ((stack, times, options),) = fake_fit
     assert stack.shape == (4, H, W, 3) and stack.dtype == np.uint8
     np.testing.assert_array_equal(times, [0.125, 0.25, 0.5, 1.0])
-    assert options == {"steps": 7, "seed": 3, "progress": False, "device": "cpu"}
+    assert options == {
+        "steps": 7,
+        "seed": 3,
+        "progress": False,
+        "device": "cpu",
+        "reconstructor": False,  # the command line never imports deepinv
+    }
     assert "refine_exposures" not in options
 
 
@@ -175,7 +181,14 @@ def test_cli_fit_refine_exposures(photos, tmp_path, monkeypatch, capsys):
     calls = []
 
     def fit(
-        stack, exposure_times, *, steps=1, seed=0, progress=True, refine_exposures=False
+        stack,
+        exposure_times,
+        *,
+        steps=1,
+        seed=0,
+        progress=True,
+        refine_exposures=False,
+        reconstructor=True,
     ):
         calls.append(refine_exposures)
         return ICRF.from_response("gamma", channels=3)
@@ -492,6 +505,7 @@ def test_cli_fit_band_and_refined_times(photos, tmp_path, monkeypatch, capsys):
         seed=0,
         progress=True,
         refine_exposures=False,
+        reconstructor=True,
         band=False,
     ):
         from deepinv_icrf.calibration import FitReport, Refinement

@@ -157,10 +157,11 @@ def test_cli_choices_are_the_library_ones():
 
 def test_cli_passes_only_given_options(photos, tmp_path, fake_fit, merge_calls):
     assert main(["fit", str(photos), "--out", str(tmp_path / "f")]) == 0
-    assert fake_fit[0][2] == {}  # every default is the fit's own
+    # every default is the fit's own; the command line asks for the fit without deepinv
+    assert fake_fit[0][2] == {"reconstructor": False}
     out = tmp_path / "r.npy"
     assert main(["hdr", str(photos), "--out", str(out)]) == 0
-    assert fake_fit[1][2] == {}
+    assert fake_fit[1][2] == {"reconstructor": False}
     (_, kwargs), *_ = merge_calls
     assert set(kwargs) == {
         "return_std",
@@ -305,7 +306,7 @@ def test_cli_device_reaches_fit_and_merge(
 ):
     out = tmp_path / "r.npy"
     assert main(["hdr", str(photos), "--out", str(out), "--device", "cpu"]) == 0
-    assert fake_fit[0][2] == {"device": "cpu"}
+    assert fake_fit[0][2] == {"device": "cpu", "reconstructor": False}
     assert merge_calls[0][1]["device"] == "cpu"
     summary = json.loads((tmp_path / "r.summary.json").read_text())
     assert summary["device"] == "cpu"

@@ -24,7 +24,7 @@ from deepinv_icrf.calibration.times import (
     time_prior,
 )
 from deepinv_icrf.functional.times import TimeCheck, pairwise_log_ratios
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = ["estimate_log_exposures", "refine_by_alternation"]
 
@@ -124,7 +124,7 @@ def refine_by_alternation(
     device: str | torch.device | None,
     seed: int,
     progress: bool,
-) -> tuple[ICRF, FitReport]:
+) -> tuple[ICRFBase, FitReport]:
     r"""Refine the times of one stack by alternating curve fits and time estimates.
 
     At most ``time_options.max_iter`` times: a curve fit :math:`f` at the current times, the
@@ -153,7 +153,7 @@ def refine_by_alternation(
     call_options = options
     icrf = None
 
-    def fit_at(times: Tensor) -> tuple[ICRF, FitReport]:
+    def fit_at(times: Tensor) -> tuple[ICRFBase, FitReport]:
         icrf, report, _ = fit_once(
             bracket.codes,
             times.exp().unsqueeze(0),

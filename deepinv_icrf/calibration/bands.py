@@ -25,7 +25,7 @@ from deepinv_icrf.functional.uncertainty import (
     jackknife_std,
     residual_code_std,
 )
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = ["icrf_confidence_band", "BAND_METHODS"]
 
@@ -47,7 +47,7 @@ def _sample_positions(y: Tensor, max_pixels: int, generator: torch.Generator) ->
     return flat.index_select(-1, idx)
 
 
-def _report_sigma(icrf: ICRF) -> float:
+def _report_sigma(icrf: ICRFBase) -> float:
     r"""The largest code noise the fit recorded (2/255 when it recorded none)."""
     sigma = getattr(getattr(icrf, "fit_report", None), "sigma", None)
     return max(sigma) if sigma else 2.0 / 255.0
@@ -56,7 +56,7 @@ def _report_sigma(icrf: ICRF) -> float:
 def icrf_confidence_band(
     stack: np.ndarray | Tensor,
     exposure_times: Tensor | np.ndarray | list[float],
-    icrf: ICRF,
+    icrf: ICRFBase,
     *,
     n_boot: int = 16,
     level: float = 0.95,
@@ -73,7 +73,7 @@ def icrf_confidence_band(
     options: FitOptions | None = None,
     device: str | torch.device | None = None,
     fit_options: dict[str, Any] | None = None,
-    fit: Callable[..., ICRF] | None = None,
+    fit: Callable[..., ICRFBase] | None = None,
     other_estimates: Sequence[Tensor] = (),
 ) -> tuple[Tensor, Tensor]:
     r"""Per-code confidence band of a fitted ICRF, by bootstrapping the fit itself.
@@ -186,7 +186,7 @@ def icrf_confidence_band(
         raise ValueError(f"Expected `exponent_std` >= 0, but got {exponent_std!r}.")
     if noise_std is not None and not noise_std >= 0:
         raise ValueError(f"Expected `noise_std` >= 0 or None, but got {noise_std!r}.")
-    if not isinstance(icrf, ICRF):
+    if not isinstance(icrf, ICRFBase):
         raise TypeError(
             f"Expected `icrf` to be a deepinv_icrf.models.ICRF, but got {type(icrf).__name__}."
         )

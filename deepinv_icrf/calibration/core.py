@@ -50,7 +50,7 @@ from deepinv_icrf.functional.penalties import (
     range_penalty,
     smoothness_penalty,
 )
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = ["fit_once", "NO_PIXEL", "MIN_LINEARITY_POSITIONS", "small_problem_threads"]
 
@@ -248,7 +248,7 @@ def fit_once(
     progress: bool = False,
     time_prior: float | None = None,
     time_init: Tensor | None = None,
-) -> tuple[ICRF, FitReport, CodeFitResult | None]:
+) -> tuple[ICRFBase, FitReport, CodeFitResult | None]:
     r"""Fit the curve of a trusted stack once, at the given times.
 
     :param numpy.ndarray, torch.Tensor stack: integer codes ``(N, H, W, C)`` or a float
@@ -309,7 +309,7 @@ def _fit_code(
     progress: bool,
     time_prior: float | None,
     time_init: Tensor | None,
-) -> tuple[ICRF, FitReport, CodeFitResult]:
+) -> tuple[ICRFBase, FitReport, CodeFitResult]:
     from tqdm.auto import tqdm
 
     bits = _bit_depth(stack)
@@ -373,7 +373,7 @@ def _fit_code(
             )
         finally:
             bar.close()
-    icrf = ICRF(
+    icrf = ICRFBase(
         channels=channels,
         n_points=options.n_points,
         parameterization=options.parameterization,
@@ -408,7 +408,7 @@ def _fit_linearity(
     device: str | torch.device | None,
     generator: torch.Generator,
     progress: bool,
-) -> tuple[ICRF, FitReport]:
+) -> tuple[ICRFBase, FitReport]:
     from tqdm.auto import tqdm
 
     from deepinv_icrf.bracket import as_stack_tensor
@@ -456,7 +456,7 @@ def _fit_linearity(
                 relative=options.relative,
             )
 
-    icrf = ICRF(
+    icrf = ICRFBase(
         channels=channels,
         n_points=options.n_points,
         parameterization=options.parameterization,

@@ -36,7 +36,7 @@ from deepinv_icrf.calibration.report import FitReport, Refinement
 from deepinv_icrf.calibration.times import check_times, refine_code_fit
 from deepinv_icrf.functional.exposure_order import ORDER_VALUES, check_exposure_order
 from deepinv_icrf.functional.times import TimeCheck
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = ["fit_icrf", "FitReport", "METHODS", "REFINE_MODES", "SEED_RANGE"]
 
@@ -61,8 +61,9 @@ def fit_icrf(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
+    reconstructor: bool = True,
     **keywords: Any,
-) -> ICRF:
+) -> ICRFBase:
     r"""Fit the inverse camera response of a bracketed stack of one static scene.
 
     ``method="code"`` (default) maximises the censored-Gaussian likelihood of the codes over a
@@ -127,11 +128,17 @@ def fit_icrf(
     :param int seed: seed of the pixel sampling (default 0), an int in
         :math:`[0, 2^{63} - 1]` (:data:`SEED_RANGE`).
     :param bool progress: show a tqdm progress bar (default True).
+    :param bool reconstructor: return an :class:`~deepinv_icrf.models.ICRF`, a deepinv
+        reconstructor (default True), or with ``False`` the same fit as an
+        :class:`~deepinv_icrf.models.icrf_base.ICRFBase`, a plain :class:`torch.nn.Module`
+        with the same curve, methods and files: the fit then never imports deepinv, whose
+        import (torchvision, ``torch._dynamo``) costs 1.5-3 s (the command line's choice).
     :param keywords: fields of the options objects given one by one (``steps=30``,
         ``n_knots=16``, ``prior_std=0.05``, ...), as the fit took them before the options
         objects; see :func:`~deepinv_icrf.calibration.options.options_from_keywords`.
     :return: (:class:`~deepinv_icrf.models.ICRF`) the fitted ICRF, on ``device``, in eval mode,
-        with ``fit_report``.
+        with ``fit_report`` (an :class:`~deepinv_icrf.models.icrf_base.ICRFBase` with
+        ``reconstructor=False``).
     :raises ValueError: besides bad values and shapes, for a stack that cannot constrain a
         curve: fewer usable pixel positions than the curve has knots, frames that are all one
         image, listed times spanning less than ``time_options.tolerance`` or in an order the
@@ -172,7 +179,12 @@ def fit_icrf(
             "Expected `refine_exposures` to be True, False or 'auto', but got "
             f"{refine_exposures!r}."
         )
-    for name, value in (("band", band), ("align", align), ("progress", progress)):
+    for name, value in (
+        ("band", band),
+        ("align", align),
+        ("progress", progress),
+        ("reconstructor", reconstructor),
+    ):
         if not isinstance(value, bool):
             raise TypeError(f"Expected `{name}` to be a bool, but got {value!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -216,7 +228,11 @@ def fit_icrf(
         report.shifts = shifts.tolist()
     report.wall_time_s = time.perf_counter() - start
     icrf.fit_report = report
-    return icrf
+    if not reconstructor:
+        return icrf
+    from deepinv_icrf.models.icrf import ICRF  # imports deepinv
+
+    return ICRF.from_base(icrf)
 
 
 def _fit_with_times(
@@ -227,7 +243,7 @@ def _fit_with_times(
     device: str | torch.device | None,
     seed: int,
     progress: bool,
-) -> tuple[ICRF, FitReport]:
+) -> tuple[ICRFBase, FitReport]:
     r"""The check of the listed times, then the fit: at the listed times when they agree
     with the images (or ``refine_exposures=False``), at the times the check implies when
     they do not (``"auto"``: only the disagreeing steps change), or with every time
@@ -377,7 +393,7 @@ def _refine(
     device: str | torch.device | None,
     seed: int,
     progress: bool,
-) -> tuple[ICRF, FitReport]:
+) -> tuple[ICRFBase, FitReport]:
     # the code fit refines every time jointly, the linearity fit by alternation
     refine = (
         refine_code_fit
@@ -397,7 +413,7 @@ def _refine(
 
 
 def _attach_band(
-    icrf: ICRF,
+    icrf: ICRFBase,
     report: FitReport,
     bracket: Bracket,
     options: FitOptions,

@@ -33,7 +33,7 @@ from deepinv_icrf.calibration.fit import fit_icrf
 from deepinv_icrf.calibration.options import TimeOptions
 from deepinv_icrf.calibration.times import AMBIGUITY_WARNING
 from deepinv_icrf.functional.times import pairwise_log_ratios
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = [
     "AMBIGUITY_WARNING",
@@ -60,7 +60,7 @@ def fit_refined(
     device: str | torch.device | None = None,
     progress: bool = False,
     **fit_options: Any,
-) -> ICRF:
+) -> ICRFBase:
     r"""Fit the ICRF and refine the relative exposure times, the listed times as a prior.
 
     The same as :func:`~deepinv_icrf.calibration.fit_icrf` with ``refine_exposures=True``
@@ -134,7 +134,7 @@ def fit_refined(
     )
 
 
-def describe_refinement(icrf: ICRF) -> str:
+def describe_refinement(icrf: ICRFBase) -> str:
     r"""A small table of nominal vs refined exposure times, for the command line.
 
     :param deepinv_icrf.models.ICRF icrf: a model returned by :func:`fit_refined`.

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf.bracket import image_codes
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = [
     "ReportField",
@@ -63,8 +63,8 @@ def channel_names(channels: int) -> tuple[str, ...]:
     return ("R", "G", "B") if channels == 3 else tuple(str(k) for k in range(channels))
 
 
-def _finite_curve(icrf: ICRF | Tensor) -> np.ndarray:
-    curve = icrf.curve if isinstance(icrf, ICRF) else icrf
+def _finite_curve(icrf: ICRFBase | Tensor) -> np.ndarray:
+    curve = icrf.curve if isinstance(icrf, ICRFBase) else icrf
     if not isinstance(curve, Tensor) or curve.ndim != 2:
         raise TypeError(
             "Expected `icrf` to be an ICRF or a curve tensor (C, L), but got "
@@ -108,7 +108,7 @@ def _usable_fraction(images: np.ndarray | Tensor, bit_depth: int | None) -> np.n
 
 
 def channel_stats(
-    icrf: ICRF | Tensor, images: np.ndarray | Tensor, bit_depth: int | None = None
+    icrf: ICRFBase | Tensor, images: np.ndarray | Tensor, bit_depth: int | None = None
 ) -> list[dict[str, Any]]:
     r"""Per channel: the curve at codes 1/4, 1/2 and 3/4, its equivalent gamma, usable codes.
 
@@ -192,13 +192,13 @@ def _refined_times(report: object) -> list[float] | None:
     return _floats(getattr(report, "exposure_times", None))
 
 
-def _refinement_note(icrf: ICRF, summary: Mapping[str, Any]) -> str:
+def _refinement_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
     from deepinv_icrf.calibration.refine import describe_refinement
 
     return describe_refinement(icrf)
 
 
-def _outlier_note(icrf: ICRF, summary: Mapping[str, Any]) -> str | None:
+def _outlier_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
     worst = max(summary["outlier_fraction"], default=0.0)
     if worst < OUTLIER_NOTE_FRACTION:
         return None
@@ -215,7 +215,7 @@ def _time_check(report: object) -> dict[str, Any] | None:
     return None if check is None else check.to_dict()
 
 
-def _time_note(icrf: ICRF, summary: Mapping[str, Any]) -> str | None:
+def _time_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
     check = getattr(getattr(icrf, "fit_report", None), "time_check", None)
     if check is None or (check.consistent and not check.unmatched_steps):
         return None
@@ -252,7 +252,7 @@ class ReportField:
     key: str
     read: Callable[[object], Any]
     metadata: bool = False
-    note: Callable[[ICRF, Mapping[str, Any]], str | None] | None = None
+    note: Callable[[ICRFBase, Mapping[str, Any]], str | None] | None = None
 
 
 #: The fit-report values of a summary, in the order they are printed. A new field of the
@@ -282,7 +282,7 @@ REPORT_FIELDS: tuple[ReportField, ...] = (
 )
 
 
-def _report_values(icrf: ICRF, metadata_only: bool = False) -> dict[str, Any]:
+def _report_values(icrf: ICRFBase, metadata_only: bool = False) -> dict[str, Any]:
     report = getattr(icrf, "fit_report", None)
     if report is None:
         return {}
@@ -296,7 +296,7 @@ def _report_values(icrf: ICRF, metadata_only: bool = False) -> dict[str, Any]:
     return values
 
 
-def fit_metadata(icrf: ICRF) -> dict[str, Any]:
+def fit_metadata(icrf: ICRFBase) -> dict[str, Any]:
     r"""The values of a fit report worth keeping in the curve's file (its ``metadata``).
 
     The code noise the fit estimated (``code_std``, one std per channel in ``[0, 1]``
@@ -332,7 +332,7 @@ def _jsonable(value: object) -> object | None:
 
 
 def fit_summary(
-    icrf: ICRF,
+    icrf: ICRFBase,
     images: np.ndarray | Tensor,
     *,
     bit_depth: int | None = None,
@@ -393,7 +393,7 @@ def fit_summary(
     return {**context, **computed}
 
 
-def describe_fit(icrf: ICRF, summary: Mapping[str, Any]) -> str:
+def describe_fit(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
     r"""The printed form of a :func:`fit_summary`: the notes on the report, then a table.
 
     One note per value of the report that has something to say (:data:`REPORT_FIELDS`: the

@@ -43,7 +43,7 @@ from deepinv_icrf.functional.times import (
     consecutive_log_ratios,
     exponent_from_prior,
 )
-from deepinv_icrf.models import ICRF
+from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = [
     "AMBIGUITY_WARNING",
@@ -104,7 +104,7 @@ def neighbour_sample(
 
 
 def check_listed_times(
-    icrf: ICRF,
+    icrf: ICRFBase,
     codes: np.ndarray | Tensor,
     times: Tensor,
     options: TimeOptions,
@@ -204,10 +204,10 @@ def assumed_times(codes: np.ndarray | Tensor, stops: float) -> Tensor:
     return torch.exp(rank.to(torch.float64) * stops * math.log(2.0))
 
 
-def icrf_with_curve(icrf: ICRF, curve: Tensor) -> ICRF:
+def icrf_with_curve(icrf: ICRFBase, curve: Tensor) -> ICRFBase:
     r"""A new ICRF like ``icrf`` (channels, samples, parameterization, bit depth, device), in
     eval mode, holding ``curve`` ``(C, L)``."""
-    out = ICRF(
+    out = ICRFBase(
         channels=icrf.channels,
         n_points=icrf.n_points,
         parameterization=icrf.parameterization,
@@ -218,7 +218,7 @@ def icrf_with_curve(icrf: ICRF, curve: Tensor) -> ICRF:
     return out
 
 
-def curve_power(icrf: ICRF, g: float) -> ICRF:
+def curve_power(icrf: ICRFBase, g: float) -> ICRFBase:
     r"""The ICRF :math:`f^g` (same channels, samples, parameterization and device)."""
     if g == 1.0:
         return icrf
@@ -258,7 +258,7 @@ def refine_code_fit(
     device: str | torch.device | None,
     seed: int,
     progress: bool,
-) -> tuple[ICRF, FitReport]:
+) -> tuple[ICRFBase, FitReport]:
     r"""Refine the exposure times of one stack with the code fit, jointly.
 
     :param deepinv_icrf.bracket.Bracket bracket: the checked stack (one stack).

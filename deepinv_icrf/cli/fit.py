@@ -162,7 +162,9 @@ def fit_and_save(
         warnings.filterwarnings(
             "ignore", message="listed exposure times disagree", category=UserWarning
         )
-        icrf = deepinv_icrf.fit_icrf(images, stack.exposure_times, **options)
+        icrf = deepinv_icrf.fit_icrf(
+            images, stack.exposure_times, reconstructor=False, **options
+        )
     elapsed = time.perf_counter() - start
     folder = str(Path(args.folder).resolve())
     names = [p.name for p in stack.paths]

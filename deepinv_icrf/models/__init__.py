@@ -1,4 +1,5 @@
-r"""Models: the ICRF (a deepinv reconstructor), the stack reconstructors, the ICRF file.
+r"""Models: the ICRF (a deepinv reconstructor, and :class:`ICRFBase`, the same without deepinv),
+the stack reconstructors, the ICRF file.
 
 The names are imported on first use (PEP 562): :mod:`deepinv_icrf.models.curve_file` (the
 ICRF file format, which ``deepinv-icrf merge`` reads) is reachable without importing deepinv,
@@ -11,6 +12,7 @@ from deepinv_icrf._lazy import lazy_names as _lazy_names
 
 __all__ = [
     "ICRF",
+    "ICRFBase",
     "ICRFFile",
     "read_icrf_file",
     "EquivariantSplittingModel",
@@ -20,6 +22,7 @@ __all__ = [
 #: Public names, by the module that defines them.
 _NAMES = {
     "ICRF": "deepinv_icrf.models.icrf",
+    "ICRFBase": "deepinv_icrf.models.icrf_base",
     "ICRFFile": "deepinv_icrf.models.curve_file",
     "read_icrf_file": "deepinv_icrf.models.curve_file",
     "EquivariantSplittingModel": "deepinv_icrf.models.splitting",

@@ -1,4 +1,12 @@
-r"""The inverse camera response function (ICRF) as a deepinv reconstructor."""
+r"""The inverse camera response function (ICRF) without deepinv: :class:`ICRFBase`.
+
+Everything :class:`~deepinv_icrf.models.ICRF` does (the curve, its evaluation, files) lives
+here, on a plain :class:`torch.nn.Module`; :class:`~deepinv_icrf.models.ICRF` adds deepinv's
+:class:`~deepinv.models.Reconstructor` base. Importing deepinv costs 1.5-3 s (it imports
+torchvision and ``torch._dynamo``), so the fits build an :class:`ICRFBase` and
+:func:`~deepinv_icrf.fit_icrf` turns it into an :class:`~deepinv_icrf.models.ICRF` at the end;
+the command line never imports deepinv.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from deepinv.models import Reconstructor
 from torch import Tensor, nn
 
 from deepinv_icrf._checks import check_band, check_float, check_in
@@ -33,7 +40,7 @@ from deepinv_icrf.physics.responses import ResponseCurve, get_response
 if TYPE_CHECKING:
     from deepinv.physics import Physics
 
-__all__ = ["ICRF"]
+__all__ = ["ICRFBase"]
 
 INITS = ("identity", "gamma")
 
@@ -47,61 +54,24 @@ def _check_int(value: object, name: str, low: int, high: int | None = None) -> i
     return value
 
 
-class ICRF(Reconstructor):
-    r"""Inverse camera response function: codes to relative irradiance, per channel.
+class ICRFBase(nn.Module):
+    r"""The ICRF as a plain :class:`torch.nn.Module`: :class:`~deepinv_icrf.models.ICRF`
+    without deepinv's :class:`~deepinv.models.Reconstructor` base, so that using it never
+    imports deepinv.
 
-    The ICRF :math:`g_c` of channel :math:`c` is piecewise linear on the uniform grid
-    :math:`k / (L - 1)` with values :math:`g_{c,k}` (the ``curve``, shape ``(C, L)``), and is
-    applied to every code of a stack:
-
-    .. math::
-
-        x_{n,c,h,w} = g_c(y_{n,c,h,w}) = (1 - \theta) g_{c,k} + \theta g_{c,k+1},
-        \quad u = y (L - 1),\ k = \lfloor u \rfloor,\ \theta = u - k.
-
-    Two parameterizations:
-
-    - ``"free"``: the curve values are the parameters (as in clair-torch); regularise them
-      with the curve penalties (monotonicity, range, endpoints, smoothness).
-    - ``"monotone"``: strictly increasing with :math:`g(0) = 0` and :math:`g(1) = 1` by
-      construction, from raw increments :math:`r_{c,j}`, :math:`j = 0, \dots, L - 2`:
-
-      .. math::
-
-          g_{c,k} = \frac{\sum_{j < k} \mathrm{softplus}(r_{c,j})}
-                         {\sum_{j < L - 1} \mathrm{softplus}(r_{c,j})}.
-
-    The parameters of channel :math:`c` are one tensor in an :class:`torch.nn.ParameterList`
-    (:meth:`channel_parameters`), so per-channel optimizers and early stopping work.
-
-    An optional confidence band of the curve lives in the buffer ``band`` (``None`` or a
-    float tensor ``(2, C, L)``: lower and upper edges, e.g. from
-    :func:`~deepinv_icrf.calibration.icrf_confidence_band`); setting it checks that it is
-    finite with lower <= upper everywhere (:class:`ValueError` otherwise).
-
-    :param int channels: number of channels :math:`C \ge 1`. Default 3.
-    :param int n_points: grid size :math:`L \ge 2`. Default 256 (one knot per 8-bit code).
-    :param str parameterization: ``"monotone"`` (default) or ``"free"``.
-    :param str, torch.Tensor init: ``"identity"`` (default), ``"gamma"`` (:math:`y^\gamma`, the
-        ICRF of a gamma camera) or a curve of shape ``(C, L)`` or ``(L,)`` (the same for every
-        channel). For ``"monotone"`` a given curve must be non-decreasing with endpoints 0
-        and 1 (within 1e-4; they are then pinned exactly, and flat steps get a tiny slope).
-    :param float, tuple gamma: exponent of the ``"gamma"`` init, one value or one per
-        channel. Default 2.2.
-    :param int, None bit_depth: bit depth of the codes the curve is meant for (recorded,
-        saved, used by callers that bin codes). Default 8.
-    :param torch.dtype dtype: dtype of the parameters. Default ``torch.float32``.
-    :param torch.device, str device: device of the parameters. Default ``"cpu"``.
+    The same arguments, curve, evaluation and files as :class:`~deepinv_icrf.models.ICRF`
+    (which see for the maths); :meth:`ICRF.from_base <deepinv_icrf.models.ICRF.from_base>`
+    turns one into the other. The fits build this class and
+    :func:`~deepinv_icrf.fit_icrf` returns an :class:`~deepinv_icrf.models.ICRF` unless
+    asked not to (``reconstructor=False``, what the command line does).
 
     |sep|
 
     :Example:
 
     >>> import torch
-    >>> from deepinv_icrf.models import ICRF
-    >>> model = ICRF(channels=1, n_points=5, init="gamma", gamma=2.0)
-    >>> model.curve.detach()
-    tensor([[0.0000, 0.0625, 0.2500, 0.5625, 1.0000]])
+    >>> from deepinv_icrf.models.icrf_base import ICRFBase
+    >>> model = ICRFBase(channels=1, n_points=5, init="gamma", gamma=2.0)
     >>> model(torch.tensor([0.5, 0.625]).view(1, 1, 2, 1)).detach().flatten()
     tensor([0.2500, 0.4062])
     """
@@ -117,7 +87,9 @@ class ICRF(Reconstructor):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        super().__init__(device=device)
+        # no device here: deepinv's Reconstructor takes one, nn.Module does not (the
+        # parameters are made on `device` below)
+        super().__init__()
         self._channels = _check_int(channels, "channels", 1)
         self._n_points = _check_int(n_points, "n_points", 2)
         check_in(parameterization, "parameterization", PARAMETERIZATIONS)
@@ -300,7 +272,7 @@ class ICRF(Reconstructor):
         n_points: int = 256,
         channels: int = 3,
         **kwargs: Any,
-    ) -> ICRF:
+    ) -> ICRFBase:
         r"""The true ICRF of a built-in response curve.
 
         :param deepinv_icrf.physics.ResponseCurve, str response: the curve, or its name (default
@@ -314,6 +286,7 @@ class ICRF(Reconstructor):
 
         :Example:
 
+        >>> from deepinv_icrf.models import ICRF
         >>> model = ICRF.from_response("srgb", n_points=5, channels=1)
         >>> model.curve.detach()
         tensor([[0.0000, 0.0509, 0.2140, 0.5225, 1.0000]])
@@ -369,7 +342,9 @@ class ICRF(Reconstructor):
             fh.write(text)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> ICRF:
+    def load(
+        cls, path: str | os.PathLike, device: torch.device | str = "cpu"
+    ) -> ICRFBase:
         r"""Read a model written by :meth:`save`, validating every field.
 
         :param str, os.PathLike path: file to read.
@@ -412,7 +387,7 @@ class ICRF(Reconstructor):
         path: str | os.PathLike,
         parameterization: str = "free",
         device: torch.device | str = "cpu",
-    ) -> ICRF:
+    ) -> ICRFBase:
         r"""An ICRF from a camera response saved in OpenCV's CSV layout.
 
         OpenCV's calibrators return, per 8-bit code :math:`k` and channel (B, G, R), the
@@ -440,7 +415,8 @@ class ICRF(Reconstructor):
 
         :Example:
 
-        >>> import tempfile, pathlib
+        >>> import tempfile, pathlib, torch
+        >>> from deepinv_icrf.models import ICRF
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "response.csv"
         >>> ICRF(init="gamma").save_opencv_csv(path)
         >>> back = ICRF.from_opencv_csv(path)
