@@ -78,8 +78,14 @@ def _finite_curve(icrf: ICRFBase | Tensor) -> np.ndarray:
     return curve.numpy()
 
 
+#: Pixel positions per exposure above which :func:`_usable_fraction` counts every k-th row
+#: only (a standard error below 0.04% of the share; 12 MP x 7: 0.36 s -> 0.06 s).
+USABLE_SAMPLE = 2_000_000
+
+
 def _usable_fraction(images: np.ndarray | Tensor, bit_depth: int | None) -> np.ndarray:
-    r"""Per channel, the share of codes that are neither 0 nor the top code."""
+    r"""Per channel, the share of codes that are neither 0 nor the top code (counted on
+    evenly spaced rows of frames larger than :data:`USABLE_SAMPLE` positions)."""
     codes, bits = image_codes(images, "images", float_arrays=False)
     if bits is None:  # float codes (..., C, H, W)
         flat = codes.detach().movedim(-3, -1).reshape(-1, codes.shape[-3])
@@ -92,6 +98,8 @@ def _usable_fraction(images: np.ndarray | Tensor, bit_depth: int | None) -> np.n
     codes = (
         codes.cpu().numpy() if isinstance(codes, Tensor) else codes
     )  # no copy on CPU
+    step = -(-codes.shape[1] * codes.shape[2] // USABLE_SAMPLE)  # ceil
+    codes = codes[:, ::step]
     channels = codes.shape[-1]
     count = np.zeros(channels, dtype=np.int64)
     # 0 < v < top  <=>  v - 1 < top - 1 in unsigned arithmetic (0 wraps to the dtype's
