@@ -132,9 +132,28 @@ def test_bad_mixed_sizes(tmp_path):
         exposure_time=0.25,
     )
     with pytest.raises(
-        ValueError, match=r"different sizes.*exposure_01\.png: \(14, 11, 3\)"
+        ValueError, match=r"different sizes.*exposure_01\.png: \(14, 11\)"
     ):
         read_exposure_folder(folder)
+
+
+def test_mixed_sizes_refused_before_decoding(tmp_path, monkeypatch):
+    # a large odd one out costs no memory: the headers are compared first
+    from deepinv_icrf.data import folder as folder_module
+
+    folder = _folder(tmp_path, fmt="png")
+    write_image(
+        folder / "exposure_02.png",
+        np.zeros((4 * H, 4 * W, 3), np.uint8),
+        exposure_time=0.5,
+    )
+    decoded = []
+    monkeypatch.setattr(
+        folder_module, "read_image", lambda *a, **k: decoded.append(a) or 1 / 0
+    )
+    with pytest.raises(ValueError, match=r"exposure_02\.png: \(52, 44\)"):
+        read_exposure_folder(folder)
+    assert decoded == []
 
 
 def test_bad_mixed_channels(tmp_path):

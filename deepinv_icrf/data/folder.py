@@ -14,6 +14,7 @@ from torch import Tensor
 from deepinv_icrf.bracket import code_bits, codes_to_unit, image_codes
 from deepinv_icrf.io import (
     IMAGE_EXTENSIONS,
+    image_size,
     read_exposure_list,
     read_exposure_settings,
     read_image,
@@ -171,9 +172,10 @@ def read_exposure_folder(
         (default: all); no path (``/``, ``..``) or ``**``: it selects files of ``folder``.
     :return: (:class:`ExposureFolder`) images ``(N, H, W, C)``, times ``(N,)``, paths, bit
         depth, time source.
-    :raises ValueError: naming the files, for fewer than 2 images, mixed sizes or bit depths,
-        float or unreadable/truncated images, missing exposure times, a sidecar naming missing
-        files, invalid or duplicate exposure times.
+    :raises ValueError: naming the files, for fewer than 2 images, mixed sizes (compared
+        from the headers, :func:`~deepinv_icrf.io.image_size`, before any image is decoded)
+        or bit depths, float or unreadable/truncated images, missing exposure times, a
+        sidecar naming missing files, invalid or duplicate exposure times.
 
     |sep|
 
@@ -251,6 +253,21 @@ def read_exposure_folder(
             "every image of a stack needs its own exposure time."
         )
 
+    # one size for every photo, from their headers, before any of them is decoded: a large
+    # odd one out costs no memory (a header that cannot be read is left to read_image, which
+    # names the problem)
+    sizes = {}
+    for p in paths:
+        try:
+            sizes[p] = image_size(p)
+        except ValueError:
+            continue
+    if len(set(sizes.values())) > 1:
+        listing = ", ".join(f"{p.name}: {size}" for p, size in sizes.items())
+        raise ValueError(
+            f"Images in {os.fspath(folder)!r} have different sizes (H, W), as their headers "
+            f"declare ({listing}); every exposure must have the same size and channels."
+        )
     # decoded image by image into one preallocated stack (read_image's `out`: 8-bit
     # photos straight from the decoder's buffer): the peak memory is the stack and one
     # image in the decoder, not the list of images and a stacked copy of them

@@ -54,6 +54,7 @@ from deepinv_icrf.io.exr import read_exr, read_exr_layers, write_exr
 from deepinv_icrf.io.images import (
     IMAGE_EXTENSIONS,
     RADIANCE_EXTENSIONS,
+    image_size,
     read_image,
     write_image,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "atomic_write",
     "write_json",
     "OutputSet",
+    "image_size",
     "read_image",
     "write_image",
     "read_exr",

@@ -38,6 +38,7 @@ from deepinv_icrf.io.limits import check_pixels, pillow, read_limited
 __all__ = [
     "IMAGE_EXTENSIONS",
     "RADIANCE_EXTENSIONS",
+    "image_size",
     "read_image",
     "write_image",
 ]
@@ -407,6 +408,73 @@ def _as_hwc(img: np.ndarray, where: str) -> np.ndarray:
     if img.shape[-1] == 4:  # RGBA
         return img[..., :3]
     return img
+
+
+def image_size(
+    path: str | os.PathLike, *, max_pixels: int | None = None
+) -> tuple[int, int]:
+    r"""The size ``(H, W)`` an integer image file declares, read from its header only.
+
+    A PNG's IHDR chunk, a JPEG's frame header (Pillow's lazy open), a TIFF's first page:
+    nothing is decoded, so a folder of photos can be checked for one size before any of
+    them costs memory (:func:`deepinv_icrf.data.read_exposure_folder`).
+
+    :param str, os.PathLike path: a ``.png``, ``.jpg``, ``.jpeg``, ``.tif`` or ``.tiff`` file.
+    :param int, None max_pixels: the most pixels accepted, as for :func:`read_image`.
+    :return: (tuple) ``(height, width)`` as declared.
+    :raises FileNotFoundError: if the file does not exist.
+    :raises ValueError: naming the file, for another extension, a header that cannot be
+        read, or a size that is empty or above the pixel limit.
+
+    |sep|
+
+    :Example:
+
+    >>> import tempfile, pathlib, numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+    >>> write_image(path, np.zeros((3, 5, 3), dtype=np.uint8))
+    >>> image_size(path)
+    (3, 5)
+    """
+    path = Path(path)
+    where = f"image file {os.fspath(path)!r}"
+    if not path.exists():
+        raise FileNotFoundError(f"No such {where}.")
+    size = _declared_size(path, where)
+    check_pixels(where, *size, max_pixels)
+    return size
+
+
+def _declared_size(path: Path, where: str) -> tuple[int, int]:
+    ext = path.suffix.lower()
+    try:
+        if ext == ".png":
+            width, height, _ = _png_ihdr(path, where)
+            return height, width
+        if ext in (".jpg", ".jpeg"):
+            with pillow() as Image, Image.open(path) as im:
+                width, height = im.size
+                return int(height), int(width)
+        if ext in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                axes, shape = page.axes, page.shape
+                if "Y" in axes and "X" in axes:
+                    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+                raise ValueError(f"{where}: TIFF page axes {axes!r} hold no image.")
+    except ValueError as err:
+        raise ValueError(f"Cannot read the size of {where}: {err}") from err
+    except (OSError, SyntaxError, EOFError, IndexError) as err:
+        raise ValueError(
+            f"Cannot read the size of {where}: the header is unreadable, corrupted or "
+            f"truncated ({_codec_error(err)})."
+        ) from err
+    raise ValueError(
+        f"Cannot read the size of {where}: expected one of the extensions "
+        f"{IMAGE_EXTENSIONS}, but got {ext!r}."
+    )
 
 
 def read_image(
