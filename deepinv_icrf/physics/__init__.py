@@ -9,21 +9,6 @@ from __future__ import annotations
 
 from deepinv_icrf._lazy import lazy_names as _lazy_names
 
-__all__ = [
-    "BitDepthQuantizer",
-    "ExposureSplittingMaskGenerator",
-    "ExposureStack",
-    "RESPONSE_NAMES",
-    "ExpResponse",
-    "FilmicResponse",
-    "GammaResponse",
-    "LinearResponse",
-    "LogResponse",
-    "ResponseCurve",
-    "SRGBResponse",
-    "get_response",
-]
-
 _EXPOSURE = "deepinv_icrf.physics.exposure"
 _RESPONSES = "deepinv_icrf.physics.responses"
 #: Public names, by the module that defines them.
@@ -47,5 +32,7 @@ _NAMES = {
     },
 }
 
+
+__all__ = list(_NAMES)
 
 __getattr__, __dir__ = _lazy_names(__name__, _NAMES, globals())
