@@ -210,7 +210,11 @@ def test_fit_refined_with_fit_icrf_end_to_end(device):
     assert torch.all(report.exposure_times > 0)
     assert "refined" in report.method
     text = describe_refinement(icrf)
-    assert len(text.splitlines()) == 6 and "%" in text
+    # the table (5 lines), a note on moves of consistent times (the true times are 5% off,
+    # within the check's tolerance), the exponent note
+    noted = "consistent with the images" in text
+    assert report.time_check.consistent
+    assert len(text.splitlines()) == 6 + noted and "%" in text
     assert "t**g" in text.splitlines()[-1] and report.extra["exponent_std"] > 0
     # the last inner fit's report of the stack is kept (the CLI reads sigma and outliers)
     channels = y.shape[-3]
@@ -230,6 +234,28 @@ def test_fit_refined_bad_inputs():
         fit_refined(y, [0.1, 0.2, 0.4], max_iter=0)
     with pytest.raises(TypeError, match="refine_exposures"):
         fit_refined(y, [0.1, 0.2, 0.4], refine_exposures=True)
+
+
+@pytest.mark.parametrize(
+    ("refined", "noted"), [((1.0, 2.1), False), ((1.0, 2.4), True)]
+)
+def test_describe_refinement_notes_moves_of_consistent_times(refined, noted):
+    from types import SimpleNamespace
+
+    icrf = ICRF(channels=1, n_points=4)
+    icrf.fit_report = SimpleNamespace(
+        exposure_times=torch.tensor(refined, dtype=torch.float64),
+        nominal_exposure_times=torch.tensor([1.0, 2.0], dtype=torch.float64),
+        time_check=SimpleNamespace(consistent=True),
+    )
+    text = describe_refinement(icrf)
+    assert ("found every listed step consistent" in text) is noted
+    if noted:  # 2.4 / 2 = 1.2: exp(log(1.2) / 2) - 1 = 9.5% about the geometric mean
+        assert "moved the times by up to 9.5%" in text
+    icrf.fit_report.time_check = SimpleNamespace(
+        consistent=False
+    )  # wrong times: no note
+    assert "consistent with the images" not in describe_refinement(icrf)
 
 
 def test_describe_refinement_needs_report():
