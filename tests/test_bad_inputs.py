@@ -723,6 +723,14 @@ def _bomb_folder(tmp: Path) -> Path:
     return folder
 
 
+def _large_odd_folder(tmp: Path) -> Path:
+    r"""Three small photos, one of which declares 7000x7000 pixels (under the pixel limit,
+    no image data): the sizes differ in the headers, before anything is decoded."""
+    folder = _bomb_folder(tmp)
+    (folder / "exposure_01.png").write_bytes(_png_bomb(tmp, size=7000).read_bytes())
+    return folder
+
+
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     return {
         str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
@@ -1433,6 +1441,13 @@ CATALOGUE: list[Row] = [
         None, "exit 2, one line listing the sizes, nothing written",
         check=_refused(r"different sizes \(H, W\), as their headers declare "
                        r".*exposure_01\.png: \(7, 10\)")),
+    Row("cli_hdr_large_odd_one_out", "hdr on small photos and one declaring 7000x7000",
+        "deepinv-icrf hdr",
+        lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
+                            make=_large_odd_folder),
+        None, "exit 2, one line listing the declared sizes, nothing decoded or written",
+        check=_refused(r"different sizes \(H, W\), as their headers declare "
+                       r".*exposure_01\.png: \(7000, 7000\)")),
     Row("cli_hdr_grey_rgb_mix", "hdr on RGB photos and one greyscale photo",
         "deepinv-icrf hdr",
         lambda tmp: _cli_in(tmp, lambda t, f: ["hdr", str(f), "--out", str(t / "x.exr")],
