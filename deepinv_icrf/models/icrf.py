@@ -9,7 +9,17 @@ from __future__ import annotations
 import torch
 from deepinv.models import Reconstructor
 
-from deepinv_icrf.models.icrf_base import ICRFBase
+from deepinv_icrf.models.icrf_base import (  # noqa: F401 - names this module had, kept
+    CODE_METADATA,
+    CURVE_TOL,
+    FORMAT_TAG,
+    FORMAT_VERSION,
+    INITS,
+    MIN_SLOPE,
+    PARAMETERIZATIONS,
+    SAVED_DTYPES,
+    ICRFBase,
+)
 
 __all__ = ["ICRF"]
 
