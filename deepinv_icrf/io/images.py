@@ -308,6 +308,14 @@ def _read_rgbe(path: Path, where: str, max_pixels: int | None) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def _tiff_page_size(page: Any, where: str) -> tuple[int, int]:
+    r"""``(height, width)`` a TIFF page declares (its axes ``Y`` and ``X``)."""
+    axes, shape = page.axes, page.shape
+    if "Y" not in axes or "X" not in axes:
+        raise ValueError(f"{where}: TIFF page axes {axes!r} hold no image.")
+    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+
+
 def _read_tiff(
     path: Path,
     where: str,
@@ -324,11 +332,7 @@ def _read_tiff(
             page = tif.pages[index]
             shape = tuple(int(s) for s in page.shape)
             axes = page.axes
-            if "Y" not in axes or "X" not in axes:
-                raise ValueError(f"{where}: TIFF page axes {axes!r} hold no image.")
-            check_pixels(
-                where, shape[axes.index("Y")], shape[axes.index("X")], max_pixels
-            )
+            check_pixels(where, *_tiff_page_size(page, where), max_pixels)
             if len(shape) > 3 or (len(shape) == 3 and min(shape) > 4):
                 raise ValueError(
                     f"{where}: expected one 2-D image (axes YX or YXS), but got axes "
@@ -459,11 +463,7 @@ def _declared_size(path: Path, where: str) -> tuple[int, int]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                axes, shape = page.axes, page.shape
-                if "Y" in axes and "X" in axes:
-                    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
-                raise ValueError(f"{where}: TIFF page axes {axes!r} hold no image.")
+                return _tiff_page_size(tif.pages[0], where)
     except ValueError as err:
         raise ValueError(f"Cannot read the size of {where}: {err}") from err
     except (OSError, SyntaxError, EOFError, IndexError) as err:
