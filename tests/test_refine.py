@@ -294,3 +294,22 @@ def test_describe_refinement_exponent_note_value():
     last = describe_refinement(icrf).splitlines()[-1]
     # the extreme times sit log(2) from the geometric mean: expm1(0.02 log 2) = 1.4%
     assert "+-2.0%" in last and f"+-{100 * math.expm1(0.02 * math.log(2)):.1f}%" in last
+
+
+def test_describe_refinement_change_is_against_the_kept_times():
+    # a default fit keeps the times of the frames that agree and replaces one: the kept ones
+    # show no change, the replaced one its own factor (not a share of it spread over all)
+    from types import SimpleNamespace
+
+    icrf = ICRF(channels=1, n_points=4)
+    icrf.fit_report = SimpleNamespace(
+        exposure_times=torch.tensor([1.0, 2.0, 4.0, 4.0], dtype=torch.float64),
+        nominal_exposure_times=torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64),
+    )
+    rows = describe_refinement(icrf).splitlines()[1:5]
+    assert [row.split()[-1] for row in rows] == [
+        "+0.00%",
+        "+0.00%",
+        "+0.00%",
+        "-50.00%",
+    ]
