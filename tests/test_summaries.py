@@ -96,6 +96,7 @@ def _refined_icrf():
         shifts=[[0, 1], [0, 0], [1, 0]],
         floor=[0.0, 0.01, 0.0],
         time_check=check_exposure_ratios(step, torch.full((2,), 0.01), nominal),
+        refit_jump=1.42,
     )
     return icrf
 
@@ -113,6 +114,7 @@ def test_fit_summary_reads_the_report():
     assert summary["code_std"] == [0.01, 0.02, 0.015]
     assert summary["floor"] == [0.0, 0.01, 0.0]
     assert summary["time_check"]["consistent"] is True
+    assert summary["refit_jump"] == 1.42
     assert fit_metadata(icrf) == {
         "code_std": [0.01, 0.02, 0.015],
         "floor": [0.0, 0.01, 0.0],

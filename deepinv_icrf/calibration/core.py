@@ -45,6 +45,7 @@ from deepinv_icrf.functional.histogram import (
 )
 from deepinv_icrf.functional.interp import interp_curve
 from deepinv_icrf.functional.linearity import radiometric_linearity
+from deepinv_icrf.functional.metrics import curve_jump
 from deepinv_icrf.functional.penalties import (
     monotonicity_penalty,
     range_penalty,
@@ -68,6 +69,12 @@ _DENSE_PIXELS = 4_000
 MIN_LINEARITY_POSITIONS = CodeFitOptions.n_knots
 #: Pixel positions examined at once when the linearity fit counts the usable ones.
 _COUNT_CHUNK = 1 << 16
+#: Largest ratio of adjacent ICRF values (codes 64..239 of 255) a code fit keeps: real
+#: cameras give 1.03-1.04; above this the response is flat over a stretch.
+MAX_CURVE_JUMP = 1.10
+#: Least log-slope of the response (:func:`~deepinv_icrf.functional.fit_code_domain`'s
+#: ``min_log_slope``) of the refit of a curve that jumped.
+REFIT_LOG_SLOPE = 0.05
 
 
 def _check_positions(found: int, needed: int, what: str, limit: int | None) -> None:
@@ -349,28 +356,40 @@ def _fit_code(
         bar.update(1)
         bar.set_postfix(change=f"{change:.2g}")
 
+    def _run(min_log_slope: float) -> CodeFitResult:
+        return fit_code_domain(
+            y,
+            log_times.to(device=device, dtype=torch.float32),
+            bit_depth=bits,
+            n_points=options.n_points,
+            n_knots=options.n_knots,
+            iterations=steps,
+            smoothness=options.smoothness,
+            sigma=options.noise_sigma,
+            init_curve=init_curve,
+            outlier_threshold=options.outlier_threshold,
+            floor=options.floor,
+            time_prior=time_prior,
+            time_init=(
+                None
+                if time_init is None
+                else time_init.to(device=device, dtype=torch.float32)
+            ),
+            min_log_slope=min_log_slope,
+            callback=_tick,
+        )
+
+    jump = None
     with small_problem_threads(device):
         try:
-            result = fit_code_domain(
-                y,
-                log_times.to(device=device, dtype=torch.float32),
-                bit_depth=bits,
-                n_points=options.n_points,
-                n_knots=options.n_knots,
-                iterations=steps,
-                smoothness=options.smoothness,
-                sigma=options.noise_sigma,
-                init_curve=init_curve,
-                outlier_threshold=options.outlier_threshold,
-                floor=options.floor,
-                time_prior=time_prior,
-                time_init=(
-                    None
-                    if time_init is None
-                    else time_init.to(device=device, dtype=torch.float32)
-                ),
-                callback=_tick,
-            )
+            result = _run(0.0)
+            # a flat stretch of the response (photos that disagree with each other or with
+            # their times): refit with a minimum slope, which real responses keep anyway
+            first_jump = float(curve_jump(result.curve).max())
+            if first_jump > MAX_CURVE_JUMP:
+                jump = first_jump
+                bar.reset()
+                result = _run(REFIT_LOG_SLOPE)
         finally:
             bar.close()
     icrf = ICRFBase(
@@ -396,6 +415,7 @@ def _fit_code(
             else result.outlier_fraction.tolist()
         ),
         floor=None if result.floor is None else result.floor.tolist(),
+        refit_jump=jump,
     )
     return icrf, report, result
 

@@ -68,6 +68,11 @@ class FitReport:
     :param Refinement, None refinement: how the times were refined, if they were.
     :param list, None shifts: alignment shifts ``(dy, dx)`` per exposure, with
         ``align=True``.
+    :param float, None refit_jump: code fit: when the first fit's curve jumped between
+        adjacent codes by more than
+        :data:`~deepinv_icrf.calibration.core.MAX_CURVE_JUMP` (a flat stretch of the
+        response, from photos that disagree with each other or with their times), that
+        jump; the curve was then refitted with a minimum slope (``None``: no refit).
     """
 
     method: str
@@ -84,16 +89,17 @@ class FitReport:
     time_check: TimeCheck | None = None
     refinement: Refinement | None = None
     shifts: list[list[int]] | None = None
+    refit_jump: float | None = None
 
     @property
     def extra(self) -> dict[str, Any]:
         r"""The optional values as a read-only dict (the former untyped ``extra``): ``sigma``,
-        ``pixels``, ``outliers``, ``floor``, ``shifts`` and, after a refinement,
+        ``pixels``, ``outliers``, ``floor``, ``shifts``, ``refit_jump`` and, after a refinement,
         ``exponent``, ``exponent_std``, ``prior_std``, ``iterations``, ``converged``,
         ``assumed_exposure_times``, ``log_time_std``; only those that are set. Prefer the
         fields."""
         out: dict[str, Any] = {}
-        for key in ("sigma", "pixels", "outliers", "floor", "shifts"):
+        for key in ("sigma", "pixels", "outliers", "floor", "shifts", "refit_jump"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -241,6 +241,14 @@ def _time_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
     return text
 
 
+def _jump_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
+    return (
+        f"the first fit's curve jumped x{summary['refit_jump']:.2f} between adjacent codes (a "
+        "flat stretch of the response: photos that disagree with each other or with their "
+        "times); refitted with a minimum slope; check the times and the frames"
+    )
+
+
 def _floor(report: object) -> list[float] | None:
     return _floats(getattr(report, "floor", None))
 
@@ -284,6 +292,10 @@ REPORT_FIELDS: tuple[ReportField, ...] = (
         "code_std",
         lambda r: _floats(getattr(r, "sigma", None)) or None,
         metadata=True,
+    ),
+    # the jump of a first fit that was refitted with a minimum slope
+    ReportField(
+        "refit_jump", lambda r: getattr(r, "refit_jump", None), note=_jump_note
     ),
     # the code of no light per channel ([0, 1] units): merge's lower cutoff lies above it
     ReportField("floor", _floor, metadata=True),

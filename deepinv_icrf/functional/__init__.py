@@ -56,7 +56,7 @@ from deepinv_icrf.functional.merge import (
     weighted_radiance_merge_codes,
     weighted_radiance_merge_std,
 )  # noqa: F401
-from deepinv_icrf.functional.metrics import curve_rmse  # noqa: F401
+from deepinv_icrf.functional.metrics import curve_jump, curve_rmse  # noqa: F401
 from deepinv_icrf.functional.penalties import (  # noqa: F401
     endpoint_penalty,
     monotonicity_penalty,

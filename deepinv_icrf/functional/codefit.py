@@ -328,12 +328,28 @@ def _joint_step(
     return step_full, step_s.clamp(-1.0, 1.0), step_d.clamp(-1.0, 1.0)
 
 
-def _project(knots: Tensor) -> Tensor:
-    r"""Nearest-from-below non-decreasing curve in :math:`[0, 1]` (running maximum)."""
-    return torch.cummax(knots.clamp(0.0, 1.0), dim=1).values
+def _project(knots: Tensor, min_log_slope: float = 0.0) -> Tensor:
+    r"""Nearest-from-below non-decreasing curve in :math:`[0, 1]` (running maximum).
+
+    With ``min_log_slope`` :math:`\kappa > 0` the response above its floor :math:`b = R_0`
+    also grows at least as fast as :math:`e^{\kappa u}` between knots,
+    :math:`R_{j+1} - b \ge (R_j - b)\,(v_{j+1} / v_j)^{2.2 \kappa}` (a running maximum of
+    :math:`\log(R_j - b) - 2.2 \kappa \log v_j`), clipped at 1.
+    """
+    knots = torch.cummax(knots.clamp(0.0, 1.0), dim=1).values
+    if min_log_slope <= 0.0:
+        return knots
+    floor = knots[:, :1]
+    grid = torch.arange(1, knots.shape[1], dtype=knots.dtype, device=knots.device)
+    bound = (_GRID_GAMMA * min_log_slope) * grid.log()
+    above = (knots[:, 1:] - floor).clamp_min(torch.finfo(knots.dtype).tiny).log()
+    lifted = torch.cummax(above - bound, dim=1).values + bound
+    return torch.cat([floor, (floor + lifted.exp()).clamp(max=1.0)], dim=1)
 
 
-def _unflatten_top(knots: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+def _unflatten_top(
+    knots: Tensor, s: Tensor, min_log_slope: float = 0.0
+) -> tuple[Tensor, Tensor]:
     r"""Move saturation to where the response first reaches 1 (no flat top).
 
     A response that reaches 1 at :math:`v^* < 1` and stays flat explains a stack exactly as
@@ -358,7 +374,7 @@ def _unflatten_top(knots: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     stretched = interp_curve(grid * v_sat.unsqueeze(1), knots, channel_dim=0)
     stretched[:, 0] = 0.0
     stretched[:, -1] = 1.0
-    stretched = _project(stretched)
+    stretched = _project(stretched, min_log_slope)
     s = s - (_GRID_GAMMA * torch.log(v_sat)).unsqueeze(1)
     return stretched, s
 
@@ -380,6 +396,7 @@ def fit_code_domain(
     floor: bool = True,
     time_prior: float | None = None,
     time_init: Tensor | None = None,
+    min_log_slope: float = 0.0,
     callback: Callable[[int, float], None] | None = None,
 ) -> CodeFitResult:
     r"""Fit a monotone camera response and per-pixel radiances to codes (censored Tobit NLL).
@@ -428,6 +445,16 @@ def fit_code_domain(
     those, so frames whose listed times agree keep them, and a frame grossly off costs a
     bounded amount and does not drag the exponent.
 
+    **Minimum slope.** The projection onto non-decreasing curves makes the response flat
+    wherever a step would make it fall. Over a stretch of exposures, that is a response no
+    camera has, and its ICRF jumps between two adjacent codes. Such flats come from photos
+    that disagree with each other or with their times (frames at the wrong stop, few frames
+    far apart). With ``min_log_slope`` :math:`\kappa > 0` the projection also keeps the
+    response above its floor growing at least as :math:`e^{\kappa u}`,
+    :math:`d \log(R - b) / du \ge \kappa`. Real responses stay well above
+    :math:`\kappa = 0.05` on codes 64..239 (a gamma-4 curve has 0.25, a BT.709 video
+    knee about 0.09). :func:`~deepinv_icrf.calibration.fit_icrf` refits with it when a fit's curve jumps.
+
     **Outliers.** A static scene is assumed: a pixel that changes between exposures (a moving
     person, a branch in the wind, a misregistered edge) breaks the model, and a few percent of
     such codes bend the whole curve. With ``outlier_threshold`` :math:`\tau`, once the fit
@@ -472,6 +499,8 @@ def fit_code_domain(
         (default): the times are fixed. Needs ``log_times`` of shape ``(N,)``.
     :param torch.Tensor, None time_init: starting log-time offsets ``(N,)`` (default 0),
         e.g. the corrections of :func:`~deepinv_icrf.functional.check_exposure_ratios`.
+    :param float min_log_slope: least growth :math:`\kappa \ge 0` of the response above
+        its floor, per unit of log exposure (default 0: monotone only; see above).
     :param Callable, None callback: called as ``callback(iteration, change)`` after every
         iteration (``change``: largest move of the response), e.g. for a progress bar.
     :return: (:class:`CodeFitResult`) curve, response, radiances, noise level, NLL,
@@ -531,6 +560,15 @@ def fit_code_domain(
             )
     if not (math.isfinite(smoothness) and smoothness >= 0):
         raise ValueError(f"Expected `smoothness` >= 0, but got {smoothness!r}.")
+    if (
+        isinstance(min_log_slope, bool)
+        or not isinstance(min_log_slope, (int, float))
+        or not (math.isfinite(min_log_slope) and min_log_slope >= 0)
+    ):
+        raise ValueError(
+            f"Expected `min_log_slope` to be a finite number >= 0, but got {min_log_slope!r}."
+        )
+    min_log_slope = float(min_log_slope)
     if sigma is not None:
         check_positive(torch.tensor(float(sigma)), "sigma")
     outlier_threshold = check_threshold(
@@ -589,7 +627,7 @@ def fit_code_domain(
         lin = lin.clamp_min(1e-8) / lt.exp()
         s = torch.log((weight * lin).sum(-1) / weight.sum(-1))
         x = v.pow(_GRID_GAMMA).expand(c, n_knots).contiguous()
-        knots = _project(invert_curve(x, init, channel_dim=0))
+        knots = _project(invert_curve(x, init, channel_dim=0), min_log_slope)
         knots[:, 0] = 0.0
         knots[:, -1] = 1.0
         offsets = (torch.arange(c, device=device) * n_knots).view(c, 1, 1)
@@ -660,7 +698,7 @@ def fit_code_domain(
                 free_floor=floor,
                 times=None if delta_precision is None else (delta, prior_weights()),
             )
-            new = _project(knots - step_r)
+            new = _project(knots - step_r, min_log_slope)
             s = s - step_s
             moved_times = 0.0
             if step_d is not None:
@@ -668,7 +706,7 @@ def fit_code_domain(
                 lt = lt0 + delta
                 moved_times = float(step_d.abs().max())
             # keep the gauge: saturation where the response first reaches 1
-            new, s = _unflatten_top(new, s)
+            new, s = _unflatten_top(new, s, min_log_slope)
             # offsets are in log units: 10 tol of them weigh like tol of the response
             change = max(float((new - knots).abs().max()), 0.1 * moved_times)
             knots = new

@@ -8,7 +8,7 @@ from torch import Tensor
 from deepinv_icrf._checks import check_float, check_shape
 from deepinv_icrf.bracket import check_bit_depth
 
-__all__ = ["curve_rmse"]
+__all__ = ["curve_rmse", "curve_jump"]
 
 
 def curve_rmse(
@@ -79,3 +79,47 @@ def curve_rmse(
         )
         f = s * f
     return ((f - g) ** 2).mean(-1).sqrt()
+
+
+def curve_jump(curve: Tensor, low: float = 64 / 255, high: float = 239 / 255) -> Tensor:
+    r"""Largest ratio of adjacent values of a curve over a range of codes, per channel.
+
+    For a curve sampled at :math:`L` uniform codes :math:`x_i = i / (L - 1)`,
+
+    .. math::
+
+        J_c = \max_{\text{low} \le x_i < x_{i+1} \le \text{high}} f_c(x_{i+1}) / f_c(x_i).
+
+    A camera's response is smooth, so adjacent codes of its ICRF differ by a few percent
+    (1.03-1.04 on the real brackets of the benchmarks): a jump far above that is a flat
+    stretch of the response, which no camera has.
+
+    :param torch.Tensor curve: curve ``(C, L)`` (an ICRF), positive over the range.
+    :param float low: first code of the range, in :math:`[0, 1]` (default 64/255).
+    :param float high: last code of the range (default 239/255).
+    :return: (:class:`torch.Tensor`) the largest ratio per channel ``(C,)``, ``inf`` where a
+        value in the range is 0, 1 where the range holds fewer than two samples.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> grid = torch.linspace(0, 1, 256).expand(1, 256)
+    >>> curve_jump(grid**2.2)
+    tensor([1.0347])
+    """
+    check_float(curve, "curve")
+    length = check_shape(curve, "curve", ["C", "L"])["L"]
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(
+            f"Expected 0 <= `low` < `high` <= 1, but got {low!r} and {high!r}."
+        )
+    first = max(0, int(torch.tensor(low * (length - 1)).ceil()))
+    last = min(length - 1, int(torch.tensor(high * (length - 1)).floor()))
+    if last <= first:
+        return torch.ones(curve.shape[0], dtype=curve.dtype, device=curve.device)
+    part = curve[:, first : last + 1]
+    ratio = part[:, 1:] / part[:, :-1]
+    ratio = torch.where(part[:, :-1] > 0, ratio, torch.inf)
+    return ratio.amax(dim=1)

@@ -1,0 +1,156 @@
+"""The least slope of the code fit's response, the curve-jump measure, and the refit of a
+curve that jumped (real brackets whose frames disagree with their times)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepinv_icrf.functional import curve_jump, fit_code_domain
+from deepinv_icrf.functional.codefit import _project
+
+REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
+
+
+def test_curve_jump_matches_a_loop(device):
+    gen = torch.Generator().manual_seed(0)
+    curve = torch.rand(2, 256, generator=gen, dtype=torch.float64).cumsum(1) + 0.1
+    curve = (curve / curve[:, -1:]).to(device)
+    got = curve_jump(curve)
+    for c in range(2):
+        row = curve[c].tolist()
+        want = max(row[i + 1] / row[i] for i in range(64, 239))
+        assert float(got[c]) == pytest.approx(want, rel=1e-12)
+    assert got.device.type == device.type
+
+
+def test_curve_jump_flat_zero_and_bad_range():
+    curve = torch.linspace(0, 1, 256).expand(1, 256).clone()
+    curve[0, 100:] = curve[0, 100:] * 0 + curve[0, 100]  # flat: no jump
+    curve[0, 150:] = 1.0  # one jump from the flat level to 1
+    assert float(curve_jump(curve)) == pytest.approx(1.0 / float(curve[0, 100]))
+    assert torch.isinf(curve_jump(torch.zeros(1, 256)))
+    assert (
+        float(curve_jump(torch.ones(1, 3), 0.5, 0.6)) == 1.0
+    )  # fewer than two samples
+    with pytest.raises(ValueError, match="`low` < `high`"):
+        curve_jump(curve, 0.9, 0.1)
+    with pytest.raises(ValueError, match="curve"):
+        curve_jump(torch.ones(256))
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.05, 0.3])
+def test_project_keeps_the_least_log_slope(kappa, device):
+    gen = torch.Generator().manual_seed(1)
+    knots = torch.rand(3, 32, generator=gen, dtype=torch.float64).to(device)
+    knots[:, 0] = torch.tensor([0.0, 0.05, 0.2], dtype=torch.float64)
+    out = _project(knots, kappa)
+    plain = torch.cummax(knots.clamp(0, 1), dim=1).values
+    if kappa == 0.0:
+        assert torch.equal(out, plain)
+        return
+    assert torch.all(out >= plain - 1e-12)  # only lifted
+    assert torch.all(out <= 1.0) and torch.equal(out[:, 0], plain[:, 0])
+    v = torch.arange(1, 32, dtype=torch.float64, device=device)
+    above = (out[:, 1:] - out[:, :1]).log()
+    growth = above[:, 1:] - above[:, :-1]
+    need = 2.2 * kappa * (v[1:] / v[:-1]).log()
+    below_top = out[:, 2:] < 1.0
+    assert torch.all((growth >= need - 1e-9) | ~below_top)
+
+
+def test_fit_code_domain_min_log_slope_checked():
+    y = torch.rand(1, 50, 3)
+    with pytest.raises(ValueError, match="min_log_slope"):
+        fit_code_domain(y, torch.zeros(3), min_log_slope=-0.1)
+    with pytest.raises(ValueError, match="min_log_slope"):
+        fit_code_domain(y, torch.zeros(3), min_log_slope=True)
+
+
+def test_fit_code_domain_slope_is_kept_by_the_fit(device):
+    # a stack whose second frame is 4x brighter than its time says: the monotone fit goes
+    # flat over a stretch (its ICRF jumps), the fit with a least slope much less
+    gen = torch.Generator().manual_seed(2)
+    radiance = torch.rand(1, 3000, 1, generator=gen, dtype=torch.float64) * 0.9 + 0.01
+    times = torch.tensor([0.05, 0.2, 0.4, 1.6])
+    stored = times.clone()
+    stored[1] = 0.05  # frame 1 is 4x brighter than its listed time
+    y = (radiance * times.double()).clamp(0, 1) ** (1 / 2.2)
+    y = (y * 255).round() / 255
+    plain = fit_code_domain(
+        y.float().to(device), stored.log().to(device), iterations=20
+    )
+    steep = fit_code_domain(
+        y.float().to(device), stored.log().to(device), iterations=20, min_log_slope=0.05
+    )
+    jump_plain = float(curve_jump(plain.curve).max())  # 2.05 when written
+    jump_steep = float(curve_jump(steep.curve).max())  # 1.29
+    assert jump_plain > 1.5 and jump_steep - 1.0 < 0.5 * (jump_plain - 1.0)
+
+
+def test_fit_icrf_refits_a_jumping_curve_and_says_so(monkeypatch):
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.calibration import core
+    from deepinv_icrf.calibration.summary import describe_fit, fit_summary
+    from deepinv_icrf.data import demo_exposure_times, demo_scene
+    from deepinv_icrf.physics import ExposureStack
+
+    t = demo_exposure_times(4)
+    y = ExposureStack(t, response="gamma")(demo_scene(32, 48, channels=1))
+    icrf = fit_icrf(y, t, progress=False, reconstructor=False, max_pixels=600)
+    assert icrf.fit_report.refit_jump is None  # a clean stack: no refit
+    assert "refit_jump" not in icrf.fit_report.extra
+    monkeypatch.setattr(core, "MAX_CURVE_JUMP", 1.0)  # every curve "jumps"
+    icrf = fit_icrf(y, t, progress=False, reconstructor=False, max_pixels=600)
+    jump = icrf.fit_report.refit_jump
+    assert (
+        jump is not None and jump > 1.0 and icrf.fit_report.extra["refit_jump"] == jump
+    )
+    summary = fit_summary(icrf, y[0])
+    assert summary["refit_jump"] == pytest.approx(jump)
+    text = describe_fit(icrf, summary)
+    assert f"jumped x{jump:.2f} between adjacent codes" in text
+
+
+def _subset(folder: Path, names: list[str], tmp_path: Path) -> Path:
+    rows = {
+        r["filename"]: r["exposure_time"]
+        for r in csv.DictReader(open(folder / "exposures.csv"))
+    }
+    out = tmp_path / folder.name
+    out.mkdir()
+    with open(out / "exposures.csv", "w") as f:
+        f.write("filename,exposure_time\n")
+        for name in names:
+            (out / name).symlink_to(folder / name)
+            f.write(f"{name},{rows[name]}\n")
+    return out
+
+
+def test_real_bracket_three_stops_apart_with_wrong_times(tmp_path):
+    # desktop every third frame: 3 stops apart, the last two listed 4.5x and 14x too long.
+    # The monotone fit's curve jumped x2.5 between adjacent codes; the default fit keeps
+    # every jump within the issue's x1.10
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.data import read_exposure_folder
+
+    folder = REAL / "desktop"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (shared data folder not present)")
+    names = [f"DSC_01{k:02d}.png" for k in (16, 13, 10, 7, 4)]
+    stack = read_exposure_folder(_subset(folder, names, tmp_path))
+    with pytest.warns(UserWarning, match="listed exposure times disagree"):
+        icrf = fit_icrf(
+            stack.images, stack.exposure_times, progress=False, reconstructor=False
+        )
+    assert float(curve_jump(icrf.curve.detach()).max()) <= 1.10
+    assert icrf.fit_report.refit_jump is not None and icrf.fit_report.refit_jump > 1.10
+    assert not icrf.fit_report.time_check.consistent
+    refined = icrf.fit_report.exposure_times.double()
+    assert math.isclose(float(refined[1] / refined[0]), 8.0, rel_tol=0.05)
+    assert np.all(np.diff(refined.numpy()) > 0)
