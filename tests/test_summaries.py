@@ -170,6 +170,8 @@ def test_describe_fit_notes():
     ]
     # aligned (shifts in the report): no hint to align
     assert "left out 2.0% of the codes as outliers" in text and "--align" not in text
+    # both causes are named: a changing scene, and codes beyond the noise model
+    assert "scene changed" in text and "compression or grain" in text
     assert lines[-4].split()[:2] == ["channel", "f(0.25)"]
     assert [line.split()[0] for line in lines[-3:]] == ["R", "G", "B"]
     # below the note threshold
