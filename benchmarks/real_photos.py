@@ -545,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
         default="hat",
         help=f"comma-separated measures among {MEASURES} (default: the issue's, hat)",
     )
+    parser.add_argument(
+        "--every",
+        default="",
+        help="comma-separated steps k: also score every k-th frame of each folder (by "
+        "time, from the shortest) as a sparser bracket of its own, named FOLDER_sk "
+        "(e.g. 2,3: brackets 2 and 3 stops apart from one-stop folders)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -563,9 +570,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in names if m not in registry]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {sorted(registry)}")
-    rows = []
+    try:
+        steps = [int(k) for k in args.every.split(",") if k.strip()]
+    except ValueError:
+        parser.error(f"--every takes comma-separated integers, not {args.every!r}")
+    if any(k < 2 for k in steps):
+        parser.error(f"--every takes steps >= 2, not {args.every!r}")
+    stacks = []
     for folder in args.folders:
         images, times, stack = load_folder(folder)
+        stacks.append((folder, images, times, stack))
+        for k in steps:
+            if len(times[::k]) >= 3:  # one held-out exposure at least
+                stacks.append((None, images[::k], times[::k], f"{stack}_s{k}"))
+    rows = []
+    for folder, images, times, stack in stacks:
         results = {}
         for name in names:
             results[name] = score_method(registry[name], images, times, measures)
@@ -579,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         row = {"stack": stack, "results": results}
-        radiance = reference_map(Path(folder))
+        radiance = None if folder is None else reference_map(Path(folder))
         if radiance is not None:
             ref = implied_curve(images, times, radiance)
             # one cutoff for every curve: above the floor the package's fit finds
