@@ -34,7 +34,12 @@ def test_curve_jump_flat_zero_and_bad_range():
     curve[0, 100:] = curve[0, 100:] * 0 + curve[0, 100]  # flat: no jump
     curve[0, 150:] = 1.0  # one jump from the flat level to 1
     assert float(curve_jump(curve)) == pytest.approx(1.0 / float(curve[0, 100]))
-    assert torch.isinf(curve_jump(torch.zeros(1, 256)))
+    assert float(curve_jump(torch.zeros(1, 256))) == 1.0  # no positive pair
+    floor = torch.linspace(0, 1, 256).expand(1, 256).clone()
+    floor[0, :100] = 0.0  # 0 up to a floor above code 64: no jump
+    assert float(curve_jump(floor)) == pytest.approx(
+        float(floor[0, 101] / floor[0, 100])
+    )
     assert (
         float(curve_jump(torch.ones(1, 3), 0.5, 0.6)) == 1.0
     )  # fewer than two samples
@@ -154,3 +159,20 @@ def test_real_bracket_three_stops_apart_with_wrong_times(tmp_path):
     refined = icrf.fit_report.exposure_times.double()
     assert math.isclose(float(refined[1] / refined[0]), 8.0, rel_tol=0.05)
     assert np.all(np.diff(refined.numpy()) > 0)
+
+
+@pytest.mark.parametrize("n_points", [4, 16, 256])
+def test_jump_is_judged_at_every_code_whatever_n_points(n_points):
+    # a coarse curve's adjacent samples are far apart: they are not a jump, and a clean
+    # stack is never refitted
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.data import demo_exposure_times, demo_scene
+    from deepinv_icrf.physics import ExposureStack
+
+    t = demo_exposure_times(4)
+    y = ExposureStack(t, response="gamma")(demo_scene(32, 48, channels=1))
+    icrf = fit_icrf(
+        y, t, progress=False, reconstructor=False, n_points=n_points, max_pixels=600
+    )
+    assert icrf.curve.shape[-1] == n_points
+    assert icrf.fit_report.refit_jump is None

@@ -45,7 +45,6 @@ from deepinv_icrf.functional.histogram import (
 )
 from deepinv_icrf.functional.interp import interp_curve
 from deepinv_icrf.functional.linearity import radiometric_linearity
-from deepinv_icrf.functional.metrics import curve_jump
 from deepinv_icrf.functional.penalties import (
     monotonicity_penalty,
     range_penalty,
@@ -385,7 +384,7 @@ def _fit_code(
             result = _run(0.0)
             # a flat stretch of the response (photos that disagree with each other or with
             # their times): refit with a minimum slope, which real responses keep anyway
-            first_jump = float(curve_jump(result.curve).max())
+            first_jump = float(result.code_jump().max())
             if first_jump > MAX_CURVE_JUMP:
                 jump = first_jump
                 bar.reset()

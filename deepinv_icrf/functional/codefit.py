@@ -63,6 +63,7 @@ from deepinv_icrf.functional.code_sample import (  # noqa: F401 (re-exported)
     stratified_pixel_sample,
 )
 from deepinv_icrf.functional.interp import interp_curve, invert_curve
+from deepinv_icrf.functional.metrics import curve_jump
 
 __all__ = [
     "censored_code_nll",
@@ -120,6 +121,16 @@ class CodeFitResult:
     outlier_fraction: Tensor | None = None
     floor: Tensor | None = None
     log_time_offset: Tensor | None = None
+
+    def code_jump(self, codes: int = 256) -> Tensor:
+        r"""Largest ratio of adjacent values of the ICRF over codes 64..239 (of 255), per
+        channel (:func:`~deepinv_icrf.functional.curve_jump`), with the ICRF sampled at
+        ``codes`` points from the response, whatever the ``n_points`` of :attr:`curve`.
+
+        :param int codes: samples of the ICRF (default 256: every 8-bit code).
+        :return: (:class:`torch.Tensor`) the largest ratio per channel ``(C,)``.
+        """
+        return curve_jump(_invert_response(self.response, codes))
 
 
 def _second_difference_gram(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -94,11 +94,13 @@ def curve_jump(curve: Tensor, low: float = 64 / 255, high: float = 239 / 255) ->
     (1.03-1.04 on the real brackets of the benchmarks): a jump far above that is a flat
     stretch of the response, which no camera has.
 
-    :param torch.Tensor curve: curve ``(C, L)`` (an ICRF), positive over the range.
+    :param torch.Tensor curve: curve ``(C, L)`` (an ICRF). Pairs with a value of 0 do not
+        count: an ICRF is 0 up to the floor of its codes, by convention, not by a jump.
     :param float low: first code of the range, in :math:`[0, 1]` (default 64/255).
     :param float high: last code of the range (default 239/255).
-    :return: (:class:`torch.Tensor`) the largest ratio per channel ``(C,)``, ``inf`` where a
-        value in the range is 0, 1 where the range holds fewer than two samples.
+    :return: (:class:`torch.Tensor`) the largest ratio per channel ``(C,)``; 1 where the
+        range holds no pair of positive samples. Sample the curve at every code (256 points
+        for 8 bits): on a coarser grid adjacent samples are further apart than codes.
 
     |sep|
 
@@ -121,5 +123,5 @@ def curve_jump(curve: Tensor, low: float = 64 / 255, high: float = 239 / 255) ->
         return torch.ones(curve.shape[0], dtype=curve.dtype, device=curve.device)
     part = curve[:, first : last + 1]
     ratio = part[:, 1:] / part[:, :-1]
-    ratio = torch.where(part[:, :-1] > 0, ratio, torch.inf)
-    return ratio.amax(dim=1)
+    ratio = torch.where((part[:, :-1] > 0) & (part[:, 1:] > 0), ratio, 1.0)
+    return ratio.amax(dim=1).clamp_min(1.0)
