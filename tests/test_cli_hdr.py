@@ -111,6 +111,37 @@ def test_cli_help_and_usage_errors_do_not_import_torch():
     assert "--lower" in errors[3] and "[0, 1]" in errors[3]
 
 
+_MISSING_OUTPUT_FOLDER = """
+import sys
+from deepinv_icrf.cli import main
+argvs = [["hdr", "photos", "--out", "no-such-folder/x.exr"],
+         ["merge", "photos", "--icrf", "c.json", "--out", "x.exr",
+          "--preview", "no-such-folder/p.jpg"]]
+print([main(argv) for argv in argvs], "torch" in sys.modules)
+"""
+
+
+def test_cli_refuses_a_missing_output_folder_before_reading(tmp_path):
+    # neither the photos (there are none) nor torch are touched: a typo costs no decode
+    result = subprocess.run(
+        [sys.executable, "-c", _MISSING_OUTPUT_FOLDER],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[2, 2] False"
+    errors = result.stderr.strip().splitlines()
+    assert errors == [
+        "deepinv-icrf: error: --out 'no-such-folder/x.exr': folder 'no-such-folder' "
+        "does not exist.",
+        "deepinv-icrf: error: --preview 'no-such-folder/p.jpg': folder "
+        "'no-such-folder' does not exist.",
+    ]
+
+
 def test_cli_runs_as_a_module_with_version():
     result = _python("-m", "deepinv_icrf", "--version")
     assert result.returncode == 0

@@ -160,17 +160,23 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def check_merge_arguments(args: argparse.Namespace) -> list[str]:
     r"""Check the merge's outputs and options before anything is read; return the layers."""
-    from deepinv_icrf.io import RADIANCE_EXTENSIONS
+    from deepinv_icrf.io import RADIANCE_EXTENSIONS, OutputSet
 
     for flag, value, allowed in (
         ("--out", args.out, RADIANCE_EXTENSIONS),
         ("--std", args.std, RADIANCE_EXTENSIONS),
         ("--preview", args.preview, PREVIEW_EXTENSIONS),
     ):
-        if value is not None and Path(value).suffix.lower() not in allowed:
+        if value is None:
+            continue
+        if Path(value).suffix.lower() not in allowed:
             raise CLIError(
                 f"{flag} {value!r}: expected one of the extensions {allowed}"
             )
+        try:  # a typo in the folder is refused before the photos are decoded
+            OutputSet.check_target(value, flag)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     layers = list(dict.fromkeys(args.layers))
     if layers and Path(args.out).suffix.lower() != ".exr":
         raise CLIError(

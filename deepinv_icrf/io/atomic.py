@@ -308,6 +308,36 @@ class OutputSet:
             )
         return self._stages[key]
 
+    @staticmethod
+    def check_target(path: str | os.PathLike, flag: str = "output") -> Path:
+        r"""Refuse an output file whose folder does not exist or that is a folder, before
+        any work (:meth:`file` checks it again when the output is registered).
+
+        :param str, os.PathLike path: the target file.
+        :param str flag: how messages name it (e.g. ``"--out"``).
+        :return: (:class:`pathlib.Path`) its folder.
+        :raises ValueError: for a missing folder or a target that is a folder.
+
+        |sep|
+
+        :Example:
+
+        >>> from deepinv_icrf.io import OutputSet
+        >>> OutputSet.check_target("/no/such/folder/x.exr", "--out")
+        Traceback (most recent call last):
+        ...
+        ValueError: --out '/no/such/folder/x.exr': folder '/no/such/folder' does not exist.
+        """
+        path = Path(path)
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ValueError(
+                f"{flag} {os.fspath(path)!r}: folder {os.fspath(folder)!r} does not exist."
+            )
+        if path.is_dir():
+            raise ValueError(f"{flag} {os.fspath(path)!r} is a folder, not a file.")
+        return folder
+
     def file(self, path: str | os.PathLike, flag: str = "output") -> Path:
         r"""Register the output file ``path``; return the staged path to write it to.
 
@@ -318,13 +348,7 @@ class OutputSet:
             or in a folder that does not exist.
         """
         path = Path(path)
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise ValueError(
-                f"{flag} {os.fspath(path)!r}: folder {os.fspath(folder)!r} does not exist."
-            )
-        if path.is_dir():
-            raise ValueError(f"{flag} {os.fspath(path)!r} is a folder, not a file.")
+        folder = self.check_target(path, flag)
         self._check(path, flag)
         self._targets.append((flag, path))
         staged = self._stage_in(folder, path.name) / path.name
