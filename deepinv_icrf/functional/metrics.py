@@ -2,6 +2,8 @@ r"""Accuracy of a fitted curve against a known one."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -117,8 +119,9 @@ def curve_jump(curve: Tensor, low: float = 64 / 255, high: float = 239 / 255) ->
         raise ValueError(
             f"Expected 0 <= `low` < `high` <= 1, but got {low!r} and {high!r}."
         )
-    first = max(0, int(torch.tensor(low * (length - 1)).ceil()))
-    last = min(length - 1, int(torch.tensor(high * (length - 1)).floor()))
+    # the codes of the range, robust to 64 / 255 * 255 landing a hair off 64
+    first = max(0, math.ceil(low * (length - 1) - 1e-9))
+    last = min(length - 1, math.floor(high * (length - 1) + 1e-9))
     if last <= first:
         return torch.ones(curve.shape[0], dtype=curve.dtype, device=curve.device)
     part = curve[:, first : last + 1]
