@@ -1,4 +1,4 @@
-r"""Accuracy of a fitted curve against a known one."""
+r"""Measures of a fitted curve: its error against a known one, its largest jump between codes."""
 
 from __future__ import annotations
 
