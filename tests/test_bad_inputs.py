@@ -1737,7 +1737,7 @@ CATALOGUE: list[Row] = [
         "deepinv-icrf merge",
         lambda tmp: _cli_out(tmp, "merge", lambda t, f: ["--out", str(t / "r.exr"), "--preview",
                                                          str(t / "nope" / "p.png")]),
-        None, "exit 2 before merging, nothing written (no r.exr without its preview)",
+        None, "exit 2 before the photos are read, nothing written",
         check=_cli_refused(r"--preview '.*p\.png': folder '.*nope' does not exist")),
     Row("cli_disk_full", "fit on a full disk (left icrf.json without summary)",
         "deepinv-icrf fit", lambda tmp: _cli_fit_with(tmp, _full_disk),
