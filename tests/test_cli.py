@@ -32,16 +32,24 @@ def gamma_icrf_file(tmp_path):
     return path
 
 
-@pytest.fixture
-def fake_fit(monkeypatch):
+def _install_fake_fit(monkeypatch, build=None) -> list:
+    r"""Replace ``fit_icrf`` by a fake that records ``(stack, times, options)`` and returns
+    ``build(stack, times)`` (default: a gamma ICRF)."""
     calls = []
 
     def fit(stack, exposure_times, **options):
         calls.append((stack, exposure_times, options))
+        if build is not None:
+            return build(stack, exposure_times)
         return ICRF.from_response("gamma", channels=stack.shape[-1])
 
     monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
     return calls
+
+
+@pytest.fixture
+def fake_fit(monkeypatch):
+    return _install_fake_fit(monkeypatch)
 
 
 def _error_line(capsys):
@@ -177,28 +185,13 @@ def test_cli_fit_bad_outlier_threshold(photos, tmp_path, text, capsys):
     assert "--outlier-threshold" in capsys.readouterr().err
 
 
-def test_cli_fit_refine_exposures(photos, tmp_path, monkeypatch, capsys):
-    calls = []
-
-    def fit(
-        stack,
-        exposure_times,
-        *,
-        steps=1,
-        seed=0,
-        progress=True,
-        refine_exposures=False,
-        reconstructor=True,
-    ):
-        calls.append(refine_exposures)
-        return ICRF.from_response("gamma", channels=3)
-
-    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+def test_cli_fit_refine_exposures(photos, tmp_path, fake_fit, capsys):
     assert (
         main(["fit", str(photos), "--out", str(tmp_path / "o"), "--refine-exposures"])
         == 0
     )
-    assert calls == [True]
+    ((_, _, options),) = fake_fit
+    assert options == {"refine_exposures": True, "reconstructor": False}
 
 
 def test_cli_linearize_formats_and_files(photos, tmp_path, gamma_icrf_file, capsys):
@@ -495,22 +488,9 @@ def test_cli_single_channel_icrf_applies_to_every_channel(tmp_path, photos, caps
 
 
 def test_cli_fit_band_and_refined_times(photos, tmp_path, monkeypatch, capsys):
-    calls = []
-
-    def fit(
-        stack,
-        exposure_times,
-        *,
-        steps=1,
-        seed=0,
-        progress=True,
-        refine_exposures=False,
-        reconstructor=True,
-        band=False,
-    ):
+    def refined(stack, exposure_times):
         from deepinv_icrf.calibration import FitReport, Refinement
 
-        calls.append((refine_exposures, band))
         icrf = ICRF.from_response("gamma", channels=3)
         curve = icrf.curve.detach()
         icrf.band = torch.stack([curve * 0.9, (curve * 1.1).clamp(max=1.0)])
@@ -526,11 +506,12 @@ def test_cli_fit_band_and_refined_times(photos, tmp_path, monkeypatch, capsys):
         )
         return icrf
 
-    monkeypatch.setattr(deepinv_icrf, "fit_icrf", fit)
+    calls = _install_fake_fit(monkeypatch, refined)
     out = tmp_path / "o"
     args = ["fit", str(photos), "--out", str(out), "--refine-exposures", "--band"]
     assert main(args) == 0
-    assert calls == [(True, True)]
+    ((_, _, options),) = calls
+    assert options == {"refine_exposures": True, "band": True, "reconstructor": False}
     text = capsys.readouterr().out
     assert "nominal (s)" in text and "refined (s)" in text
     summary = json.loads((out / "summary.json").read_text())
