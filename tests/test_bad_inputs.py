@@ -920,6 +920,17 @@ def _tiny_folder(tmp: Path, size: int = 1) -> Path:
 
 
 # ---------------------------------------------------------------------------- checks
+def _truncate(path: Path) -> list[str]:
+    r"""Cut a photo to its first 100 bytes (a header and nothing else); no arguments."""
+    path.write_bytes(path.read_bytes()[:100])
+    return []
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def _cli_error(match: str) -> Callable[[dict], None]:
     def check(result: dict) -> None:
         assert result["code"] == 2
@@ -1739,6 +1750,18 @@ CATALOGUE: list[Row] = [
                                                          str(t / "nope" / "p.png")]),
         None, "exit 2 before the photos are read, nothing written",
         check=_cli_refused(r"--preview '.*p\.png': folder '.*nope' does not exist")),
+    Row("cli_std_missing_folder_broken_photo",
+        "merge --std into a missing folder, a photo of the folder truncated",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_out(tmp, "merge", lambda t, f: _truncate(f / "exposure_01.png") + [
+            "--out", str(t / "r.exr"), "--std", str(t / "nope" / "s.exr")]),
+        None, "exit 2 naming --std, not the photo: refused before any photo is read",
+        check=_cli_error(r"--std '.*s\.exr': folder '.*nope' does not exist")),
+    Row("cli_out_is_a_folder", "merge --out d.exr where d.exr is a folder",
+        "deepinv-icrf merge",
+        lambda tmp: _cli_out(tmp, "merge", lambda t, f: ["--out", str(_mkdir(t / "d.exr"))]),
+        None, "exit 2, 'is a folder, not a file', nothing written",
+        check=_cli_refused(r"--out '.*d\.exr' is a folder, not a file")),
     Row("cli_disk_full", "fit on a full disk (left icrf.json without summary)",
         "deepinv-icrf fit", lambda tmp: _cli_fit_with(tmp, _full_disk),
         None, "exit 2, 'No space left on device: .../summary.json', nothing written",
