@@ -407,10 +407,11 @@ def reference_map(folder: Path) -> np.ndarray | None:
     found = sorted(folder.glob("*.hdr"))
     if not found:
         return None
-    import cv2
+    # the package's reader (imagecodecs): OpenCV builds without the Radiance codec return
+    # None here, which silently dropped the reference table
+    from deepinv_icrf.io import read_image
 
-    img = cv2.imread(os.fspath(found[0]), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
-    return None if img is None else img[..., ::-1].astype(np.float64)
+    return read_image(found[0]).astype(np.float64)
 
 
 def _border(images: np.ndarray) -> np.ndarray:
@@ -449,8 +450,9 @@ def stops_distance(curve: Curve, reference: np.ndarray, low=JUMP_LOW, high=JUMP_
     errs = []
     for ch in range(f.shape[0]):
         d = np.log2(f[ch][ok[ch]]) - np.log2(g[ch][ok[ch]])
-        errs.append(float(np.sqrt(np.mean((d - d.mean()) ** 2))))
-    return float(np.mean(errs))
+        if d.size:  # a small map leaves codes without 50 pixels: no implied value
+            errs.append(float(np.sqrt(np.mean((d - d.mean()) ** 2))))
+    return float(np.mean(errs)) if errs else math.nan
 
 
 def merge_distance(

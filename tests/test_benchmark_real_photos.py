@@ -35,3 +35,23 @@ def test_every_refuses_bad_steps(tmp_path, every):
     with pytest.raises(SystemExit) as info:
         real_photos.main([str(tmp_path), "--every", every, "--methods", "srgb"])
     assert info.value.code == 2
+
+
+def test_reference_map_is_read_and_scored(tmp_path):
+    # a folder holding a radiance map (.hdr) is scored against it, whatever codecs the
+    # installed OpenCV has (it read the map before and returned None without .hdr support)
+    import numpy as np
+
+    from deepinv_icrf.data import write_synthetic_folder
+    from deepinv_icrf.io import write_image
+
+    folder = write_synthetic_folder(
+        tmp_path / "bracket", n_exposures=5, fmt="png", sidecar="csv", exif=False
+    )
+    ramp = np.geomspace(0.01, 1.0, 32 * 48, dtype=np.float32).reshape(32, 48, 1)
+    write_image(folder / "reference.hdr", np.repeat(ramp, 3, axis=-1))
+    assert real_photos.reference_map(folder).shape == (32, 48, 3)
+    out = tmp_path / "r.json"
+    assert real_photos.main([str(folder), "--methods", "srgb", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert set(row["reference"]) == {"srgb"}
