@@ -232,3 +232,39 @@ def test_bracket_from_input():
         Bracket.from_input(codes, [1.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="one stack"):
         f.single()
+
+
+def test_time_check_reuses_one_sample_with_the_same_result(monkeypatch):
+    # the check's rounds share one pixel sample: a fit given it equals a fit drawing its own
+    from deepinv_icrf.calibration import core
+    from deepinv_icrf.calibration import times as times_module
+    from deepinv_icrf.calibration.times import CHECK_FIT
+
+    y = _stack(PLATEAU)
+    bracket = Bracket.from_input(y, LISTED)
+    sample = core.code_sample(bracket.codes, CHECK_FIT, seed=3)
+    own, _, own_result = core.fit_once(
+        bracket.codes, LISTED.unsqueeze(0), CHECK_FIT, seed=3
+    )
+    given, _, given_result = core.fit_once(
+        bracket.codes, LISTED.unsqueeze(0), CHECK_FIT, seed=3, sample=sample
+    )
+    assert torch.equal(own.curve, given.curve)
+    assert torch.equal(own_result.log_radiance, given_result.log_radiance)
+    # and the check draws the sample once, however many rounds it runs
+    draws, rounds = [], []
+    real_sample, real_fit = times_module.code_sample, times_module.fit_once
+    monkeypatch.setattr(
+        times_module,
+        "code_sample",
+        lambda *a, **k: draws.append(1) or real_sample(*a, **k),
+    )
+    monkeypatch.setattr(
+        times_module,
+        "fit_once",
+        lambda *a, **k: rounds.append(k["sample"]) or real_fit(*a, **k),
+    )
+    check, _ = times_module.check_times(bracket, LISTED, TimeOptions(), seed=3)
+    assert not check.consistent
+    assert len(draws) == 1 and len(rounds) >= 2
+    assert rounds[0] is not None and all(r is rounds[0] for r in rounds)

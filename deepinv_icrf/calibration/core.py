@@ -52,7 +52,13 @@ from deepinv_icrf.functional.penalties import (
 )
 from deepinv_icrf.models.icrf_base import ICRFBase
 
-__all__ = ["fit_once", "NO_PIXEL", "MIN_LINEARITY_POSITIONS", "small_problem_threads"]
+__all__ = [
+    "fit_once",
+    "code_sample",
+    "NO_PIXEL",
+    "MIN_LINEARITY_POSITIONS",
+    "small_problem_threads",
+]
 
 #: Pixel positions drawn at random before the stratified selection, per wanted position.
 _CANDIDATES_PER_PIXEL = 8
@@ -176,6 +182,34 @@ def _code_sample(
     return out, c
 
 
+def code_sample(
+    stack: np.ndarray | Tensor,
+    options: CodeFitOptions,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+) -> tuple[list[Tensor], int]:
+    r"""The pixel sample :func:`fit_once` draws for a code fit of ``stack`` with these
+    options and seed, to pass back as its ``sample`` when the same stack is fitted again.
+
+    :return: (tuple) the samples ``(C, P_b, N)`` per stack of the batch and the channels.
+    """
+    _, n, _ = stack_shape(stack)
+    where = torch.device(device) if device is not None else _stack_device(stack)
+    with small_problem_threads(where):
+        return _code_sample(
+            stack,
+            _bit_depth(stack),
+            options.sample_size(n),
+            torch.Generator().manual_seed(seed),
+            clip_priority=options.clip_priority,
+        )
+
+
+def _stack_device(stack: np.ndarray | Tensor) -> torch.device:
+    return torch.device("cpu") if isinstance(stack, np.ndarray) else stack.device
+
+
 @contextlib.contextmanager
 def small_problem_threads(device: torch.device) -> Iterator[None]:
     r"""Run the code fit (sampling, fit and time check) single-threaded on CPU.
@@ -254,6 +288,7 @@ def fit_once(
     progress: bool = False,
     time_prior: float | None = None,
     time_init: Tensor | None = None,
+    sample: tuple[list[Tensor], int] | None = None,
 ) -> tuple[ICRFBase, FitReport, CodeFitResult | None]:
     r"""Fit the curve of a trusted stack once, at the given times.
 
@@ -268,6 +303,9 @@ def fit_once(
     :param float, None time_prior: code fit only: refine the log-times jointly with this
         prior scale (see :func:`~deepinv_icrf.functional.fit_code_domain`).
     :param torch.Tensor, None time_init: code fit only: starting log-time offsets ``(N,)``.
+    :param tuple, None sample: code fit only: the pixel sample of ``stack`` drawn by
+        :func:`code_sample` with these options and seed, when the caller fits the same stack
+        again (the time check's rounds); drawn here when ``None``.
     :return: (tuple) the ICRF (eval mode, on ``device``), its report (without
         ``fit_report`` attached) and the code fit's raw result (``None`` for the linearity
         fit).
@@ -284,6 +322,7 @@ def fit_once(
             progress=progress,
             time_prior=time_prior,
             time_init=time_init,
+            sample=sample,
         )
     elif isinstance(options, LinearityFitOptions):
         if time_prior is not None:
@@ -315,21 +354,21 @@ def _fit_code(
     progress: bool,
     time_prior: float | None,
     time_init: Tensor | None,
+    sample: tuple[list[Tensor], int] | None = None,
 ) -> tuple[ICRFBase, FitReport, CodeFitResult]:
     from tqdm.auto import tqdm
 
     bits = _bit_depth(stack)
     batch, n, _ = stack_shape(stack)
-    stack_device = (
-        torch.device("cpu") if isinstance(stack, np.ndarray) else stack.device
-    )
-    device = torch.device(device) if device is not None else stack_device
+    device = torch.device(device) if device is not None else _stack_device(stack)
     max_pixels = options.sample_size(n)
     steps = options.steps or CodeFitOptions.DEFAULT_STEPS
-    with small_problem_threads(device):
-        samples, channels = _code_sample(
-            stack, bits, max_pixels, generator, clip_priority=options.clip_priority
-        )
+    if sample is None:
+        with small_problem_threads(device):
+            sample = _code_sample(
+                stack, bits, max_pixels, generator, clip_priority=options.clip_priority
+            )
+    samples, channels = sample
     # one stack: one time per exposure (what the time refinement needs); a batch: per pixel
     log_times = (
         times[0].log()

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from deepinv_icrf.bracket import Bracket
 from deepinv_icrf.calibration.core import (
+    code_sample,
     fit_once,
     random_positions,
     small_problem_threads,
@@ -109,6 +110,7 @@ def check_listed_times(
     times: Tensor,
     options: TimeOptions,
     seed: int = 0,
+    pairs: tuple[Tensor, Tensor] | None = None,
 ) -> TimeCheck:
     r"""Check the listed times of one stack against the images, through a fitted curve.
 
@@ -118,11 +120,16 @@ def check_listed_times(
     :param torch.Tensor times: the listed times ``(N,)``.
     :param TimeOptions options: tolerance and ratio options.
     :param int seed: seed of the pixel positions.
+    :param tuple, None pairs: the positions' codes and their neighbours' as
+        :func:`neighbour_sample` draws them with ``options.ratio_pixels`` and ``seed``, when
+        the caller has them already (drawn here when ``None``).
     :return: (:class:`~deepinv_icrf.functional.TimeCheck`) the check.
     """
     device = icrf.curve.device
     with small_problem_threads(device), torch.no_grad():
-        own, other = neighbour_sample(codes, options.ratio_pixels, seed)
+        if pairs is None:
+            pairs = neighbour_sample(codes, options.ratio_pixels, seed)
+        own, other = pairs
         x = icrf(own.to(device))
         order = torch.argsort(times)
         rho, se, spread = consecutive_log_ratios(
@@ -173,14 +180,21 @@ def check_times(
     times = listed
     steps = 0
     check = None
+    # every round reads the same pixels (the same seed): drawn once
+    sample = code_sample(bracket.codes, CHECK_FIT, device=device, seed=seed)
+    codes = bracket.stack_codes()
+    pairs = neighbour_sample(codes, options.ratio_pixels, seed)
     for _ in range(CHECK_ROUNDS):
         quick, report, _ = fit_once(
-            bracket.codes, times.unsqueeze(0), CHECK_FIT, device=device, seed=seed
+            bracket.codes,
+            times.unsqueeze(0),
+            CHECK_FIT,
+            device=device,
+            seed=seed,
+            sample=sample,
         )
         steps += report.steps
-        new = check_listed_times(
-            quick, bracket.stack_codes(), listed, options, seed=seed
-        )
+        new = check_listed_times(quick, codes, listed, options, seed=seed, pairs=pairs)
         settled = check is not None and (
             new.disagreeing_steps == check.disagreeing_steps
             and float((new.implied.log() - check.implied.log()).abs().max()) < 0.01

@@ -238,6 +238,7 @@ def _joint_step(
     weight: Tensor | None = None,
     free_floor: bool = False,
     times: tuple[Tensor, Tensor] | None = None,
+    at: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     r"""Gauss-Newton direction for the response and all radiances jointly.
 
@@ -252,13 +253,16 @@ def _joint_step(
     (shared by the channels; ``lt`` already includes them) are solved for as well: they add
     ``N`` rows to the reduced system (knots of every channel plus times, radiances
     eliminated), and ``prior_precision`` ``(N,)`` is the curvature of their prior around 0
-    (the prior's gradient is ``prior_precision * offset``). Returns the steps of the knots,
-    the radiances and (or ``None``) the offsets.
+    (the prior's gradient is ``prior_precision * offset``). ``at``: :func:`_response_at`
+    of these radiances, times and knots when the caller has it already. Returns the steps
+    of the knots, the radiances and (or ``None``) the offsets.
     """
     c, k = knots.shape
     p = s.shape[1]
     dtype, device = knots.dtype, knots.device
-    value, slope, index, theta = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+    if at is None:
+        at = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+    value, slope, index, theta = at
     _, d1, d2 = _nll_derivatives(y_in, value, inv_sigma, *cens)
     if weight is not None:
         d1, d2 = d1 * weight, d2 * weight
@@ -659,14 +663,19 @@ def fit_code_domain(
         weight: Tensor | None = None
         robust_from = math.inf if outlier_threshold is None else (iterations + 1) // 2
         phase_start, moved = 0, False
+        # the response at the current radiances, times and knots, when already computed
+        at: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         for it in range(iterations):
             done = it + 1
             inv_sigma = (1.0 / sig).view(c, 1, 1)
             if it == 0:
                 for _ in range(radiance_steps):
                     s = _radiance_step(s, lt, knots, offsets, y_in, inv_sigma, cens)
+                at = None
             if it >= robust_from:
-                value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                if at is None:
+                    at = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                value = at[0]
                 robust = (
                     sig if sigma is not None else _robust_sigma(value, y, uncensored)
                 )
@@ -682,7 +691,8 @@ def fit_code_domain(
                     phase_start, previous = it, math.inf
                     # radiances the moving objects did not pull, then decide again
                     s = _median_radiance(s, y, lt, knots, uncensored)
-                    value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                    at = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                    value = at[0]
                     if sigma is None:
                         robust = _robust_sigma(value, y, uncensored)
                     kept = _inlier_weights(
@@ -708,7 +718,9 @@ def fit_code_domain(
                 weight,
                 free_floor=floor,
                 times=None if delta_precision is None else (delta, prior_weights()),
+                at=at,
             )
+            at = None
             new = _project(knots - step_r, min_log_slope)
             s = s - step_s
             moved_times = 0.0
@@ -724,8 +736,8 @@ def fit_code_domain(
             if callback is not None:
                 callback(it, change)
             if sigma is None and weight is None and it < _SIGMA_ITERATIONS:
-                value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
-                sig = _residual_sigma(value, y, uncensored)
+                at = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+                sig = _residual_sigma(at[0], y, uncensored)
             # converged, or no longer contracting (a cycle of the monotone projection)
             settled = change < tol or (
                 it - phase_start >= 5 and change >= 0.95 * previous
@@ -738,8 +750,9 @@ def fit_code_domain(
                 break
             previous = change
 
-        value, _, _, _ = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
-        terms = censored_code_nll(y, value, sig.view(c, 1, 1), bit_depth)
+        if at is None:
+            at = _response_at(s.unsqueeze(-1) + lt, knots, offsets)
+        terms = censored_code_nll(y, at[0], sig.view(c, 1, 1), bit_depth)
         outliers = None
         if weight is None:
             nll = terms.mean(dim=(1, 2))
