@@ -294,6 +294,17 @@ def _tiff_bomb(tmp: Path) -> Path:
     return _write(tmp, "bomb.tif", b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(12))
 
 
+def _npy_broken_header(tmp: Path) -> Path:
+    # a byte of the header replaced by 0x80 (found by mutating a valid file): numpy's
+    # header parser reads an unterminated tuple
+    path = tmp / "a.npy"
+    np.save(path, np.zeros((24, 32, 3), np.uint8))
+    data = bytearray(path.read_bytes())
+    data[data.index(b"3)") + 1] = 0x80
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _npy_bomb(tmp: Path) -> Path:
     path = tmp / "bomb.npy"
     with open(path, "wb") as fh:
@@ -1618,6 +1629,9 @@ CATALOGUE: list[Row] = [
     Row("tiff_bomb", "TIFF declaring 100000x100000 pixels (MemoryError)", "read_image",
         lambda tmp: read_image(_tiff_bomb(tmp)),
         ValueError, r"bomb\.tif': it declares 100000x100000 pixels"),
+    Row("npy_broken_header", ".npy whose header dict stops mid-tuple (tokenize.TokenError)",
+        "read_image", lambda tmp: read_image(_npy_broken_header(tmp)),
+        ValueError, r"Cannot read .*a\.npy"),
     Row("npy_bomb", ".npy declaring 100000x100000x3 floats (MemoryError)", "read_image",
         lambda tmp: read_image(_npy_bomb(tmp)),
         ValueError, r"bomb\.npy': it declares 100000x100000 pixels"),

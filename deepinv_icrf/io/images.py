@@ -25,6 +25,7 @@ unless ``frame`` chooses one. Every failure is a :class:`ValueError` naming the 
 from __future__ import annotations
 
 import os
+import tokenize
 import zlib
 from pathlib import Path
 from typing import Any
@@ -371,7 +372,8 @@ def _read_npy(path: Path, where: str, max_pixels: int | None) -> np.ndarray:
             else:
                 shape, fortran, dtype = fmt.read_array_header_2_0(fh)
             start = fh.tell()
-    except (ValueError, OSError, SyntaxError) as err:
+    except (ValueError, OSError, SyntaxError, tokenize.TokenError) as err:
+        # numpy parses the header dict as Python tokens: a broken one raises TokenError
         raise _Unreadable(_codec_error(err)) from err
     if dtype.hasobject or not (
         np.issubdtype(dtype, np.integer)
