@@ -76,7 +76,8 @@ def _group_quantiles(
         ).squeeze(1)
         # the values of each group's target bin, sorted by (group, value)
         chosen = key == (torch.arange(n_groups, device=x.device) * bins + target)[group]
-        values, groups = x[chosen], group[chosen]
+        where = chosen.nonzero().squeeze(1)
+        values, groups = x.index_select(0, where), group.index_select(0, where)
         span = 2.0 * float(hi - lo) + 1.0
         order = torch.sort(groups.to(torch.float64) * span + (values - lo).double())
         values = values[order.indices]
@@ -116,11 +117,12 @@ def _inlier_weights(
     shape = (c,) + (1,) * (value.ndim - 1)
     level = (value.clamp(0.0, 1.0) * bins).long().clamp_(max=bins - 1)
     group = level + torch.arange(c, device=value.device).view(shape) * bins
-    mid = ~(low | high)
-    r = (y - value)[mid]
-    g = group[mid]
-    (center,), count = _group_quantiles(r, g, c * bins, (0.5,))
-    (spread,), _ = _group_quantiles((r - center[g]).abs(), g, c * bins, (0.5,))
+    # clipped codes go to one extra group, judged apart below (no compacted copy of the rest)
+    g = torch.where(low | high, c * bins, group).reshape(-1)
+    r = (y - value).reshape(-1)
+    (center,), count = _group_quantiles(r, g, c * bins + 1, (0.5,))
+    (spread,), _ = _group_quantiles((r - center[g]).abs(), g, c * bins + 1, (0.5,))
+    center, spread, count = center[:-1], spread[:-1], count[:-1]
     floor = sigma.view(c, 1).expand(c, bins).reshape(-1)
     scale = torch.where(count >= 20, (_MAD_TO_STD * spread).maximum(floor), floor)
     center = torch.where(count >= 20, center, 0.0)

@@ -273,17 +273,19 @@ def _joint_step(
     hess_s = (d2s * slope).sum(-1)
     hess_s = hess_s + 1e-9 * hess_s.mean(dim=1, keepdim=True) + 1e-12
     # response block (tridiagonal)
-    terms = torch.stack(
-        [d2 * a * a, d2 * theta * theta, d2 * a * theta, d1 * a, d1 * theta], -1
-    )
-    acc = torch.zeros(c * k, 5, dtype=dtype, device=device)
-    acc.index_add_(0, index.reshape(-1), terms.reshape(-1, 5))
-    acc = acc.view(c, k, 5)
-    diag = acc[..., 0].clone()
-    diag[:, 1:] += acc[:, :-1, 1]
-    grad_r = acc[..., 3].clone()
-    grad_r[:, 1:] += acc[:, :-1, 4]
-    off = acc[:, :-1, 2]
+    # five sums per knot, each gathered on its own (no stacked copy of the codes' terms)
+    acc = torch.zeros(5, c * k, dtype=dtype, device=device)
+    flat_index = index.reshape(-1)
+    for row, term in enumerate(
+        (d2 * a * a, d2 * theta * theta, d2 * a * theta, d1 * a, d1 * theta)
+    ):
+        acc[row].index_add_(0, flat_index, term.reshape(-1))
+    acc = acc.view(5, c, k)
+    diag = acc[0].clone()
+    diag[:, 1:] += acc[1, :, :-1]
+    grad_r = acc[3].clone()
+    grad_r[:, 1:] += acc[4, :, :-1]
+    off = acc[2, :, :-1]
     hess_r = (
         torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     )
