@@ -32,7 +32,7 @@ from deepinv_icrf import fit_icrf
 from deepinv_icrf.cli import main as cli_main
 from deepinv_icrf.data import read_exposure_folder, write_synthetic_folder
 from deepinv_icrf.hdr import merge_hdr
-from deepinv_icrf.io import read_exposure_list, read_image
+from deepinv_icrf.io import image_size, read_exposure_list, read_image
 from deepinv_icrf.loss import (
     EquivariantSplittingLoss,
     PROPELLoss,
@@ -292,6 +292,26 @@ def _tiff_bomb(tmp: Path) -> Path:
         struct.pack("<HHII", *e) for e in entries
     )
     return _write(tmp, "bomb.tif", b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(12))
+
+
+def _tiff_cut(tmp: Path) -> Path:
+    import tifffile
+
+    tifffile.imwrite(tmp / "whole.tif", np.zeros((24, 32, 3), np.uint8))
+    return _write(tmp, "a.tif", (tmp / "whole.tif").read_bytes()[:5])
+
+
+def _tiff_zero_tile(tmp: Path) -> Path:
+    import tifffile
+
+    path = tmp / "a.tif"
+    tifffile.imwrite(path, np.zeros((24, 32, 3), np.uint16), tile=(16, 16))
+    with tifffile.TiffFile(path) as tif:
+        at = tif.pages[0].tags["TileWidth"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[at : at + 2] = b"\x00\x00"
+    path.write_bytes(bytes(data))
+    return path
 
 
 def _npy_broken_header(tmp: Path) -> Path:
@@ -1629,6 +1649,16 @@ CATALOGUE: list[Row] = [
     Row("tiff_bomb", "TIFF declaring 100000x100000 pixels (MemoryError)", "read_image",
         lambda tmp: read_image(_tiff_bomb(tmp)),
         ValueError, r"bomb\.tif': it declares 100000x100000 pixels"),
+    Row("tiff_cut_header", "TIFF cut after 5 bytes (struct.error inside tifffile)",
+        "read_image", lambda tmp: read_image(_tiff_cut(tmp)),
+        ValueError, r"Cannot read .*a\.tif': the file is unreadable"),
+    Row("tiff_zero_tile", "tiled TIFF whose TileWidth tag is 0 (ZeroDivisionError inside "
+        "tifffile)", "read_image", lambda tmp: read_image(_tiff_zero_tile(tmp)),
+        ValueError, r"Cannot read .*a\.tif': the file is unreadable"),
+    Row("size_tiff_cut_header", "image_size of a TIFF cut after 5 bytes (what "
+        "read_exposure_folder compares before decoding; struct.error)", "image_size",
+        lambda tmp: image_size(_tiff_cut(tmp)),
+        ValueError, r"Cannot read the size of .*a\.tif'"),
     Row("npy_broken_header", ".npy whose header dict stops mid-tuple (tokenize.TokenError)",
         "read_image", lambda tmp: read_image(_npy_broken_header(tmp)),
         ValueError, r"Cannot read .*a\.npy"),
