@@ -128,6 +128,28 @@ def test_cli_end_to_end_on_exif_jpegs(photos, tmp_path, capsys):
     assert np.load(std).shape == (H, W, 3)
 
 
+def test_cli_fit_says_the_top_of_the_curve_is_extrapolated(tmp_path, capsys):
+    # a bracket whose longest exposure is still dark: nothing measures the top of the curve
+    dark = write_synthetic_folder(
+        tmp_path / "dark", n_exposures=4, height=40, width=48, shortest=0.01
+    )
+    stack = read_exposure_folder(dark)
+    out = tmp_path / "fit"
+    assert main(["fit", str(dark), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    highest = [c["observed_code_range"][1] for c in summary["channels"]]
+    assert max(highest) <= stack.images.max() / 255 < 0.75
+    top = round(max(highest) * 255)
+    assert f"the photos reach code {top} of 255 at most" in text
+    assert "a longer exposure would measure it" in text
+    # a well-exposed bracket says nothing of the kind
+    write_synthetic_folder(tmp_path / "ok", n_exposures=4, height=40, width=48)
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "ok"), "--out", str(tmp_path / "f2")]) == 0
+    assert "extrapolated" not in capsys.readouterr().out
+
+
 def test_cli_no_arguments_runs_the_demo(monkeypatch):
     seen = {}
 

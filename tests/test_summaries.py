@@ -263,3 +263,52 @@ def test_recorded_code_std_falls_back_to_the_fit_report():
     assert recorded_code_std(icrf) == 0.04
     icrf.metadata = {"code_std": [0.05]}  # the curve file's value wins
     assert recorded_code_std(icrf) == 0.05
+
+
+# ---------------------------------------------------------------- observed codes
+def _ends(codes: np.ndarray, top: int, share: float) -> tuple[float, float]:
+    # written apart from the package: sort every code, count from each end
+    flat = np.sort(codes.reshape(-1))
+    need = max(1, int(np.ceil(share * flat.size)))
+    return flat[need - 1] / top, flat[-need] / top
+
+
+def test_observed_code_range_matches_sorted_codes():
+    from deepinv_icrf.calibration.summary import OBSERVED_SHARE
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(20, 200, size=(4, 60, 50, 3)).astype(np.uint8)
+    codes[0, 0, 0, 1] = 255  # one specular pixel does not measure the top
+    codes[1, :, :5, 2] = 250  # a tenth of a frame does
+    stats = channel_stats(ICRF(channels=3, n_points=8), codes)
+    for k, s in enumerate(stats):
+        low, high = _ends(codes[..., k], 255, OBSERVED_SHARE)
+        assert s["observed_code_range"] == [round(low, 4), round(high, 4)]
+    assert stats[1]["observed_code_range"][1] < 200 / 255 + 1e-6
+    assert stats[2]["observed_code_range"][1] == round(250 / 255, 4)
+
+
+def test_observed_code_range_of_float_input_and_other_depths():
+    y = torch.linspace(0.1, 0.6, 400).view(1, 1, 20, 20)
+    (stats,) = channel_stats(torch.linspace(0, 1, 8).view(1, 8), y)
+    low, high = stats["observed_code_range"]
+    assert abs(low - 0.1) < 1e-3 and abs(high - 0.6) < 1e-3
+    codes = np.full((2, 3, 4, 1), 1000, np.uint16)
+    codes[0, 0, 0] = 2000  # above a 10-bit range: clipped
+    (stats,) = channel_stats(ICRF(channels=1, n_points=8), codes, bit_depth=10)
+    assert stats["observed_code_range"] == [round(1000 / 1023, 4), 1.0]
+
+
+def test_describe_fit_says_where_the_curve_is_extrapolated():
+    icrf = ICRF.from_response("gamma", channels=3)
+    full = np.linspace(0, 255, 2 * 30 * 40 * 3).astype(np.uint8).reshape(2, 30, 40, 3)
+    text = describe_fit(icrf, fit_summary(icrf, full))
+    assert "extrapolated" not in text
+    dim = (full // 3).astype(np.uint8)  # the brightest frame reaches code 85
+    text = describe_fit(icrf, fit_summary(icrf, dim))
+    assert "reach code 85 of 255 at most" in text and "darker" not in text
+    bright = (full // 3 + 170).astype(np.uint8)  # the darkest code is 170
+    text = describe_fit(icrf, fit_summary(icrf, bright))
+    assert "no darker than code 170 of 255" in text and "at most" not in text
+    # the table still closes the text
+    assert text.splitlines()[-4].split()[:2] == ["channel", "f(0.25)"]
