@@ -268,3 +268,20 @@ def test_time_check_reuses_one_sample_with_the_same_result(monkeypatch):
     assert not check.consistent
     assert len(draws) == 1 and len(rounds) >= 2
     assert rounds[0] is not None and all(r is rounds[0] for r in rounds)
+
+
+def test_fit_warns_when_the_photos_leave_an_end_of_the_curve_unmeasured():
+    dark = _stack(LISTED[:3])  # the three shortest exposures: nothing bright
+    with pytest.warns(
+        UserWarning, match=r"reach code 0\.\d+ of 1 at most: the curve above"
+    ):
+        fit_icrf(dark, LISTED[:3], progress=False, steps=5)
+    codes = (dark.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    highest = int(np.sort(codes.reshape(-1))[-2])  # 0.01% of 3x61x79 codes: the 2nd
+    with pytest.warns(UserWarning, match=f"reach code {highest} of 255 at most"):
+        fit_icrf(codes, LISTED[:3], progress=False, steps=5)
+    # (the bottom end: tests/test_summaries.py, the same note)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit_icrf(_stack(LISTED), LISTED, progress=False, steps=5)
+    assert not any("extrapolated" in str(w.message) for w in record)

@@ -274,7 +274,7 @@ def _ends(codes: np.ndarray, top: int, share: float) -> tuple[float, float]:
 
 
 def test_observed_code_range_matches_sorted_codes():
-    from deepinv_icrf.calibration.summary import OBSERVED_SHARE
+    from deepinv_icrf.calibration.coverage import OBSERVED_SHARE
 
     rng = np.random.default_rng(3)
     codes = rng.integers(20, 200, size=(4, 60, 50, 3)).astype(np.uint8)

@@ -98,6 +98,11 @@ def fit_icrf(
     times that agree are kept as listed. ``True`` refines them in any case (cameras round
     times and drift by a few percent), ``False`` never.
 
+    **Exposure**: a :class:`UserWarning` says when the photos never reach the top of the code
+    range (the brightest code held, 0.01% of the codes aside, below 3/4 of it) or never go
+    down to its bottom: the curve there is extrapolated, not measured
+    (:func:`~deepinv_icrf.calibration.coverage.observed_code_range`).
+
     :param numpy.ndarray, torch.Tensor, str, os.PathLike stack: ``uint8``/``uint16`` array
         ``(N, H, W, C)`` as image readers return it, a float tensor ``(N, C, H, W)`` in
         ``[0, 1]``, a batch ``(B, N, C, H, W)`` of stacks of the same camera, or a folder of
@@ -219,6 +224,7 @@ def fit_icrf(
             f"Expected one stack (not a batch) for band=True, but got {bracket.batch}."
         )
     _check_frames(bracket, time_options.tolerance)
+    _warn_extrapolation(bracket)
     icrf, report = _fit_with_times(
         bracket, options, time_options, refine_exposures, device, seed, progress
     )
@@ -233,6 +239,19 @@ def fit_icrf(
     from deepinv_icrf.models.icrf import ICRF  # imports deepinv
 
     return ICRF.from_base(icrf)
+
+
+def _warn_extrapolation(bracket: Bracket) -> None:
+    r"""Warn when the photos leave the top or the bottom of the curve unmeasured."""
+    from deepinv_icrf.calibration.coverage import (
+        extrapolation_note,
+        observed_code_range,
+    )
+
+    bits = bracket.bit_depth
+    note = extrapolation_note(observed_code_range(bracket.codes, bits), bits)
+    if note:
+        warnings.warn(f"{note}.", UserWarning, stacklevel=3)
 
 
 def _fit_with_times(

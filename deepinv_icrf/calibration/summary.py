@@ -29,14 +29,13 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf.bracket import image_codes
+from deepinv_icrf.calibration.coverage import extrapolation_note, observed_code_range
 from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = [
     "ReportField",
     "REPORT_FIELDS",
     "OUTLIER_NOTE_FRACTION",
-    "OBSERVED_SHARE",
-    "OBSERVED_NOTE",
     "channel_names",
     "channel_stats",
     "fit_summary",
@@ -118,52 +117,6 @@ def _usable_fraction(images: np.ndarray | Tensor, bit_depth: int | None) -> np.n
     return count / max(1, codes.shape[0] * codes.shape[1] * codes.shape[2])
 
 
-#: Share of the stack's codes beyond which :func:`_observed_range` puts the ends of the
-#: codes the photos hold (a few specular or dead pixels do not measure a curve's end).
-OBSERVED_SHARE = 1e-4
-#: :func:`describe_fit` says that the curve is extrapolated above the highest code the
-#: photos hold when that lies below this fraction of the code range (below the lowest code
-#: when that lies above one minus it).
-OBSERVED_NOTE = 0.75
-#: Pixel positions per exposure above which :func:`_observed_range` counts every k-th row
-#: only (at 12 MP x 7: 0.15 s -> 0.01 s; each end still rests on 175 codes).
-OBSERVED_SAMPLE = 250_000
-
-
-def _observed_range(images: np.ndarray | Tensor, bit_depth: int | None) -> np.ndarray:
-    r"""Per channel, the lowest and highest code the photos hold, as fractions of the code
-    range ``(C, 2)``: the codes with at least :data:`OBSERVED_SHARE` of the stack's codes at
-    or beyond them (counted on evenly spaced rows of frames larger than
-    :data:`OBSERVED_SAMPLE` positions)."""
-    codes, bits = image_codes(images, "images", float_arrays=False)
-    if bits is None:  # float codes (..., C, H, W)
-        flat = codes.detach().movedim(-3, -1).reshape(-1, codes.shape[-3]).double()
-        step = -(-flat.shape[0] // OBSERVED_SAMPLE)
-        flat = flat[::step]
-        ends = torch.quantile(
-            flat,
-            torch.tensor([OBSERVED_SHARE, 1.0 - OBSERVED_SHARE], dtype=flat.dtype),
-            dim=0,
-        )
-        return ends.T.clamp(0.0, 1.0).cpu().numpy()
-    top = 2 ** (bit_depth or bits) - 1
-    codes = codes.cpu().numpy() if isinstance(codes, Tensor) else codes
-    step = -(-codes.shape[1] * codes.shape[2] // OBSERVED_SAMPLE)  # ceil
-    codes = codes[:, ::step]
-    channels = codes.shape[-1]
-    hist = np.zeros((channels, max(top, int(codes.max(initial=0))) + 1), np.int64)
-    for frame in codes:  # one exposure at a time: no stack-sized temporaries
-        for c in range(channels):
-            plane = np.bincount(frame[..., c].ravel(), minlength=hist.shape[1])
-            hist[c] += plane
-    hist[:, top] += hist[:, top + 1 :].sum(axis=1)  # codes above the range: clipped
-    hist = hist[:, : top + 1]
-    need = np.maximum(1, np.ceil(OBSERVED_SHARE * hist.sum(axis=1)))
-    low = np.argmax(np.cumsum(hist, axis=1) >= need[:, None], axis=1)
-    high = top - np.argmax(np.cumsum(hist[:, ::-1], axis=1) >= need[:, None], axis=1)
-    return np.stack([low, high], axis=1) / top
-
-
 def channel_stats(
     icrf: ICRFBase | Tensor, images: np.ndarray | Tensor, bit_depth: int | None = None
 ) -> list[dict[str, Any]]:
@@ -179,7 +132,7 @@ def channel_stats(
     (``None`` where :math:`f(1/2)` is 0 or 1); the usable share is the fraction of codes of
     the stack that are neither 0 nor the top code :math:`2^b - 1`; the observed range is the
     lowest and highest code the photos hold (fractions of the code range, each end with at
-    least :data:`OBSERVED_SHARE` of the stack's codes at or beyond it): outside it the curve
+    least :data:`~deepinv_icrf.calibration.coverage.OBSERVED_SHARE` of the stack's codes at or beyond it): outside it the curve
     is extrapolated, not measured.
 
     :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF or its curve ``(C, L)``.
@@ -205,7 +158,7 @@ def channel_stats(
     """
     curve = _finite_curve(icrf)
     usable = _usable_fraction(images, bit_depth)
-    observed = _observed_range(images, bit_depth)
+    observed = observed_code_range(images, bit_depth)
     if usable.shape[0] != curve.shape[0] and curve.shape[0] != 1:
         raise ValueError(
             f"Expected `images` with {curve.shape[0]} channel(s) like the ICRF, but got "
@@ -474,30 +427,10 @@ def fit_summary(
 
 
 def _extrapolation_note(summary: Mapping[str, Any]) -> str | None:
-    r"""A note when the photos leave the top or the bottom of the curve unmeasured."""
     ranges = [s.get("observed_code_range") for s in summary.get("channels", ())]
     if not ranges or any(r is None for r in ranges):
         return None
-    bits = summary.get("bit_depth")
-    top = 2**bits - 1 if bits else None
-
-    def code(value: float) -> str:
-        return f"{round(value * top)} of {top}" if top else f"{value:.3f} of 1"
-
-    high = max(r[1] for r in ranges)
-    low = min(r[0] for r in ranges)
-    notes = []
-    if high < OBSERVED_NOTE:
-        notes.append(
-            f"the photos reach code {code(high)} at most: the curve above it is "
-            "extrapolated, not measured (a longer exposure would measure it)"
-        )
-    if low > 1.0 - OBSERVED_NOTE:
-        notes.append(
-            f"the photos go no darker than code {code(low)}: the curve below it is "
-            "extrapolated, not measured (a shorter exposure would measure it)"
-        )
-    return "\n".join(notes) or None
+    return extrapolation_note(ranges, summary.get("bit_depth"))
 
 
 def describe_fit(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:

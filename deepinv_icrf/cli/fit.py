@@ -162,6 +162,12 @@ def fit_and_save(
         warnings.filterwarnings(
             "ignore", message="listed exposure times disagree", category=UserWarning
         )
+        # and what the photos leave unmeasured, in the summary's notes
+        warnings.filterwarnings(
+            "ignore",
+            message="the photos (reach code|go no darker)",
+            category=UserWarning,
+        )
         icrf = deepinv_icrf.fit_icrf(
             images, stack.exposure_times, reconstructor=False, **options
         )
