@@ -33,8 +33,8 @@ OBSERVED_SHARE = 1e-4
 #: when that lies above one minus it).
 OBSERVED_NOTE = 0.75
 #: Pixel positions per exposure above which :func:`observed_code_range` counts every k-th row
-#: only (at 12 MP x 7: 0.15 s -> 0.01 s; each end still rests on 175 codes).
-OBSERVED_SAMPLE = 250_000
+#: only (each end of a 5-frame bracket still rests on 33 codes; 12 MP x 7 in 4 ms).
+OBSERVED_SAMPLE = 65_536
 
 
 def observed_code_range(
@@ -79,11 +79,15 @@ def observed_code_range(
     step = -(-codes.shape[1] * codes.shape[2] // OBSERVED_SAMPLE)  # ceil
     codes = codes[:, ::step]
     channels = codes.shape[-1]
-    hist = np.zeros((channels, max(top, int(codes.max(initial=0))) + 1), np.int64)
+    levels = int(np.iinfo(codes.dtype).max) + 1
+    hist = np.zeros(channels * levels, np.int64)
+    offsets = np.arange(channels, dtype=np.intp) * levels
     for frame in codes:  # one exposure at a time: no stack-sized temporaries
-        for c in range(channels):
-            plane = np.bincount(frame[..., c].ravel(), minlength=hist.shape[1])
-            hist[c] += plane
+        # every channel in one count: code + channel * levels
+        index = frame.reshape(-1, channels).astype(np.intp)
+        index += offsets
+        hist += np.bincount(index.ravel(), minlength=hist.size)
+    hist = hist.reshape(channels, levels)
     hist[:, top] += hist[:, top + 1 :].sum(axis=1)  # codes above the range: clipped
     hist = hist[:, : top + 1]
     need = np.maximum(1, np.ceil(OBSERVED_SHARE * hist.sum(axis=1)))
