@@ -224,10 +224,12 @@ def fit_icrf(
             f"Expected one stack (not a batch) for band=True, but got {bracket.batch}."
         )
     _check_frames(bracket, time_options.tolerance)
-    _warn_extrapolation(bracket)
     icrf, report = _fit_with_times(
         bracket, options, time_options, refine_exposures, device, seed, progress
     )
+    _warn_extrapolation(
+        bracket
+    )  # after the fit: a stack it refuses gets the error alone
     if band:
         _attach_band(icrf, report, bracket, options, device, seed)
     if shifts is not None:
