@@ -2,6 +2,7 @@ r"""Plots people would rather look at than read: fitted curves against the truth
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ def plot_icrf(
     title: str | None = None,
     channel_names: tuple[str, ...] | None = None,
     band: Tensor | None = None,
+    observed: Sequence[Sequence[float]] | None = None,
 ):
     r"""Draw a fitted ICRF per channel, and when a reference is given, the error against it.
 
@@ -32,6 +34,10 @@ def plot_icrf(
     :param tuple channel_names: legend names (default ``R, G, B`` for 3 channels, else indices).
     :param torch.Tensor band: optional confidence band ``(2, C, L)`` (lower, upper edges, e.g.
         ``icrf.band``; finite, lower <= upper), drawn shaded around the curve.
+    :param Sequence observed: optional lowest and highest code the photos hold per channel
+        (``(C, 2)`` fractions of the code range, as
+        :func:`~deepinv_icrf.calibration.coverage.observed_code_range` gives them): the codes
+        no channel reaches are shaded grey as extrapolated.
     :return: (:class:`matplotlib.figure.Figure`) the figure.
 
     |sep|
@@ -60,6 +66,15 @@ def plot_icrf(
                 f"Expected `band` of shape (2, {c}, {n_points}), but got {tuple(band.shape)}."
             )
         check_band(band[0], band[1], "`band`")
+    if observed is not None:  # checked before any figure is made
+        ends = torch.as_tensor(observed, dtype=torch.float64).reshape(-1, 2)
+        if not bool(torch.isfinite(ends).all()) or not bool(
+            ((ends >= 0) & (ends <= 1) & (ends[:, :1] <= ends[:, 1:])).all()
+        ):
+            raise ValueError(
+                "Expected `observed` as (lowest, highest) code fractions in [0, 1] per "
+                f"channel, lowest <= highest, but got {ends.tolist()}."
+            )
     n_panels = 1 if reference is None else 2
     size = (5.0 * n_panels, 4.0)
     if path is None:  # a figure of pyplot's, to show
@@ -100,6 +115,13 @@ def plot_icrf(
         ax2.set_ylabel("fitted - true")
         ax2.set_title("error")
         ax2.legend(fontsize=8)
+    if observed is not None:
+        low, high = float(ends[:, 0].min()), float(ends[:, 1].max())
+        label = "extrapolated (no photo holds these codes)"
+        for start, stop in ((0.0, low), (high, 1.0)):
+            if stop - start > 0.01:
+                ax.axvspan(start, stop, color="0.85", zorder=0, lw=0, label=label)
+                label = None
     ax.set_xlabel("code (normalised)")
     ax.set_ylabel("relative irradiance")
     ax.set_title("inverse camera response")

@@ -341,7 +341,7 @@ def test_cli_fit_failing_plot_leaves_no_partial_file(
 ):
     import deepinv_icrf.plot as plot
 
-    def broken(curve, reference=None, path=None, title=None):
+    def broken(curve, reference=None, path=None, title=None, **drawn):
         with open(path, "wb") as fh:
             fh.write(b"\x89PNG half")
         raise OSError("disk full")

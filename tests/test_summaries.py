@@ -312,3 +312,28 @@ def test_describe_fit_says_where_the_curve_is_extrapolated():
     assert "no darker than code 170 of 255" in text and "at most" not in text
     # the table still closes the text
     assert text.splitlines()[-4].split()[:2] == ["channel", "f(0.25)"]
+
+
+def test_plot_shades_the_codes_no_photo_holds(tmp_path):
+    from matplotlib.patches import Rectangle
+
+    from deepinv_icrf.plot import plot_icrf
+
+    grid = torch.linspace(0, 1, 64).expand(3, 64)
+
+    def shaded(observed):
+        fig = plot_icrf(grid**2.2, path=tmp_path / "f.png", observed=observed)
+        spans = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+        return sorted(
+            (round(p.get_x(), 3), round(p.get_x() + p.get_width(), 3)) for p in spans
+        )
+
+    # the union over channels: only codes that no channel reaches are shaded
+    assert shaded([[0.0, 0.4], [0.0, 0.42], [0.0, 0.41]]) == [(0.42, 1.0)]
+    assert shaded([[0.5, 1.0], [0.3, 1.0], [0.6, 1.0]]) == [(0.0, 0.3)]
+    assert shaded([[0.0, 1.0]] * 3) == []
+    assert shaded([[0.005, 0.996]] * 3) == []  # slivers are not drawn
+    with pytest.raises(ValueError, match="observed"):
+        plot_icrf(grid**2.2, observed=[[0.6, 0.4]] * 3)
+    with pytest.raises(ValueError, match="observed"):
+        plot_icrf(grid**2.2, observed=[[0.0, 1.2]] * 3)

@@ -153,14 +153,22 @@ def load_icrf(path: str | Path):
 
 
 def save_plot(
-    path: Path, curve, reference=None, title: str | None = None, band=None
+    path: Path,
+    curve,
+    reference=None,
+    title: str | None = None,
+    band=None,
+    observed=None,
 ) -> None:
-    r"""Plot a curve (with its reference or band) into ``path``, atomically."""
+    r"""Plot a curve (with its reference, band or observed codes) into ``path``,
+    atomically."""
     from deepinv_icrf.io import atomic_path
     from deepinv_icrf.plot import plot_icrf
 
     with atomic_path(path) as tmp:
         extra = {} if band is None else {"band": band}
+        if observed is not None:
+            extra["observed"] = observed
         plot_icrf(curve, reference=reference, path=tmp, title=title, **extra)
 
 
