@@ -227,9 +227,8 @@ def fit_icrf(
     icrf, report = _fit_with_times(
         bracket, options, time_options, refine_exposures, device, seed, progress
     )
-    _warn_extrapolation(
-        bracket
-    )  # after the fit: a stack it refuses gets the error alone
+    # after the fit: a stack the fit refuses gets its error alone
+    _warn_extrapolation(bracket)
     if band:
         _attach_band(icrf, report, bracket, options, device, seed)
     if shifts is not None:
