@@ -192,6 +192,12 @@ def code_sample(
     r"""The pixel sample :func:`fit_once` draws for a code fit of ``stack`` with these
     options and seed, to pass back as its ``sample`` when the same stack is fitted again.
 
+    :param numpy.ndarray, torch.Tensor stack: integer codes ``(N, H, W, C)`` or a float
+        stack ``(B, N, C, H, W)`` in ``[0, 1]``.
+    :param CodeFitOptions options: the options of the fits that will take the sample (its
+        size and clip priority).
+    :param str, torch.device, None device: where the fits run (sets the threads).
+    :param int seed: the seed the fits are given (default 0).
     :return: (tuple) the samples ``(C, P_b, N)`` per stack of the batch and the channels.
     """
     _, n, _ = stack_shape(stack)
