@@ -138,7 +138,7 @@ def test_cli_fit_says_the_top_of_the_curve_is_extrapolated(tmp_path, capsys):
     assert main(["fit", str(dark), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    highest = [c["observed_code_range"][1] for c in summary["channels"]]
+    highest = [high for _, high in summary["observed_code_range"]]
     assert max(highest) <= stack.images.max() / 255 < 0.75
     top = round(max(highest) * 255)
     assert f"the photos reach code {top} of 255 at most" in text

@@ -279,7 +279,9 @@ def test_fit_warns_when_the_photos_leave_an_end_of_the_curve_unmeasured():
     codes = (dark.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     highest = int(np.sort(codes.reshape(-1))[-2])  # 0.01% of 3x61x79 codes: the 2nd
     with pytest.warns(UserWarning, match=f"reach code {highest} of 255 at most"):
-        fit_icrf(codes, LISTED[:3], progress=False, steps=5)
+        icrf = fit_icrf(codes, LISTED[:3], progress=False, steps=5)
+    # the report records the range the warning was read from, once per fit
+    assert [round(h * 255) for _, h in icrf.fit_report.observed_code_range] == [highest]
     # (the bottom end: tests/test_summaries.py, the same note)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

@@ -97,6 +97,7 @@ def _refined_icrf():
         floor=[0.0, 0.01, 0.0],
         time_check=check_exposure_ratios(step, torch.full((2,), 0.01), nominal),
         refit_jump=1.42,
+        observed_code_range=[[0.0, 1.0], [0.0, 0.9961], [0.0039, 1.0]],
     )
     return icrf
 
@@ -115,6 +116,7 @@ def test_fit_summary_reads_the_report():
     assert summary["floor"] == [0.0, 0.01, 0.0]
     assert summary["time_check"]["consistent"] is True
     assert summary["refit_jump"] == 1.42
+    assert summary["observed_code_range"] == [[0.0, 1.0], [0.0, 0.9961], [0.0039, 1.0]]
     assert fit_metadata(icrf) == {
         "code_std": [0.01, 0.02, 0.015],
         "floor": [0.0, 0.01, 0.0],
@@ -273,6 +275,13 @@ def _ends(codes: np.ndarray, top: int, share: float) -> tuple[float, float]:
     return flat[need - 1] / top, flat[-need] / top
 
 
+def _observed(codes, bit_depth=None):
+    from deepinv_icrf.calibration.coverage import observed_code_range
+
+    # as the fit report records it
+    return np.round(observed_code_range(codes, bit_depth), 4).tolist()
+
+
 def test_observed_code_range_matches_sorted_codes():
     from deepinv_icrf.calibration.coverage import OBSERVED_SHARE
 
@@ -280,35 +289,43 @@ def test_observed_code_range_matches_sorted_codes():
     codes = rng.integers(20, 200, size=(4, 60, 50, 3)).astype(np.uint8)
     codes[0, 0, 0, 1] = 255  # one specular pixel does not measure the top
     codes[1, :, :5, 2] = 250  # a tenth of a frame does
-    stats = channel_stats(ICRF(channels=3, n_points=8), codes)
-    for k, s in enumerate(stats):
+    observed = _observed(codes)
+    for k, ends in enumerate(observed):
         low, high = _ends(codes[..., k], 255, OBSERVED_SHARE)
-        assert s["observed_code_range"] == [round(low, 4), round(high, 4)]
-    assert stats[1]["observed_code_range"][1] < 200 / 255 + 1e-6
-    assert stats[2]["observed_code_range"][1] == round(250 / 255, 4)
+        assert ends == [round(low, 4), round(high, 4)]
+    assert observed[1][1] < 200 / 255 + 1e-6
+    assert observed[2][1] == round(250 / 255, 4)
 
 
 def test_observed_code_range_of_float_input_and_other_depths():
     y = torch.linspace(0.1, 0.6, 400).view(1, 1, 20, 20)
-    (stats,) = channel_stats(torch.linspace(0, 1, 8).view(1, 8), y)
-    low, high = stats["observed_code_range"]
+    ((low, high),) = _observed(y)
     assert abs(low - 0.1) < 1e-3 and abs(high - 0.6) < 1e-3
     codes = np.full((2, 3, 4, 1), 1000, np.uint16)
     codes[0, 0, 0] = 2000  # above a 10-bit range: clipped
-    (stats,) = channel_stats(ICRF(channels=1, n_points=8), codes, bit_depth=10)
-    assert stats["observed_code_range"] == [round(1000 / 1023, 4), 1.0]
+    assert _observed(codes, bit_depth=10) == [[round(1000 / 1023, 4), 1.0]]
 
 
 def test_describe_fit_says_where_the_curve_is_extrapolated():
     icrf = ICRF.from_response("gamma", channels=3)
     full = np.linspace(0, 255, 2 * 30 * 40 * 3).astype(np.uint8).reshape(2, 30, 40, 3)
-    text = describe_fit(icrf, fit_summary(icrf, full))
+
+    def described(codes):
+        # the fit report records the codes the photos hold (fit_icrf does it)
+        icrf.fit_report = FitReport(
+            "code", 1, 0.0, None, None, None, observed_code_range=_observed(codes)
+        )
+        summary = fit_summary(icrf, codes)
+        assert summary["observed_code_range"] == _observed(codes)
+        return describe_fit(icrf, summary)
+
+    text = described(full)
     assert "extrapolated" not in text
     dim = (full // 3).astype(np.uint8)  # the brightest frame reaches code 85
-    text = describe_fit(icrf, fit_summary(icrf, dim))
+    text = described(dim)
     assert "reach code 85 of 255 at most" in text and "darker" not in text
     bright = (full // 3 + 170).astype(np.uint8)  # the darkest code is 170
-    text = describe_fit(icrf, fit_summary(icrf, bright))
+    text = described(bright)
     assert "no darker than code 170 of 255" in text and "at most" not in text
     # the table still closes the text
     assert text.splitlines()[-4].split()[:2] == ["channel", "f(0.25)"]

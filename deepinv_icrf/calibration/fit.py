@@ -228,7 +228,7 @@ def fit_icrf(
         bracket, options, time_options, refine_exposures, device, seed, progress
     )
     # after the fit: a stack the fit refuses gets its error alone
-    _warn_extrapolation(bracket)
+    report.observed_code_range = _observed_codes(bracket)
     if band:
         _attach_band(icrf, report, bracket, options, device, seed)
     if shifts is not None:
@@ -242,17 +242,20 @@ def fit_icrf(
     return ICRF.from_base(icrf)
 
 
-def _warn_extrapolation(bracket: Bracket) -> None:
-    r"""Warn when the photos leave the top or the bottom of the curve unmeasured."""
+def _observed_codes(bracket: Bracket) -> list[list[float]]:
+    r"""The codes the photos hold per channel (the fit report records them); a warning when
+    they leave the top or the bottom of the curve unmeasured."""
     from deepinv_icrf.calibration.coverage import (
         extrapolation_note,
         observed_code_range,
     )
 
     bits = bracket.bit_depth
-    note = extrapolation_note(observed_code_range(bracket.codes, bits), bits)
+    observed = observed_code_range(bracket.codes, bits).round(4).tolist()
+    note = extrapolation_note(observed, bits)
     if note:
         warnings.warn(f"{note}.", UserWarning, stacklevel=3)
+    return observed
 
 
 def _fit_with_times(

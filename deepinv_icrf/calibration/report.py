@@ -73,6 +73,10 @@ class FitReport:
         :data:`~deepinv_icrf.calibration.core.MAX_CURVE_JUMP` (a flat stretch of the
         response, from photos that disagree with each other or with their times), that
         jump; the curve was then refitted with a minimum slope (``None``: no refit).
+    :param list, None observed_code_range: the lowest and highest code the photos hold per
+        channel, as fractions of the code range
+        (:func:`~deepinv_icrf.calibration.coverage.observed_code_range`): outside it the
+        curve is extrapolated, not measured.
     """
 
     method: str
@@ -90,16 +94,25 @@ class FitReport:
     refinement: Refinement | None = None
     shifts: list[list[int]] | None = None
     refit_jump: float | None = None
+    observed_code_range: list[list[float]] | None = None
 
     @property
     def extra(self) -> dict[str, Any]:
         r"""The optional values as a read-only dict (the former untyped ``extra``): ``sigma``,
-        ``pixels``, ``outliers``, ``floor``, ``shifts``, ``refit_jump`` and, after a refinement,
-        ``exponent``, ``exponent_std``, ``prior_std``, ``iterations``, ``converged``,
-        ``assumed_exposure_times``, ``log_time_std``; only those that are set. Prefer the
-        fields."""
+        ``pixels``, ``outliers``, ``floor``, ``shifts``, ``refit_jump``,
+        ``observed_code_range`` and, after a refinement, ``exponent``, ``exponent_std``,
+        ``prior_std``, ``iterations``, ``converged``, ``assumed_exposure_times``,
+        ``log_time_std``; only those that are set. Prefer the fields."""
         out: dict[str, Any] = {}
-        for key in ("sigma", "pixels", "outliers", "floor", "shifts", "refit_jump"):
+        for key in (
+            "sigma",
+            "pixels",
+            "outliers",
+            "floor",
+            "shifts",
+            "refit_jump",
+            "observed_code_range",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -2,10 +2,10 @@ r"""What a fit found, as plain data and as text: the summary ``deepinv-icrf fit`
 
 :func:`fit_summary` turns a fitted :class:`~deepinv_icrf.models.ICRF` and the codes it was
 fitted on into a JSON-ready dict: per channel the curve at codes 1/4, 1/2 and 3/4, the
-equivalent gamma :math:`\log f(1/2) / \log(1/2)`, the share of usable (neither black nor
-clipped) codes and the range of codes the photos hold (:func:`channel_stats`; outside it the
-curve is extrapolated, which :func:`describe_fit` says), and what the fit report holds (refined exposure times,
-alignment shifts, the share of codes left out as outliers, the estimated code noise).
+equivalent gamma :math:`\log f(1/2) / \log(1/2)` and the share of usable (neither black nor
+clipped) codes (:func:`channel_stats`), and what the fit report holds (refined exposure times,
+alignment shifts, the share of codes left out as outliers, the estimated code noise, the
+range of codes the photos hold, outside which the curve is extrapolated).
 :func:`describe_fit` writes the same as the lines the command line prints, and
 :func:`fit_metadata` the values worth keeping in the curve's file (the code noise, which
 ``merge --deghost`` reads back).
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from deepinv_icrf.bracket import image_codes
-from deepinv_icrf.calibration.coverage import extrapolation_note, observed_code_range
+from deepinv_icrf.calibration.coverage import extrapolation_note
 from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = [
@@ -130,10 +130,7 @@ def channel_stats(
         \gamma = \frac{\log f(1/2)}{\log (1/2)},
 
     (``None`` where :math:`f(1/2)` is 0 or 1); the usable share is the fraction of codes of
-    the stack that are neither 0 nor the top code :math:`2^b - 1`; the observed range is the
-    lowest and highest code the photos hold (fractions of the code range, each end with at
-    least :data:`~deepinv_icrf.calibration.coverage.OBSERVED_SHARE` of the stack's codes at or beyond it): outside it the curve
-    is extrapolated, not measured.
+    the stack that are neither 0 nor the top code :math:`2^b - 1`.
 
     :param deepinv_icrf.models.ICRF, torch.Tensor icrf: the ICRF or its curve ``(C, L)``.
     :param numpy.ndarray, torch.Tensor images: the codes: ``uint8``/``uint16`` ``(N, H, W, C)``
@@ -141,8 +138,7 @@ def channel_stats(
     :param int, None bit_depth: bit depth of integer codes (default: 8 for ``uint8``, 16 for
         ``uint16``).
     :return: (list) one dict per channel: ``channel``, ``icrf_at_0.25``, ``icrf_at_0.5``,
-        ``icrf_at_0.75``, ``equivalent_gamma``, ``usable_pixel_fraction``,
-        ``observed_code_range``.
+        ``icrf_at_0.75``, ``equivalent_gamma``, ``usable_pixel_fraction``.
 
     |sep|
 
@@ -153,12 +149,11 @@ def channel_stats(
     >>> icrf = ICRF.from_response("gamma", channels=1)
     >>> codes = np.array([0, 64, 128, 255], dtype=np.uint8).reshape(2, 1, 2, 1)
     >>> stats = channel_stats(icrf, codes)[0]
-    >>> stats["equivalent_gamma"], stats["usable_pixel_fraction"], stats["observed_code_range"]
-    (2.2, 0.5, [0.0, 1.0])
+    >>> stats["equivalent_gamma"], stats["usable_pixel_fraction"]
+    (2.2, 0.5)
     """
     curve = _finite_curve(icrf)
     usable = _usable_fraction(images, bit_depth)
-    observed = observed_code_range(images, bit_depth)
     if usable.shape[0] != curve.shape[0] and curve.shape[0] != 1:
         raise ValueError(
             f"Expected `images` with {curve.shape[0]} channel(s) like the ICRF, but got "
@@ -184,9 +179,6 @@ def channel_stats(
                 "usable_pixel_fraction": round(
                     float(usable[min(k, usable.shape[0] - 1)]), 4
                 ),
-                "observed_code_range": [
-                    round(float(v), 4) for v in observed[min(k, observed.shape[0] - 1)]
-                ],
             }
         )
     return stats
@@ -262,6 +254,10 @@ def _jump_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
     )
 
 
+def _extrapolation_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
+    return extrapolation_note(summary["observed_code_range"], summary.get("bit_depth"))
+
+
 def _floor(report: object) -> list[float] | None:
     return _floats(getattr(report, "floor", None))
 
@@ -312,6 +308,12 @@ REPORT_FIELDS: tuple[ReportField, ...] = (
     ),
     # the code of no light per channel ([0, 1] units): merge's lower cutoff lies above it
     ReportField("floor", _floor, metadata=True),
+    # the lowest and highest code the photos hold per channel: outside, the curve is a guess
+    ReportField(
+        "observed_code_range",
+        lambda r: getattr(r, "observed_code_range", None),
+        note=_extrapolation_note,
+    ),
 )
 
 
@@ -426,13 +428,6 @@ def fit_summary(
     return {**context, **computed}
 
 
-def _extrapolation_note(summary: Mapping[str, Any]) -> str | None:
-    ranges = [s.get("observed_code_range") for s in summary.get("channels", ())]
-    if not ranges or any(r is None for r in ranges):
-        return None
-    return extrapolation_note(ranges, summary.get("bit_depth"))
-
-
 def describe_fit(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
     r"""The printed form of a :func:`fit_summary`: the notes on the report, then a table.
 
@@ -451,13 +446,10 @@ def describe_fit(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
     >>> import numpy as np
     >>> from deepinv_icrf.models import ICRF
     >>> icrf = ICRF.from_response("gamma", channels=1)
-    >>> codes = np.linspace(1, 254, 40).astype(np.uint8).reshape(2, 4, 5, 1)
+    >>> codes = np.full((2, 4, 5, 1), 128, dtype=np.uint8)
     >>> print(describe_fit(icrf, fit_summary(icrf, codes)))
       channel  f(0.25)   f(0.5)    f(0.75)   gamma~   usable
       0        0.04737   0.21764   0.53105   2.200   100.0%
-    >>> dim = (codes // 2).astype(np.uint8)  # an underexposed bracket
-    >>> print(describe_fit(icrf, fit_summary(icrf, dim)).splitlines()[0][:40])
-    the photos reach code 127 of 255 at most
     """
     lines = []
     for field in REPORT_FIELDS:
@@ -465,9 +457,6 @@ def describe_fit(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
             note = field.note(icrf, summary)
             if note:
                 lines.append(note)
-    extrapolated = _extrapolation_note(summary)
-    if extrapolated:
-        lines.append(extrapolated)
     lines.append("  channel  f(0.25)   f(0.5)    f(0.75)   gamma~   usable")
     for s in summary["channels"]:
         gamma = s["equivalent_gamma"]

@@ -212,7 +212,7 @@ def fit_and_save(
         icrf.curve.detach().to("cpu").double(),
         title=f"{PROG}: ICRF of {Path(args.folder).name}",
         band=band.detach().to("cpu") if band is not None else None,
-        observed=[c["observed_code_range"] for c in summary["channels"]],
+        observed=summary.get("observed_code_range"),
     )
     return icrf, summary
 

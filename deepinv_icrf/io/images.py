@@ -468,9 +468,8 @@ def _declared_size(path: Path, where: str) -> tuple[int, int]:
                 return _tiff_page_size(tif.pages[0], where)
     except ValueError as err:
         raise ValueError(f"Cannot read the size of {where}: {err}") from err
-    except (
-        Exception
-    ) as err:  # noqa: BLE001 - header parsers meet hostile bytes (see _read_tiff)
+    # header parsers meet hostile bytes with any error (see _read_tiff)
+    except Exception as err:  # noqa: BLE001
         raise ValueError(
             f"Cannot read the size of {where}: the header is unreadable, corrupted or "
             f"truncated ({_codec_error(err)})."
