@@ -103,6 +103,17 @@ def _error_text(err: ValueError | OSError) -> str:
     return text
 
 
+def _from_interrupt(err: BaseException) -> bool:
+    r"""Whether ``err`` was raised from (or while handling) a ``KeyboardInterrupt``."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     r"""Entry point of the ``deepinv-icrf`` console script; returns the exit code.
 
@@ -122,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help / --version
         return stop.code if isinstance(stop.code, int) else 0
     except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except ImportError as err:
+        # Ctrl-C while a compiled module initialises (torch's, on first use) surfaces as
+        # "ImportError: initialization failed" raised from the KeyboardInterrupt
+        if not _from_interrupt(err):
+            raise
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError) as err:
