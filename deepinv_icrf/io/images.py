@@ -18,7 +18,10 @@ open, tifffile's page tags, numpy's ``.npy`` header, the Radiance resolution lin
 header) and refuses an empty image or one above the pixel limit
 (:mod:`deepinv_icrf.io.limits`); after decoding it checks the array against the declared size.
 Files holding several frames (multi-page TIFF, animated PNG, multi-part OpenEXR) are refused
-unless ``frame`` chooses one. Every failure is a :class:`ValueError` naming the file (or
+unless ``frame`` chooses one. A JPEG's EXIF ``Orientation`` tag and a TIFF's ``Orientation``
+tag are applied, as image viewers and OpenCV's ``imread`` apply them: a camera held upright
+stores its photo sideways with orientation 6 or 8, and the image is returned as it is seen
+(with its height and width swapped by :func:`image_size` alike). Every failure is a :class:`ValueError` naming the file (or
 :class:`FileNotFoundError` when it does not exist).
 """
 
@@ -48,6 +51,62 @@ __all__ = [
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: extensions :func:`write_image` accepts for float (radiance) images
 RADIANCE_EXTENSIONS: tuple[str, ...] = (".npy", ".tif", ".tiff", ".hdr", ".exr")
+
+#: The EXIF/TIFF tag that says how a stored image is displayed (1: as stored).
+_ORIENTATION_TAG = 0x0112
+
+
+def _orientation(value: object) -> int:
+    r"""An ``Orientation`` tag value as 1..8; 1 (as stored) for a missing or invalid one."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 1
+    return number if 1 <= number <= 8 else 1
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    r"""``img`` (rows and columns first) turned as an EXIF ``orientation`` says it is
+    displayed: 2 mirrored, 3 turned half a turn, 4 flipped, 5 transposed, 6 turned a quarter
+    clockwise, 7 transposed across the other diagonal, 8 turned a quarter anticlockwise. A
+    C-contiguous copy for 2..8 (torch takes no negative strides); ``img`` itself for 1."""
+    if orientation == 2:
+        img = img[:, ::-1]
+    elif orientation == 3:
+        img = img[::-1, ::-1]
+    elif orientation == 4:
+        img = img[::-1]
+    elif orientation == 5:
+        img = np.swapaxes(img, 0, 1)
+    elif orientation == 6:
+        img = np.swapaxes(img[::-1], 0, 1)
+    elif orientation == 7:
+        img = np.swapaxes(img[::-1, ::-1], 0, 1)
+    elif orientation == 8:
+        img = np.swapaxes(img[:, ::-1], 0, 1)
+    else:
+        return img
+    return np.ascontiguousarray(img)
+
+
+def _oriented_size(height: int, width: int, orientation: int) -> tuple[int, int]:
+    return (width, height) if orientation >= 5 else (height, width)
+
+
+def _pil_orientation(im: Any) -> int:
+    r"""The EXIF orientation of an open Pillow image; 1 where its EXIF cannot be parsed (a
+    malformed EXIF block costs the turn, not the photo, as it costs the exposure time in
+    :func:`~deepinv_icrf.io.read_exposure_settings`)."""
+    try:
+        return _orientation(im.getexif().get(_ORIENTATION_TAG))
+    except Exception:  # noqa: BLE001 - Pillow's EXIF parser meets hostile bytes with any error
+        return 1
+
+
+def _tiff_orientation(page: Any) -> int:
+    tag = page.tags.get(_ORIENTATION_TAG)
+    return 1 if tag is None else _orientation(tag.value)
+
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_BITS = {0: 8, 1: 16, 2: 32, 3: 64, 4: 128}  # libpng PNG_FILTER_* flags
@@ -186,9 +245,13 @@ def _read_pil(
                 index = 0 if kind == "jpeg" and frame is None else None
                 if index is None:
                     index = _frames(count, frame, where, "frames (an animation)")
+                turn = _pil_orientation(im)
                 arr = None
                 if kind == "jpeg" and not index and im.mode in _JPEG_CHANNELS:
-                    arr = _decode_jpeg(path, height, width, im.mode, out)
+                    # a turned image is decoded beside `out`, then turned into it
+                    arr = _decode_jpeg(
+                        path, height, width, im.mode, out if turn == 1 else None
+                    )
                 if arr is None:
                     if index:
                         im.seek(index)
@@ -200,7 +263,7 @@ def _read_pil(
         raise ValueError(
             f"Cannot read {where}: decoded {arr.shape[:2]}, declared {(height, width)}."
         )
-    return arr
+    return _orient(arr, turn)
 
 
 def _read_png(
@@ -340,8 +403,14 @@ def _read_tiff(
                     f"{axes!r} and shape {shape}."
                 )
             # straight into `out` when it is the (H, W, C) image's place (read_image)
+            turn = _tiff_orientation(page)
             target = None
-            if out is not None and out.dtype == page.dtype and out.flags.c_contiguous:
+            if (
+                out is not None
+                and turn == 1
+                and out.dtype == page.dtype
+                and out.flags.c_contiguous
+            ):
                 if axes == "YXS" and out.shape == shape:
                     target = out
                 elif axes == "YX" and out.shape == (*shape, 1):
@@ -358,8 +427,8 @@ def _read_tiff(
     if img.shape != shape:
         raise ValueError(f"Cannot read {where}: decoded {img.shape}, declared {shape}.")
     if axes in ("SYX", "CYX"):
-        return np.moveaxis(img, 0, -1)
-    return img
+        img = np.moveaxis(img, 0, -1)
+    return _orient(img, turn)
 
 
 def _read_npy(path: Path, where: str, max_pixels: int | None) -> np.ndarray:
@@ -460,12 +529,16 @@ def _declared_size(path: Path, where: str) -> tuple[int, int]:
         if ext in (".jpg", ".jpeg"):
             with pillow() as Image, Image.open(path) as im:
                 width, height = im.size
-                return int(height), int(width)
+                turn = _pil_orientation(im)
+                return _oriented_size(int(height), int(width), turn)
         if ext in (".tif", ".tiff"):
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                return _tiff_page_size(tif.pages[0], where)
+                page = tif.pages[0]
+                return _oriented_size(
+                    *_tiff_page_size(page, where), _tiff_orientation(page)
+                )
     except ValueError as err:
         raise ValueError(f"Cannot read the size of {where}: {err}") from err
     # header parsers meet hostile bytes with any error (see _read_tiff)
