@@ -230,9 +230,16 @@ def _opencv(which: str, **kw) -> Callable:
             if which == "debevec"
             else cv2.createCalibrateRobertson(**kw)
         )
-        imgs = [np.ascontiguousarray(im) for im in images]
+        channels = images.shape[-1]
+        # OpenCV's Robertson corrupts its heap on one-channel images (the process aborts
+        # in malloc): grey photos go in as three equal channels, each calibrated alike
+        imgs = [
+            np.ascontiguousarray(np.repeat(im, 3, -1) if channels == 1 else im)
+            for im in images
+        ]
         response = cal.process(imgs, times.astype(np.float32))
-        return fill_unobserved(response[:, 0, :].T.astype(np.float64))
+        curve = response.reshape(256, -1).T.astype(np.float64)  # (C, 256)
+        return fill_unobserved(curve[:channels])
 
     return fit
 

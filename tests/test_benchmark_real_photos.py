@@ -55,3 +55,29 @@ def test_reference_map_is_read_and_scored(tmp_path):
     assert real_photos.main([str(folder), "--methods", "srgb", "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())
     assert set(row["reference"]) == {"srgb"}
+
+
+def test_grey_brackets_are_scored_by_every_opencv_method(tmp_path):
+    # OpenCV returns a (256, 1) response for grey photos (the benchmark indexed a third
+    # axis), and its Robertson calibration aborts the process in malloc on them: grey
+    # brackets go in as three equal channels, and one curve comes back
+    pytest.importorskip("cv2")
+    from deepinv_icrf.data import write_synthetic_folder
+
+    folder = write_synthetic_folder(
+        tmp_path / "grey",
+        n_exposures=4,
+        channels=1,
+        fmt="png",
+        sidecar="csv",
+        exif=False,
+    )
+    out = tmp_path / "r.json"
+    methods = "debevec,robertson"
+    assert (
+        real_photos.main([str(folder), "--methods", methods, "--json", str(out)]) == 0
+    )
+    (row,) = json.loads(out.read_text())
+    for name in methods.split(","):
+        assert len(row["results"][name]["curve"]) == 1  # one channel, one curve
+        assert 0 < row["results"][name]["rmse"]["hat"] < 50
