@@ -89,7 +89,9 @@ def test_orientation_is_applied_as_viewers_apply_it(tmp_path, ext, grey, orienta
     assert got.shape == (*expected.shape[:2], 1 if grey else 3)
     np.testing.assert_array_equal(got.reshape(expected.shape), expected)
     assert got.flags.c_contiguous
-    assert image_size(path) == got.shape[:2] == ((10, 6) if orientation >= 5 else (6, 10))
+    assert (
+        image_size(path) == got.shape[:2] == ((10, 6) if orientation >= 5 else (6, 10))
+    )
 
 
 def test_orientation_turns_into_a_preallocated_place(tmp_path):

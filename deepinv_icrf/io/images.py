@@ -69,7 +69,8 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     r"""``img`` (rows and columns first) turned as an EXIF ``orientation`` says it is
     displayed: 2 mirrored, 3 turned half a turn, 4 flipped, 5 transposed, 6 turned a quarter
     clockwise, 7 transposed across the other diagonal, 8 turned a quarter anticlockwise. A
-    C-contiguous copy for 2..8 (torch takes no negative strides); ``img`` itself for 1."""
+    C-contiguous copy for 2..8 (torch takes no negative strides); ``img`` itself for 1.
+    """
     if orientation == 2:
         img = img[:, ::-1]
     elif orientation == 3:
@@ -99,7 +100,9 @@ def _pil_orientation(im: Any) -> int:
     :func:`~deepinv_icrf.io.read_exposure_settings`)."""
     try:
         return _orientation(im.getexif().get(_ORIENTATION_TAG))
-    except Exception:  # noqa: BLE001 - Pillow's EXIF parser meets hostile bytes with any error
+    except (
+        Exception
+    ):  # noqa: BLE001 - Pillow's EXIF parser meets hostile bytes with any error
         return 1
 
 
