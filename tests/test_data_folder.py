@@ -576,7 +576,9 @@ def test_exposure_list_limits(tmp_path):
     (tmp_path / "big.csv").write_bytes(b"a.jpg,1\n" * (2 * 1024 * 1024 + 1))
     with pytest.raises(ValueError, match="larger than 16777216 bytes"):
         read_exposure_list(tmp_path / "big.csv")
-    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00a.jpg")
+    (tmp_path / "bin.csv").write_bytes(
+        b"\xff\x00\xfea.jpg"
+    )  # no UTF-16 byte-order mark
     with pytest.raises(ValueError, match="not UTF-8"):
         read_exposure_list(tmp_path / "bin.csv")
     (tmp_path / "dir.csv").mkdir()
@@ -663,3 +665,55 @@ def test_crops_differ_between_workers_and_epochs_and_are_reproducible(tmp_path):
     # in the main process too, epochs differ
     single = _crop_positions(data, full, {"num_workers": 0})
     assert single[0] != single[1]
+
+
+# ---------------------------------------------------------------- spreadsheet exports
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        # Excel and LibreOffice in locales with a decimal comma: ';' and '0,5'
+        ("filename;exposure_time\na.png;0,01\nb.png;0,02\nc.png;1/25\n", "utf-8"),
+        ("a.png;0,01\nb.png;0,02\nc.png;0,04\n", "utf-8"),  # no header
+        ("a.png;1e-2\nb.png;2e-2\nc.png;0.04\n", "utf-8"),  # ';' and decimal points
+        # tab-delimited text
+        ("filename\texposure_time\na.png\t0.01\nb.png\t1/50\nc.png\t0.04\n", "utf-8"),
+        # Windows' "Unicode" text: UTF-16 with a byte-order mark, either byte order
+        (
+            "filename,exposure_time\r\na.png,0.01\r\nb.png,0.02\r\nc.png,0.04\r\n",
+            "utf-16",
+        ),
+        (
+            "filename;exposure_time\na.png;0,01\nb.png;0,02\nc.png;0,04\n",
+            "utf-16-be",
+        ),
+    ],
+)
+def test_csv_sidecars_as_spreadsheets_export_them(tmp_path, text, encoding):
+    import codecs
+
+    from deepinv_icrf.io import read_exposure_list
+
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data
+    (tmp_path / "exposures.csv").write_bytes(data)
+    times = read_exposure_list(tmp_path / "exposures.csv")
+    assert list(times) == ["a.png", "b.png", "c.png"]
+    np.testing.assert_allclose(list(times.values()), [0.01, 0.02, 0.04])
+
+
+def test_decimal_commas_only_where_the_comma_cannot_separate(tmp_path):
+    from deepinv_icrf.io import read_exposure_list
+
+    # with ',' separating the fields, '0,5' is two fields: the row is refused, not read
+    # as 0.5 (or as 0)
+    (tmp_path / "exposures.csv").write_text("filename,exposure_time\na.png,0,5\n")
+    with pytest.raises(ValueError, match=r"exposures\.csv', line 2: .* got '0'"):
+        read_exposure_list(tmp_path / "exposures.csv")
+    # a file name that looks like a decimal-comma number keeps its comma
+    (tmp_path / "exposures.csv").write_text("filename;exposure_time\n1,5;0,5\n")
+    assert read_exposure_list(tmp_path / "exposures.csv") == {"1,5": 0.5}
+    # between tabs, '1,000' may be a thousand (a US spreadsheet) or one: refused, not guessed
+    (tmp_path / "exposures.csv").write_text("filename\t1/t\na.png\t1,000\n")
+    with pytest.raises(ValueError, match="'1,000' is not a number"):
+        read_exposure_list(tmp_path / "exposures.csv")

@@ -13,7 +13,10 @@ never guessed:
 file                                columns
 ==================================  ==========================================================
 ``*.csv``                           ``filename,exposure_time`` (seconds), an optional header
-                                    line naming the columns (see below), ``,`` or ``;``
+                                    line naming the columns (see below), ``,``, ``;`` or a
+                                    tab between fields (with ``;``, the separator of
+                                    spreadsheets whose decimal sign is the comma, numbers
+                                    may have a decimal comma: ``0,5``)
 ``*.json``                          ``{"filename": exposure_time, ...}`` (numbers or strings)
 ``list.txt`` without a header       OpenCV's layout: ``filename 1/t`` (the *inverse* time,
                                     as OpenCV's HDR tutorial reads it)
@@ -37,11 +40,13 @@ relative exposure of each row is then
 
 relative to the first row's aperture :math:`N_0`, ISO and gain :math:`g_0` (dB): a list of
 shutter times alone keeps its times. A list without a header is refused when it is not one of
-the two headerless layouts above (which column is the time?).
+the two headerless layouts above (which column is the time?). Text is UTF-8 (with or without
+a byte-order mark) or UTF-16 with its byte-order mark (Windows' "Unicode" text).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import os
@@ -244,6 +249,20 @@ def _header(fields: list[str], where: str) -> dict[str, int] | None:
     return roles
 
 
+#: A number written with a decimal comma (``0,5``, ``5,6``), as spreadsheets of locales whose
+#: decimal sign is the comma export it (with ``;`` between fields).
+_DECIMAL_COMMA_RE = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
+
+
+def _csv_delimiter(first: str) -> str:
+    r"""The field separator of a CSV file from its first line: ``;`` where the line holds
+    one (then a comma can only be a decimal comma), else a tab where it holds one and no
+    comma, else ``,``."""
+    if ";" in first:
+        return ";"
+    return "\t" if "\t" in first and "," not in first else ","
+
+
 def _split(line: str, delimiter: str | None, where: str) -> list[str]:
     if delimiter is None:
         return line.split()
@@ -268,13 +287,25 @@ def _number_in(text: str, where: str, what: str) -> float:
 
 
 def _rows_to_times(
-    rows: list[tuple[int, list[str]]], roles: dict[str, int], where: str
+    rows: list[tuple[int, list[str]]],
+    roles: dict[str, int],
+    where: str,
+    decimal_comma: bool = False,
 ) -> dict[str, float]:
     table: dict[str, float] = {}
     reference: dict[str, float] = {}
     width = max(roles.values()) + 1
     for line_no, fields in rows:
         at = f"{where}, line {line_no}"
+        if decimal_comma:  # every number, not the file name
+            fields = [
+                (
+                    f.replace(",", ".")
+                    if k != roles["file"] and _DECIMAL_COMMA_RE.fullmatch(f)
+                    else f
+                )
+                for k, f in enumerate(fields)
+            ]
         if len(fields) != width and not (len(fields) > width and "file" in roles):
             raise ValueError(
                 f"{at}: expected {width} columns as the header names, but got "
@@ -382,7 +413,9 @@ def _text_list(text: str, where: str, opencv: bool, delimiter: str | None):
                 "exposure times or their inverses (OpenCV's list.txt); add a header line "
                 "'# filename exposure_time' (seconds) or '# filename 1/exposure_time'."
             )
-    return _rows_to_times(rows, roles, where)
+    # ';' separates fields where the comma is the decimal sign (spreadsheets of those
+    # locales export so); a tab does not say which locale wrote '1,000'
+    return _rows_to_times(rows, roles, where, delimiter == ";")
 
 
 def read_exposure_list(path: str | os.PathLike) -> dict[str, float]:
@@ -413,11 +446,15 @@ def read_exposure_list(path: str | os.PathLike) -> dict[str, float]:
     path = Path(path)
     where = f"sidecar {os.fspath(path)!r}"
     data = read_limited(path, where, _MAX_LIST_BYTES)
+    # Windows' "Unicode" text (Notepad, a spreadsheet's "Unicode text") is UTF-16 with a
+    # byte-order mark, which says so
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(
-            f"Cannot read {where}: it is not UTF-8 text ({err})."
+            f"Cannot read {where}: it is not UTF-8 text, nor UTF-16 with a byte-order mark "
+            f"({err})."
         ) from None
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -432,8 +469,7 @@ def read_exposure_list(path: str | os.PathLike) -> dict[str, float]:
         }
     if suffix == ".csv":
         first = next((ln for ln in text.splitlines() if ln.strip()), "")
-        delimiter = ";" if ";" in first and "," not in first else ","
-        return _text_list(text, where, opencv=False, delimiter=delimiter)
+        return _text_list(text, where, opencv=False, delimiter=_csv_delimiter(first))
     return _text_list(
         text, where, opencv=path.name.lower() == "list.txt", delimiter=None
     )
