@@ -92,6 +92,20 @@ def test_atomic_path_writer_that_writes_nothing(tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_output_set_with_an_output_never_written_leaves_nothing(tmp_path):
+    # one output written, one not: the set is refused as a whole and its staging folders
+    # are removed (they were left behind, holding the written file)
+    from deepinv_icrf.io import OutputSet
+
+    (tmp_path / "old.json").write_text("old")
+    with pytest.raises(OSError, match="out.png' did not create it"):
+        with OutputSet() as outputs:
+            outputs.file(tmp_path / "old.json").write_text("new")
+            outputs.file(tmp_path / "out.png")  # its writer wrote nothing
+    assert _listing(tmp_path) == ["old.json"]
+    assert (tmp_path / "old.json").read_text() == "old"
+
+
 def test_atomic_path_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         with atomic_path(tmp_path / "nope" / "a.png"):

@@ -407,6 +407,8 @@ class OutputSet:
         moves: list[tuple[Path, Path]] = []
         for staged, target in self._files:
             if not staged.exists():
+                # nothing lands, and nothing is left behind: the other staged files go too
+                self.discard()
                 raise OSError(f"The writer of {os.fspath(target)!r} did not create it.")
             moves.append((staged, target))
         mask = 0o666 & ~_umask()
