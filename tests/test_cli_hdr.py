@@ -437,3 +437,75 @@ def test_cli_merge_exr_compression(photos, tmp_path, gamma_icrf_file, capsys):
         capsys
     )
     assert not npy.exists()
+
+
+# ---------------------------------------------------------------- the plot beside the merge
+def _plot_inputs():
+    import torch
+
+    grid = torch.linspace(0, 1, 256, dtype=torch.float64)
+    curve = torch.stack([grid**2.2, grid**2.0, grid**2.4])
+    band = torch.stack([curve * 0.97, curve * 1.03])
+    return curve, band, [[0.0, 0.9]] * 3
+
+
+def test_plot_jobs_draw_the_plot_save_plot_draws(tmp_path):
+    # the process beside the merge writes the very file the command drew itself before
+    from deepinv_icrf.cli._common import PlotJobs, save_plot
+
+    curve, band, observed = _plot_inputs()
+    save_plot(tmp_path / "here.png", curve, title="t", band=band, observed=observed)
+    with PlotJobs() as jobs:
+        jobs.start(tmp_path / "job.png", curve, title="t", band=band, observed=observed)
+        ((proc, _),) = jobs._jobs
+        jobs.finish()
+    assert proc.returncode == 0  # drawn by the process, not by the fallback
+    assert (tmp_path / "job.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here.png", "job.png"]
+
+
+@pytest.mark.parametrize(
+    "command", [("-c", "import sys; sys.exit(1)"), None], ids=["fails", "no-process"]
+)
+def test_plot_jobs_draw_here_what_the_process_did_not(tmp_path, monkeypatch, command):
+    from deepinv_icrf.cli._common import PlotJobs, save_plot
+
+    curve, band, observed = _plot_inputs()
+    save_plot(tmp_path / "here.png", curve, band=band, observed=observed)
+    if command is None:  # the interpreter cannot be started
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    else:
+        monkeypatch.setattr(PlotJobs, "command", command)
+    jobs = PlotJobs()
+    jobs.start(tmp_path / "job.png", curve, band=band, observed=observed)
+    jobs.finish()
+    assert (tmp_path / "job.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+
+
+def test_plot_jobs_checks_the_plot_before_starting_it(tmp_path):
+    from deepinv_icrf.cli._common import PlotJobs
+
+    curve, band, _ = _plot_inputs()
+    with pytest.raises(ValueError, match="lower edge <= its upper edge"):
+        PlotJobs().start(tmp_path / "p.png", curve, band=band.flip(0))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_jobs_cancel_stops_the_drawing(tmp_path, monkeypatch):
+    # an error or Ctrl-C in the command: the drawing process is stopped and reaped before
+    # the command's staged outputs are removed
+    import time
+
+    from deepinv_icrf.cli._common import PlotJobs
+
+    monkeypatch.setattr(PlotJobs, "command", ("-c", "import time; time.sleep(60)"))
+    curve, _, _ = _plot_inputs()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with PlotJobs() as jobs:
+            jobs.start(tmp_path / "p.png", curve)
+            ((proc, _),) = jobs._jobs
+            raise KeyboardInterrupt
+    assert proc.returncode is not None  # reaped
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "p.png").exists()

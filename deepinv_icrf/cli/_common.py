@@ -172,6 +172,111 @@ def save_plot(
         plot_icrf(curve, reference=reference, path=tmp, title=title, **extra)
 
 
+class PlotJobs:
+    r"""Plots drawn in processes of their own, beside the command's work (``hdr``: the merge).
+
+    :meth:`start` checks the plot's inputs (:func:`deepinv_icrf.plot.icrf_plot_arrays`) and
+    hands the arrays to ``python -m deepinv_icrf.cli._plot_job``, which draws them with the
+    function :func:`save_plot` draws with (the same file). Drawing takes 0.4-0.6 s, mostly
+    matplotlib's import; on a second core it overlaps the merge instead of preceding it.
+    :meth:`finish` waits for every plot (at most ``timeout`` seconds each) and draws here any
+    plot whose process could not start or did not write it, so a plot is never lost to the
+    process; :meth:`cancel` (in a ``finally``: error, Ctrl-C) stops the ones still running.
+    Used as a ``plot`` of :func:`deepinv_icrf.cli.fit.fit_and_save`.
+    """
+
+    #: the drawing process's arguments after the interpreter
+    command: tuple[str, ...] = ("-m", "deepinv_icrf.cli._plot_job")
+
+    def __init__(self, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+        self._jobs: list[tuple[Any, dict[str, Any]]] = []
+
+    def start(
+        self, path: Path, curve, title: str | None = None, band=None, observed=None
+    ) -> None:
+        r"""Start drawing the plot of :func:`save_plot` (same arguments, no reference)."""
+        import json
+        import os
+        import subprocess
+        import sys
+
+        import deepinv_icrf
+        from deepinv_icrf.plot import icrf_plot_arrays
+
+        arrays = icrf_plot_arrays(curve, band=band, observed=observed)
+        job = {
+            "path": os.fspath(path),
+            "title": title,
+            "arrays": {k: None if v is None else v.tolist() for k, v in arrays.items()},
+        }
+        # the child imports this very package, wherever it was imported from
+        env = dict(os.environ)
+        root = str(Path(deepinv_icrf.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [root, *filter(None, [env.get("PYTHONPATH")])]
+        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, *self.command],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
+        except (
+            OSError
+        ):  # no process to draw it in (or it died at once): drawn at finish
+            proc = None
+        self._jobs.append((proc, job))
+
+    def finish(self) -> None:
+        r"""Wait for every plot; draw here each one its process did not write."""
+        import numpy as np
+
+        from deepinv_icrf.io import atomic_path
+        from deepinv_icrf.plot import draw_icrf
+
+        jobs, self._jobs = self._jobs, []
+        for proc, job in jobs:
+            status = None
+            if proc is not None:
+                try:
+                    status = proc.wait(timeout=self.timeout)
+                except Exception:  # noqa: BLE001 - a hung drawing: stopped, drawn here
+                    _stop(proc)
+            if status != 0 or not Path(job["path"]).is_file():
+                arrays = {
+                    k: None if v is None else np.asarray(v, dtype=np.float64)
+                    for k, v in job["arrays"].items()
+                }
+                with atomic_path(job["path"]) as tmp:
+                    draw_icrf(**arrays, path=tmp, title=job["title"])
+
+    def cancel(self) -> None:
+        r"""Stop the plots still being drawn (their staged files go with the command's)."""
+        jobs, self._jobs = self._jobs, []
+        for proc, _ in jobs:
+            if proc is not None:
+                _stop(proc)
+
+    def __enter__(self) -> PlotJobs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # after a finish() nothing is left; after an error or Ctrl-C, the plots are stopped
+        # before the staged outputs they write into are removed
+        self.cancel()
+
+
+def _stop(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
 def describe_folder(command: str, stack) -> str:
     r"""The first line of a command that read a folder of photos."""
     n, h, w, c = stack.images.shape

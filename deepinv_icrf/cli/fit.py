@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,7 @@ def fit_and_save(
     align: bool,
     command: str = "fit",
     context: dict[str, Any] | None = None,
+    plot: Callable[..., None] = save_plot,
 ):
     r"""Fit the ICRF of ``images``, write its curve and plot; return it and its summary.
 
@@ -148,6 +150,8 @@ def fit_and_save(
     :param bool align: let the fit align the photos (``False`` when the caller did).
     :param str command: the command, for the curve file's ``source``.
     :param dict, None context: more values for the summary (e.g. alignment shifts).
+    :param Callable plot: draws the plot, as :func:`~deepinv_icrf.cli._common.save_plot`
+        (default) or :meth:`PlotJobs.start <deepinv_icrf.cli._common.PlotJobs.start>`.
     :return: (tuple) the ICRF and its summary (:func:`deepinv_icrf.calibration.fit_summary`).
     """
     import deepinv_icrf
@@ -207,7 +211,7 @@ def fit_and_save(
         **fit_metadata(icrf),
     )
     band = icrf.band
-    save_plot(
+    plot(
         files.plot,
         icrf.curve.detach().to("cpu").double(),
         title=f"{PROG}: ICRF of {Path(args.folder).name}",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deepinv_icrf.cli._common import (
     PROG,
+    PlotJobs,
     add_folder_arguments,
     aligned,
     check_device,
@@ -82,9 +83,15 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
     check_code_range(args, stack.bit_depth)  # the floor is checked after the fit
     print(describe_folder("hdr", stack), file=stream)
     targets = curve_files(args.out)
-    with OutputSet(
-        inputs=folder_inputs(args, stack), reads=folder_reads(args)
-    ) as outputs:
+    # the fit's plot is drawn beside the merge, in a process of its own (stopped on an
+    # error before the staged outputs it writes into are removed)
+    plots = PlotJobs()
+    with (
+        OutputSet(
+            inputs=folder_inputs(args, stack), reads=folder_reads(args)
+        ) as outputs,
+        plots,
+    ):
         staged = stage_merge_outputs(outputs, args)
         files = CurveFiles(
             *(
@@ -106,6 +113,7 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
             align=False,  # aligned above, once for the fit and the merge
             command="hdr",
             context=context,
+            plot=plots.start,
         )
         # the times the fit used: refined from the images where the listed ones were wrong
         report = getattr(icrf, "fit_report", None)
@@ -131,6 +139,7 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
         del images  # merged: the outputs are written without the photos in memory
         summary["merge"] = write_merge_outputs(staged, args, maps, layers)
         write_json(files.summary, summary)
+        plots.finish()
     print_fit(icrf, summary, stream)
     print(
         f"{PROG} hdr: {n_photos} exposures -> "
