@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import sys
+from deepinv_icrf.cli.app import run
 
-from deepinv_icrf.cli import main
-
-sys.exit(main())
+run()

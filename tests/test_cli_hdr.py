@@ -509,3 +509,52 @@ def test_plot_jobs_cancel_stops_the_drawing(tmp_path, monkeypatch):
     assert proc.returncode is not None  # reaped
     assert time.perf_counter() - start < 30
     assert not (tmp_path / "p.png").exists()
+
+
+# ---------------------------------------------------------------- the end of the process
+_EXIT_SCRIPT = """
+import atexit, sys, threading, weakref
+class Kept:
+    def __del__(self):  # at the modules' teardown only
+        print("teardown")
+kept = Kept()
+weakref.finalize(kept, print, "finalized")
+atexit.register(print, "exit handler")
+if "torch" in sys.argv:
+    import torch
+if "thread" in sys.argv:
+    threading.Thread(target=__import__("time").sleep, args=(0.5,)).start()
+from deepinv_icrf.cli.app import exit_now
+print("done", end="")  # no newline: still in the buffer of a pipe
+sys.stderr.write("err")
+exit_now(3)
+"""
+
+
+@pytest.mark.parametrize("case", ["torch", "", "torch thread"])
+def test_exit_now_runs_the_exit_handlers_and_flushes(case):
+    # with torch loaded the process ends without the modules' teardown, but after the exit
+    # handlers and with the streams flushed; otherwise (no torch, a thread still running)
+    # it ends as usual: the same output and status either way
+    out = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, *case.split()],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
+    assert out.returncode == 3
+    assert out.stdout.startswith("done")
+    fast = case == "torch"
+    printed = sorted(out.stdout[4:].split())
+    assert printed == ["exit", "finalized", "handler"] + ([] if fast else ["teardown"])
+    assert out.stderr == "err"
+
+
+def test_console_script_is_run():
+    # the installed command ends through exit_now, as python -m deepinv_icrf does
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"deepinv-icrf": "deepinv_icrf.cli.app:run"}
+    assert "run()" in (ROOT / "deepinv_icrf" / "__main__.py").read_text()
