@@ -558,3 +558,19 @@ def test_console_script_is_run():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"deepinv-icrf": "deepinv_icrf.cli.app:run"}
     assert "run()" in (ROOT / "deepinv_icrf" / "__main__.py").read_text()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P is new in 3.11")
+def test_plot_jobs_ignore_modules_in_the_current_folder(tmp_path, monkeypatch):
+    # python -m puts the current folder first on the path: a json.py of the user's there
+    # would run in the drawing process instead of the standard library's
+    from deepinv_icrf.cli._common import PlotJobs
+
+    (tmp_path / "json.py").write_text("raise SystemExit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    curve, _, _ = _plot_inputs()
+    jobs = PlotJobs()
+    jobs.start(tmp_path / "p.png", curve)
+    ((proc, _),) = jobs._jobs
+    jobs.finish()
+    assert proc.returncode == 0 and (tmp_path / "p.png").is_file()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,13 @@ class PlotJobs:
     Used as a ``plot`` of :func:`deepinv_icrf.cli.fit.fit_and_save`.
     """
 
-    #: the drawing process's arguments after the interpreter
-    command: tuple[str, ...] = ("-m", "deepinv_icrf.cli._plot_job")
+    #: the drawing process's arguments after the interpreter (``-P`` from Python 3.11: the
+    #: current folder is not put first on its path, so no file there shadows a module)
+    command: tuple[str, ...] = (
+        *(("-P",) if sys.version_info >= (3, 11) else ()),
+        "-m",
+        "deepinv_icrf.cli._plot_job",
+    )
 
     def __init__(self, timeout: float = 120.0) -> None:
         self.timeout = timeout
