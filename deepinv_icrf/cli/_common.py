@@ -178,7 +178,7 @@ class PlotJobs:
 
     :meth:`start` checks the plot's inputs (:func:`deepinv_icrf.plot.icrf_plot_arrays`) and
     hands the arrays to ``python -m deepinv_icrf.cli._plot_job``, which draws them with the
-    function :func:`save_plot` draws with (the same file). Drawing takes 0.4-0.6 s, mostly
+    function :func:`save_plot` draws with (the same PNG, byte for byte). Drawing takes 0.4-0.6 s, mostly
     matplotlib's import; on a second core it overlaps the merge instead of preceding it.
     :meth:`finish` waits for every plot (at most ``timeout`` seconds each) and draws here any
     plot whose process could not start or did not write it, so a plot is never lost to the
@@ -205,7 +205,6 @@ class PlotJobs:
         import json
         import os
         import subprocess
-        import sys
 
         import deepinv_icrf
         from deepinv_icrf.plot import icrf_plot_arrays
@@ -222,6 +221,7 @@ class PlotJobs:
         env["PYTHONPATH"] = os.pathsep.join(
             [root, *filter(None, [env.get("PYTHONPATH")])]
         )
+        proc = None
         try:
             proc = subprocess.Popen(
                 [sys.executable, *self.command],
@@ -232,9 +232,10 @@ class PlotJobs:
             )
             proc.stdin.write(json.dumps(job).encode())
             proc.stdin.close()
-        except (
-            OSError
-        ):  # no process to draw it in (or it died at once): drawn at finish
+        except OSError:
+            # no process to draw it in, or it died at once: drawn here at finish()
+            if proc is not None:
+                _stop(proc)
             proc = None
         self._jobs.append((proc, job))
 
