@@ -568,6 +568,8 @@ def test_plot_jobs_ignore_modules_in_the_current_folder(tmp_path, monkeypatch):
 
     (tmp_path / "json.py").write_text("raise SystemExit(7)\n")
     monkeypatch.chdir(tmp_path)
+    # a relative entry such as PYTHONPATH=. would name the current folder by itself
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     curve, _, _ = _plot_inputs()
     jobs = PlotJobs()
     jobs.start(tmp_path / "p.png", curve)
