@@ -15,6 +15,7 @@ from deepinv_icrf.cli._common import PROG, CLIError
 __all__ = [
     "main",
     "run",
+    "exit_now",
     "SUBCOMMANDS",
     "Subcommand",
     "register_subcommand",
