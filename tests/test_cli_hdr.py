@@ -576,3 +576,25 @@ def test_plot_jobs_ignore_modules_in_the_current_folder(tmp_path, monkeypatch):
     ((proc, _),) = jobs._jobs
     jobs.finish()
     assert proc.returncode == 0 and (tmp_path / "p.png").is_file()
+
+
+@pytest.mark.parametrize("deghost", [False, True])
+def test_hdr_draws_beside_the_merge_unless_it_deghosts(
+    photos, tmp_path, monkeypatch, deghost, capsys
+):
+    # deghosting merges blocks on every core, which a drawing process beside it would stall:
+    # the plot is then drawn by the command itself, after the fit
+    from deepinv_icrf.cli._common import PlotJobs
+
+    started, start = [], PlotJobs.start
+
+    def recorded(self, *args, **kwargs):
+        started.append(args)
+        return start(self, *args, **kwargs)
+
+    monkeypatch.setattr(PlotJobs, "start", recorded)
+    out = tmp_path / "scene.npy"
+    argv = ["hdr", str(photos), "--out", str(out), "--steps", "3", "--no-progress"]
+    assert main(argv + (["--deghost"] if deghost else [])) == 0
+    assert len(started) == (0 if deghost else 1)
+    assert (tmp_path / "scene.icrf_fit.png").is_file()
