@@ -79,6 +79,17 @@ def icrf_plot_arrays(
         given).
     :raises ValueError: for a band of another shape, not finite or crossed, or observed
         codes outside ``[0, 1]`` or with lowest > highest.
+
+    |sep|
+
+    :Example:
+
+    >>> import torch
+    >>> from deepinv_icrf.plot import icrf_plot_arrays
+    >>> grid = torch.linspace(0, 1, 5).expand(1, 5)
+    >>> arrays = icrf_plot_arrays(grid**2, reference=grid**2.2, observed=[[0.0, 0.9]])
+    >>> arrays["curve"].shape, arrays["error"].shape, arrays["band"] is None
+    ((1, 5), (1, 5), True)
     """
     import torch
 
@@ -142,6 +153,17 @@ def draw_icrf(
     :param str title: figure title.
     :param tuple channel_names: legend names (default ``R, G, B`` for 3 channels, else indices).
     :return: (:class:`matplotlib.figure.Figure`) the figure.
+
+    |sep|
+
+    :Example:
+
+    >>> import numpy as np
+    >>> from deepinv_icrf.plot import draw_icrf
+    >>> grid = np.linspace(0, 1, 256)
+    >>> fig = draw_icrf(np.stack([grid**2.2, grid**2.0, grid**1.8]), observed=np.array([[0.0, 0.8]]))
+    >>> len(fig.axes)
+    1
     """
     c, n_points = curve.shape
     if channel_names is None:
