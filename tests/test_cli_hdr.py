@@ -598,3 +598,28 @@ def test_hdr_draws_beside_the_merge_unless_it_deghosts(
     assert main(argv + (["--deghost"] if deghost else [])) == 0
     assert len(started) == (0 if deghost else 1)
     assert (tmp_path / "scene.icrf_fit.png").is_file()
+
+
+def test_a_reader_that_leaves_early_costs_the_report_not_the_outputs(photos, tmp_path):
+    # deepinv-icrf fit ... | head -1: the pipe breaks at the second line; the command goes
+    # on without its report and its outputs land (it ended with "Broken pipe", exit 2 and
+    # no outputs when the report was written as it went)
+    out = tmp_path / "fit"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deepinv_icrf", "fit", str(photos), "--out", str(out)]
+        + ["--steps", "3", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"),
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves
+    _, err = proc.communicate(timeout=300)
+    assert first.startswith(b"deepinv-icrf fit: 4 exposures")
+    assert proc.returncode == 0, err
+    assert b"Broken pipe" not in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "icrf.json",
+        "icrf_fit.png",
+        "summary.json",
+    ]

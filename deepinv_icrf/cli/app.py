@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from deepinv_icrf import __version__
 from deepinv_icrf.cli import demo, fit, hdr, linearize, merge, validate
@@ -162,9 +162,53 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     r"""The ``deepinv-icrf`` console script (and ``python -m deepinv_icrf``): :func:`main`, then
     the end of the process (:func:`exit_now`).
 
+    Standard output may be a pipe whose reader leaves early (``deepinv-icrf fit ... | head``):
+    the command then goes on without its printed report (:class:`_ReaderMayLeave`) and its
+    outputs land, instead of ending with a "Broken pipe" error and no outputs.
+
     :param Sequence, None argv: the arguments (default: ``sys.argv[1:]``).
     """
+    if (
+        sys.stdout is not None
+    ):  # None without a console (pythonw): print() writes nothing
+        sys.stdout = _ReaderMayLeave(sys.stdout)
     exit_now(main(argv))
+
+
+class _ReaderMayLeave:
+    r"""Standard output that turns to ``os.devnull`` when its reader has left (a broken pipe),
+    instead of raising into the command; every other attribute is the stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(
+                devnull, self._stream.fileno()
+            )  # its buffer now drains into nothing
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def exit_now(code: int) -> NoReturn:
