@@ -161,7 +161,8 @@ def draw_icrf(
     >>> import numpy as np
     >>> from deepinv_icrf.plot import draw_icrf
     >>> grid = np.linspace(0, 1, 256)
-    >>> fig = draw_icrf(np.stack([grid**2.2, grid**2.0, grid**1.8]), observed=np.array([[0.0, 0.8]]))
+    >>> curve = np.stack([grid**2.2, grid**2.0, grid**1.8])
+    >>> fig = draw_icrf(curve, observed=np.array([[0.0, 0.8]]))
     >>> len(fig.axes)
     1
     """

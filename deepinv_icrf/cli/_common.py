@@ -178,8 +178,9 @@ class PlotJobs:
 
     :meth:`start` checks the plot's inputs (:func:`deepinv_icrf.plot.icrf_plot_arrays`) and
     hands the arrays to ``python -m deepinv_icrf.cli._plot_job``, which draws them with the
-    function :func:`save_plot` draws with (the same PNG, byte for byte). Drawing takes 0.4-0.6 s, mostly
-    matplotlib's import; on a second core it overlaps the merge instead of preceding it.
+    function :func:`save_plot` draws with (the same PNG, byte for byte). Drawing takes
+    0.4-0.6 s, mostly matplotlib's import; on a second core it overlaps the merge instead of
+    preceding it.
     :meth:`finish` waits for every plot (at most ``timeout`` seconds each) and draws here any
     plot whose process could not start or did not write it, so a plot is never lost to the
     process; :meth:`cancel` (in a ``finally``: error, Ctrl-C) stops the ones still running.
@@ -241,10 +242,7 @@ class PlotJobs:
 
     def finish(self) -> None:
         r"""Wait for every plot; draw here each one its process did not write."""
-        import numpy as np
-
-        from deepinv_icrf.io import atomic_path
-        from deepinv_icrf.plot import draw_icrf
+        from deepinv_icrf.cli._plot_job import draw_job
 
         jobs, self._jobs = self._jobs, []
         for proc, job in jobs:
@@ -255,12 +253,7 @@ class PlotJobs:
                 except Exception:  # noqa: BLE001 - a hung drawing: stopped, drawn here
                     _stop(proc)
             if status != 0 or not Path(job["path"]).is_file():
-                arrays = {
-                    k: None if v is None else np.asarray(v, dtype=np.float64)
-                    for k, v in job["arrays"].items()
-                }
-                with atomic_path(job["path"]) as tmp:
-                    draw_icrf(**arrays, path=tmp, title=job["title"])
+                draw_job(job)
 
     def cancel(self) -> None:
         r"""Stop the plots still being drawn (their staged files go with the command's)."""

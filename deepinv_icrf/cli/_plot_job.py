@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from typing import Any
 
 
-def main() -> int:
-    r"""Draw the plot described on stdin; return the exit status."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    job = json.load(
-        sys.stdin
-    )  # first: the command's write of it does not wait on imports
+def draw_job(job: dict[str, Any]) -> None:
+    r"""Draw a plot job (``path``, ``title`` and the arrays of
+    :func:`deepinv_icrf.plot.icrf_plot_arrays` as lists) into its PNG, atomically: what this
+    process does, and what :meth:`~deepinv_icrf.cli._common.PlotJobs.finish` does itself for a
+    plot no process wrote."""
     import numpy as np
 
     from deepinv_icrf.io import atomic_path
@@ -35,6 +35,14 @@ def main() -> int:
     }
     with atomic_path(job["path"]) as tmp:
         draw_icrf(**arrays, path=tmp, title=job["title"])
+
+
+def main() -> int:
+    r"""Draw the plot described on stdin; return the exit status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the job first: the command's write of it does not wait on this process's imports
+    job = json.load(sys.stdin)
+    draw_job(job)
     return 0
 
 

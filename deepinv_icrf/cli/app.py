@@ -168,9 +168,8 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
 
     :param Sequence, None argv: the arguments (default: ``sys.argv[1:]``).
     """
-    if (
-        sys.stdout is not None
-    ):  # None without a console (pythonw): print() writes nothing
+    # sys.stdout is None without a console (pythonw): print() then writes nothing
+    if sys.stdout is not None:
         sys.stdout = _ReaderMayLeave(sys.stdout)
     exit_now(main(argv))
 
@@ -187,9 +186,8 @@ class _ReaderMayLeave:
 
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(
-                devnull, self._stream.fileno()
-            )  # its buffer now drains into nothing
+            # the stream's buffer now drains into nothing
+            os.dup2(devnull, self._stream.fileno())
             os.close(devnull)
         except (OSError, ValueError, AttributeError):
             pass

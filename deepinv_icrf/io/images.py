@@ -21,8 +21,8 @@ Files holding several frames (multi-page TIFF, animated PNG, multi-part OpenEXR)
 unless ``frame`` chooses one. A JPEG's EXIF ``Orientation`` tag and a TIFF's ``Orientation``
 tag are applied, as image viewers and OpenCV's ``imread`` apply them: a camera held upright
 stores its photo sideways with orientation 6 or 8, and the image is returned as it is seen
-(with its height and width swapped by :func:`image_size` alike). Every failure is a :class:`ValueError` naming the file (or
-:class:`FileNotFoundError` when it does not exist).
+(with its height and width swapped by :func:`image_size` alike). Every failure is a
+:class:`ValueError` naming the file (or :class:`FileNotFoundError` when it does not exist).
 """
 
 from __future__ import annotations
@@ -100,9 +100,8 @@ def _pil_orientation(im: Any) -> int:
     :func:`~deepinv_icrf.io.read_exposure_settings`)."""
     try:
         return _orientation(im.getexif().get(_ORIENTATION_TAG))
-    except (
-        Exception
-    ):  # noqa: BLE001 - Pillow's EXIF parser meets hostile bytes with any error
+    # Pillow's EXIF parser meets hostile bytes with any error
+    except Exception:  # noqa: BLE001
         return 1
 
 
