@@ -100,6 +100,16 @@ def _sidecar_folder(tmp: Path, rows: str) -> Path:
     return folder
 
 
+def _utf16_sidecar(tmp: Path) -> Path:
+    folder = _folder(tmp, exif=False)
+    names = sorted(p.name for p in folder.glob("*.png"))
+    rows = "".join(f"{n},{0.01 * 2**k}\n" for k, n in enumerate(names))
+    (folder / "exposures.csv").write_bytes(
+        rows.encode("utf-16-le")
+    )  # no byte-order mark
+    return folder
+
+
 def _damaged(tmp: Path, how: str, fmt: str = "png") -> Path:
     folder = _folder(tmp, fmt=fmt)
     path = sorted(folder.glob(f"*.{fmt}"))[1]
@@ -1707,6 +1717,11 @@ CATALOGUE: list[Row] = [
         "read_exposure_folder",
         lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1e999999999")),
         ValueError, r"line 1: exposure time inf is not finite \(it overflows a float\)"),
+    Row("sidecar_utf16_no_bom", "a sidecar in UTF-16 without a byte-order mark (it read "
+        "as UTF-8: a NUL beside every digit of a time, 'not a number')", "read_exposure_folder",
+        lambda tmp: read_exposure_folder(_utf16_sidecar(tmp)),
+        ValueError, r"exposures\.csv': it holds NUL characters, which no list of times holds "
+        r"\(UTF-16 text without a byte-order mark\?\); save it as UTF-8"),
     Row("sidecar_overflow", "sidecar time 1e309 (OverflowError)", "read_exposure_folder",
         lambda tmp: read_exposure_folder(_timed_sidecar(tmp, "1e309")),
         ValueError, r"exposure time inf is not finite"),

@@ -456,6 +456,13 @@ def read_exposure_list(path: str | os.PathLike) -> dict[str, float]:
             f"Cannot read {where}: it is not UTF-8 text, nor UTF-16 with a byte-order mark "
             f"({err})."
         ) from None
+    if "\x00" in text:
+        # UTF-16 without its byte-order mark decodes as UTF-8 with a NUL beside every
+        # letter; which byte order it is, the file does not say
+        raise ValueError(
+            f"Cannot read {where}: it holds NUL characters, which no list of times holds "
+            "(UTF-16 text without a byte-order mark?); save it as UTF-8."
+        )
     suffix = path.suffix.lower()
     if suffix == ".json":
         doc = loads_json(text, where)
