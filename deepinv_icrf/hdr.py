@@ -27,6 +27,7 @@ from deepinv_icrf._checks import (
     check_range,
     check_threshold,
 )
+from deepinv_icrf._threads import run_blocks
 from deepinv_icrf.bracket import (
     check_bit_depth,
     check_exposure_times,
@@ -516,7 +517,9 @@ def merge_hdr(
     )
     block = _BLOCK_ELEMENTS.get(device.type, _BLOCK_ELEMENTS["cuda"])
     rows = max(1, block // max(1, batch * n * channels * width))
-    for top in range(0, height, rows):
+
+    def merge_rows(top: int) -> None:
+        # one block of rows, written into its slice of the outputs
         block = codes[..., top : top + rows, :].to(device)
         if lut is None:
             unit = block.to(dtype)
@@ -549,6 +552,8 @@ def merge_hdr(
         if std is not None:
             part_std = _radiance_merge_std(unit, variances[0], times, w, lower, upper)
             std[..., part, :] = part_std.masked_fill(sat, math.inf)
+
+    run_blocks(merge_rows, range(0, height, rows), device)
     outputs = [radiance] + ([std] if std is not None else [])
     if return_saturated:
         outputs.append(saturated)
