@@ -23,7 +23,6 @@ from deepinv_icrf.cli._common import (
     folder_inputs,
     folder_reads,
     read_folder,
-    save_plot,
 )
 from deepinv_icrf.cli.fit import CurveFiles, add_fit_options, fit_and_save, print_fit
 from deepinv_icrf.cli.merge import (
@@ -85,12 +84,10 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
     print(describe_folder("hdr", stack), file=stream)
     targets = curve_files(args.out)
     # the fit's plot is drawn beside the merge, in a process of its own (stopped on an
-    # error before the staged outputs it writes into are removed), where the merge leaves a
-    # core to it: the merge of codes runs one thread on the CPU, but deghosting merges
-    # blocks on every core, where another process stalls each of its operations (12 MP
-    # with --deghost: 8.8-9.2 s with the plot beside it, 8.7-8.9 s after it)
+    # error before the staged outputs it writes into are removed): the merge's blocks run
+    # single-threaded operations (deepinv_icrf._threads), which a process beside them slows
+    # by the core it takes, not by stalling every operation
     plots = PlotJobs()
-    beside = args.deghost is None or (device or "cpu") != "cpu"
     with (
         OutputSet(
             inputs=folder_inputs(args, stack), reads=folder_reads(args)
@@ -118,7 +115,7 @@ def run_hdr(args: argparse.Namespace, stream=None) -> int:
             align=False,  # aligned above, once for the fit and the merge
             command="hdr",
             context=context,
-            plot=plots.start if beside else save_plot,
+            plot=plots.start,
         )
         # the times the fit used: refined from the images where the listed ones were wrong
         report = getattr(icrf, "fit_report", None)
