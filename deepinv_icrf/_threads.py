@@ -14,16 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
 __all__ = ["run_blocks"]
 
+T = TypeVar("T")
+
 
 def run_blocks(
-    work: Callable[[int], None], starts: Iterable[int], device: torch.device
+    work: Callable[[T], None], blocks: Iterable[T], device: torch.device
 ) -> None:
-    r"""Call ``work(start)`` for every start, on the CPU spread over threads.
+    r"""Call ``work(block)`` for every block, on the CPU spread over threads.
 
     On the CPU, with ``torch.get_num_threads() > 1`` and more than one block, the blocks go
     to that many threads, torch runs single-threaded meanwhile (its thread count is restored
@@ -31,8 +34,8 @@ def run_blocks(
     done (the others are cancelled). Elsewhere (a GPU, one thread) the blocks run in order.
     ``work`` must write disjoint outputs: the blocks run in any order and concurrently.
 
-    :param Callable work: the work of one block, given its start.
-    :param Iterable starts: the starts of the blocks.
+    :param Callable work: the work of one block, given the block (e.g. its first row).
+    :param Iterable blocks: the blocks.
     :param torch.device device: where the blocks compute.
 
     |sep|
@@ -47,18 +50,18 @@ def run_blocks(
     >>> out.tolist()
     [0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 5.0, 5.0]
     """
-    starts = list(starts)
+    blocks = list(blocks)
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads <= 1 or len(starts) <= 1:
-        for start in starts:
-            work(start)
+    if device.type != "cpu" or threads <= 1 or len(blocks) <= 1:
+        for block in blocks:
+            work(block)
         return
     pool = ThreadPoolExecutor(
-        max_workers=min(threads, len(starts)), thread_name_prefix="deepinv-icrf"
+        max_workers=min(threads, len(blocks)), thread_name_prefix="deepinv-icrf"
     )
     torch.set_num_threads(1)
     try:
-        for future in [pool.submit(work, start) for start in starts]:
+        for future in [pool.submit(work, block) for block in blocks]:
             future.result()
     finally:
         # on an error or Ctrl-C: no new block starts, the running ones finish (milliseconds)
