@@ -832,3 +832,37 @@ def test_cli_genuine_bug_keeps_its_traceback(photos, tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="unsupported operand"):
         main(["fit", str(photos), "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("curve_channels", [1, 3])
+def test_cli_linearize_tif16_is_the_rounded_linear_image(
+    tmp_path, bits, curve_channels
+):
+    # the 16-bit output is looked up from a table of every code: the same values, bit for
+    # bit, as rounding the linearized image (what the command computed before)
+    from deepinv_icrf.io import write_image
+
+    g = np.random.default_rng(bits)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    img = g.integers(0, np.iinfo(dtype).max + 1, size=(9, 14, 3), dtype=dtype)
+    img[0, :3] = [0, np.iinfo(dtype).max, 1]  # both ends of the range
+    src = tmp_path / "photo.png"
+    write_image(src, img)
+    # a curve per channel (a mix-up of channels shows), clipped at the top, flat at the start
+    gammas = torch.tensor([1.8, 2.2, 2.6][:curve_channels]).view(-1, 1)
+    ramp = torch.linspace(-0.05, 1.1, 256).clamp_min(0)
+    icrf = ICRF(channels=curve_channels, init=(ramp**gammas).clamp(0, 1))
+    curve = icrf.curve.detach()
+    assert curve_channels == 1 or float(curve[0, 100] - curve[2, 100]) > 0.05
+    curve_file = tmp_path / "c.json"
+    icrf.save(curve_file)
+    out = tmp_path / "lin"
+    assert (
+        main(["linearize", str(src), "--icrf", str(curve_file), "--out", str(out)]) == 0
+    )
+    got = read_image(out / "photo.tif")
+    x = linearize(read_image(src), ICRF.load(curve_file))
+    expect = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, expect)

