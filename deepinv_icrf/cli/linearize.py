@@ -6,8 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepinv_icrf.cli._common import PROG, CLIError, load_icrf
+
+if TYPE_CHECKING:  # numpy and the models load with the command, not with --help
+    import numpy as np
+
+    from deepinv_icrf.models.icrf_base import ICRFBase
 
 __all__ = ["configure", "run_linearize"]
 
@@ -63,7 +69,9 @@ def _collect_images(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
-def _uint16_table(icrf, dtype, channels: int, cache: dict):
+def _uint16_table(
+    icrf: ICRFBase, dtype: np.dtype, channels: int, cache: dict
+) -> np.ndarray:
     r"""The 16-bit linear output of every code, per channel ``(2^b, C)`` uint16: the ICRF
     applied to a ramp of all codes by :func:`~deepinv_icrf.hdr.linearize`, then rounded.
 
@@ -86,7 +94,7 @@ def _uint16_table(icrf, dtype, channels: int, cache: dict):
     return cache[key]
 
 
-def _lookup(table, img):
+def _lookup(table: np.ndarray, img: np.ndarray) -> np.ndarray:
     r"""``table[img[..., c], c]`` for every channel ``c`` (``img`` ``(H, W, C)`` codes)."""
     import numpy as np
 
