@@ -329,7 +329,11 @@ def merge_hdr(
     tile by tile and channels last, so that the peak memory is the stack and the results plus
     a few small tiles (no floating-point copy of the stack; with ``deghost``, blocks of rows
     of the float path). Float tensors are merged in blocks of rows. Tiles and blocks are
-    larger on a GPU.
+    larger on a GPU. On the CPU the tiles and blocks go to a pool of
+    ``torch.get_num_threads()`` threads, each running torch single-threaded: meanwhile
+    torch's thread count is 1 for the whole process (other threads' torch operations
+    included), and it is restored when the merge returns (a busy core then slows one thread
+    of the pool instead of stalling every operation).
 
     With ``deghost`` set (a threshold :math:`\tau` in stds; 4 is a good value), exposures
     that saw something else than the reference exposure at a pixel (a moving person, a
