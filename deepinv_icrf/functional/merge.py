@@ -497,61 +497,60 @@ def _radiance_merge_codes(
     std = torch.empty_like(radiance) if var_table is not None else None
     saturated = torch.empty(shape, device=device, dtype=torch.bool)
     block = _tile_elements(device, _MERGE_TILE_CPU)
-    for b in range(batch):
-        codes_b = codes[b].reshape(n, before, channels, after)
-        short, long = int(order[b, 0]), int(order[b, -1])
+    stacks = [codes[b].reshape(n, before, channels, after) for b in range(batch)]
+    ends = [(int(order[b, 0]), int(order[b, -1])) for b in range(batch)]
 
-        def merge_tile(
-            tile_at: tuple[slice, slice],
-            b: int = b,
-            codes_b: Tensor = codes_b,
-            short: int = short,
-            long: int = long,
-        ) -> None:
-            # one tile, written into its slice of the outputs
-            rows, cols = tile_at
-            num = wsum = var_sum = lowest = None
-            index = {}
-            for k in range(n):
-                code = codes_b[k, rows, :, cols].to(device=device, dtype=torch.int32)
-                lowest = (
-                    code.clone()
-                    if lowest is None
-                    else torch.minimum(lowest, code, out=lowest)
-                )
-                flat = code.add_(offsets).view(-1)
-                if k in (short, long):
-                    index[k] = code
-                wx = wx_tab[b, k].index_select(0, flat)
-                ww = w_flat.index_select(0, flat)
-                num = wx if num is None else num.add_(wx)
-                wsum = ww if wsum is None else wsum.add_(ww)
-                if var_tab is not None:
-                    vv = var_tab[b, k].index_select(0, flat)
-                    var_sum = vv if var_sum is None else var_sum.add_(vv)
-            tile = lowest.shape
-            valid = (wsum > eps).view(tile)
-            denom = wsum.clamp_min_(eps).view(tile)
-            rad = num.view(tile).div_(denom)
-            # the std squared: sum_k w_k^2 var_k / t_k^2 / (sum_k w_k)^2
-            var = None if var_sum is None else var_sum.view(tile).div_(denom * denom)
-            if not bool(valid.all()):
-                # no valid exposure: the shortest one if it is saturated (its x / t is a
-                # lower bound), else the longest one
-                use_short = index[short] >= offsets + first_sat
-                pick = torch.where(use_short, index[short], index[long]).view(-1)
-                t_pick = torch.where(use_short, t[b, short], t[b, long])
-                fallback = x_flat.index_select(0, pick).view(tile) / t_pick
-                rad = torch.where(valid, rad, fallback)
-                if var is not None:
-                    fb_var = v_flat.index_select(0, pick).view(tile) / (t_pick * t_pick)
-                    var = torch.where(valid, var, fb_var)
-            radiance[b, rows, :, cols] = rad
-            if std is not None:
-                std[b, rows, :, cols] = var
-            saturated[b, rows, :, cols] = lowest >= first_sat
+    def merge_tile(tile_at: tuple[int, slice, slice]) -> None:
+        # one tile of one stack, written into its slice of the outputs
+        b, rows, cols = tile_at
+        codes_b, (short, long) = stacks[b], ends[b]
+        num = wsum = var_sum = lowest = None
+        index = {}
+        for k in range(n):
+            code = codes_b[k, rows, :, cols].to(device=device, dtype=torch.int32)
+            lowest = (
+                code.clone()
+                if lowest is None
+                else torch.minimum(lowest, code, out=lowest)
+            )
+            flat = code.add_(offsets).view(-1)
+            if k in (short, long):
+                index[k] = code
+            wx = wx_tab[b, k].index_select(0, flat)
+            ww = w_flat.index_select(0, flat)
+            num = wx if num is None else num.add_(wx)
+            wsum = ww if wsum is None else wsum.add_(ww)
+            if var_tab is not None:
+                vv = var_tab[b, k].index_select(0, flat)
+                var_sum = vv if var_sum is None else var_sum.add_(vv)
+        tile = lowest.shape
+        valid = (wsum > eps).view(tile)
+        denom = wsum.clamp_min_(eps).view(tile)
+        rad = num.view(tile).div_(denom)
+        # the std squared: sum_k w_k^2 var_k / t_k^2 / (sum_k w_k)^2
+        var = None if var_sum is None else var_sum.view(tile).div_(denom * denom)
+        if not bool(valid.all()):
+            # no valid exposure: the shortest one if it is saturated (its x / t is a
+            # lower bound), else the longest one
+            use_short = index[short] >= offsets + first_sat
+            pick = torch.where(use_short, index[short], index[long]).view(-1)
+            t_pick = torch.where(use_short, t[b, short], t[b, long])
+            fallback = x_flat.index_select(0, pick).view(tile) / t_pick
+            rad = torch.where(valid, rad, fallback)
+            if var is not None:
+                fb_var = v_flat.index_select(0, pick).view(tile) / (t_pick * t_pick)
+                var = torch.where(valid, var, fb_var)
+        radiance[b, rows, :, cols] = rad
+        if std is not None:
+            std[b, rows, :, cols] = var
+        saturated[b, rows, :, cols] = lowest >= first_sat
 
-        run_blocks(merge_tile, _tiles(before, channels, after, block), device)
+    tiles = [
+        (b, rows, cols)
+        for b in range(batch)
+        for rows, cols in _tiles(before, channels, after, block)
+    ]
+    run_blocks(merge_tile, tiles, device)
     if std is not None:
         std.sqrt_()
     shape = (batch, *rest)
