@@ -341,12 +341,13 @@ def test_cli_fit_failing_plot_leaves_no_partial_file(
 ):
     import deepinv_icrf.plot as plot
 
-    def broken(curve, reference=None, path=None, title=None, **drawn):
+    def broken(curve, path=None, title=None, **drawn):
         with open(path, "wb") as fh:
             fh.write(b"\x89PNG half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(plot, "plot_icrf", broken)
+    # every plot of the command line is drawn by draw_icrf (through _plot_job.draw_job)
+    monkeypatch.setattr(plot, "draw_icrf", broken)
     out = tmp_path / "out"
     assert main(["fit", str(photos), "--out", str(out)]) == 2
     assert "disk full" in _error_line(capsys)

@@ -162,15 +162,15 @@ def save_plot(
     observed=None,
 ) -> None:
     r"""Plot a curve (with its reference, band or observed codes) into ``path``,
-    atomically."""
-    from deepinv_icrf.io import atomic_path
-    from deepinv_icrf.plot import plot_icrf
+    atomically: drawn here as the drawing process of :class:`PlotJobs` draws it
+    (:func:`deepinv_icrf.cli._plot_job.draw_job`)."""
+    import os
 
-    with atomic_path(path) as tmp:
-        extra = {} if band is None else {"band": band}
-        if observed is not None:
-            extra["observed"] = observed
-        plot_icrf(curve, reference=reference, path=tmp, title=title, **extra)
+    from deepinv_icrf.cli._plot_job import draw_job
+    from deepinv_icrf.plot import icrf_plot_arrays
+
+    arrays = icrf_plot_arrays(curve, reference=reference, band=band, observed=observed)
+    draw_job({"path": os.fspath(path), "title": title, "arrays": arrays})
 
 
 class PlotJobs:

@@ -21,9 +21,10 @@ from typing import Any
 
 def draw_job(job: dict[str, Any]) -> None:
     r"""Draw a plot job (``path``, ``title`` and the arrays of
-    :func:`deepinv_icrf.plot.icrf_plot_arrays` as lists) into its PNG, atomically: what this
-    process does, and what :meth:`~deepinv_icrf.cli._common.PlotJobs.finish` does itself for a
-    plot no process wrote."""
+    :func:`deepinv_icrf.plot.icrf_plot_arrays`, as lists or arrays) into its PNG, atomically:
+    what this process does, what :meth:`~deepinv_icrf.cli._common.PlotJobs.finish` does itself
+    for a plot no process wrote, and what :func:`~deepinv_icrf.cli._common.save_plot` does.
+    """
     import numpy as np
 
     from deepinv_icrf.io import atomic_path
