@@ -1797,6 +1797,12 @@ CATALOGUE: list[Row] = [
         lambda tmp: _cli_out(tmp, "linearize", lambda t, f: ["--out", str(f)]),
         None, "exit 2, 'is the folder of the input', the photos unchanged",
         check=_cli_refused(r"--out '.*photos' is the folder of the input")),
+    Row("cli_linearize_last_photo_truncated", "linearize a folder whose last photo is "
+        "truncated, the others already written as 16-bit TIFFs", "deepinv-icrf linearize",
+        lambda tmp: _cli_out(tmp, "linearize", lambda t, f: _truncate(
+            f / "exposure_02.png") + ["--out", str(t / "out")]),
+        None, "exit 2 naming the photo, nothing written",
+        check=_cli_error(r"Cannot read image file '.*exposure_02\.png'")),
     Row("cli_merge_onto_input", "merge photos --out photos/exposure_00.tif (overwrote it)",
         "deepinv-icrf merge",
         lambda tmp: _cli_out(
