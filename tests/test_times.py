@@ -12,6 +12,7 @@ import torch
 from deepinv_icrf.functional import (
     HALF_STOP,
     check_exposure_ratios,
+    common_exponent,
     consecutive_log_ratios,
     exponent_from_prior,
 )
@@ -159,6 +160,103 @@ def test_check_bad_inputs():
 
 
 # ---------------------------------------------------------------- the exponent
+
+
+def _reference_common_exponent(rho_hat, rho, tol):
+    # brute force over a fine grid of powers: the most steps within tol, ties to the power
+    # that brings back the earliest step, then least squares over those steps; 1 unless
+    # strictly more steps agree than at 1
+    def agree(g):
+        return [
+            k
+            for k, (a, b) in enumerate(zip(rho_hat, rho, strict=True))
+            if abs(g * a - b) <= tol
+        ]
+
+    def count(g):
+        return len(agree(g))
+
+    grid = [math.exp(v) for v in np.linspace(math.log(0.5), math.log(2.0), 20001)]
+    best = max(grid, key=lambda g: (count(g), -min(agree(g), default=99)))
+    if count(best) <= count(1.0):
+        return 1.0
+    keep = [
+        (a, b) for a, b in zip(rho_hat, rho, strict=True) if abs(best * a - b) <= tol
+    ]
+    return sum(a * b for a, b in keep) / sum(a * a for a, _ in keep)
+
+
+@pytest.mark.parametrize(
+    "read, listed",
+    [
+        ([13.0, 13.0, 1.5, 3.0], [8.0, 8.0, 8.0, 8.0]),  # a bent curve: two right steps
+        ([2.0, 2.0, 1.0, 2.0], [2.0, 2.0, 2.0, 2.0]),  # one wrong step: read as is
+        ([2.0, 2.0], [2.0, 4.0]),  # equal steps listed 1:2: no power makes both agree
+        ([1.5, 1.5, 1.5], [2.0, 2.0, 2.0]),  # every step off alike: the power is free
+        ([6.0, 1.0, 6.0, 1.0, 1.05], [4.0, 4.0, 4.0, 4.0, 4.0]),
+        ([16.0, 34.0, 3.8], [8.0, 64.0, 8.0]),  # one step for each power: the first
+        ([2.3, 2.6, 1.0], [2.0, 2.0, 2.0]),  # both agree between their own powers
+    ],
+)
+def test_common_exponent_matches_a_brute_force_search(read, listed):
+    rho_hat, rho = torch.tensor(read).log(), torch.tensor(listed).log()
+    tol = math.log(1.15)
+    g = common_exponent(rho_hat, rho)
+    ref = _reference_common_exponent(rho_hat.tolist(), rho.tolist(), tol)
+    assert g == pytest.approx(ref, rel=1e-6)
+
+
+def test_common_exponent_values_and_bad_inputs():
+    listed = torch.full((4,), math.log(8.0))
+    read = torch.tensor([13.0, 13.0, 1.5, 3.0]).log()
+    g = common_exponent(read, listed)
+    assert g == pytest.approx(math.log(8.0) / math.log(13.0))
+    # right steps come back at 1 exactly, whatever the rest
+    assert (
+        common_exponent(torch.tensor([2.0, 1.0, 2.1]).log(), torch.full((3,), LOG2))
+        == 1.0
+    )
+    # unmeasured steps (NaN) are ignored
+    nan = torch.tensor([math.nan, 13.0, 13.0]).log()
+    assert common_exponent(nan, torch.full((3,), math.log(8.0))) == pytest.approx(
+        math.log(8.0) / math.log(13.0)
+    )
+    with pytest.raises(ValueError, match="one shape"):
+        common_exponent(torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="tolerance"):
+        common_exponent(torch.zeros(2), torch.zeros(2), tolerance=-1.0)
+
+
+def test_check_with_a_free_exponent_anchors_on_the_steps_that_agree():
+    # three stops apart, the last two frames listed far too long; read through a curve
+    # bent by those times, every step comes out raised to a power (x8 read as x13)
+    listed = torch.tensor([1.0, 8.0, 64.0, 512.0, 4096.0])
+    true_step = torch.tensor([8.0, 8.0, 1.78, 2.56])
+    g_bent = math.log(13.0) / math.log(8.0)
+    read = true_step.log() * g_bent
+    se = torch.full((4,), 0.005)
+    as_read = check_exposure_ratios(read, se, listed)
+    assert as_read.disagreeing_steps == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    check = check_exposure_ratios(read, se, listed, free_exponent=True)
+    assert check.exponent == pytest.approx(1 / g_bent)
+    assert check.disagreeing_steps == [(2, 3), (3, 4)] and check.suspect_frames == [
+        3,
+        4,
+    ]
+    torch.testing.assert_close(
+        check.measured_step, true_step.double(), rtol=1e-5, atol=0
+    )
+    torch.testing.assert_close(
+        check.implied, torch.tensor([1.0, 8.0, 64.0, 113.92, 291.6352]).double()
+    )
+    assert "raised to 0.811" in check.describe()
+    assert check.to_dict()["exponent"] == pytest.approx(1 / g_bent)
+    # right times: the same as reading them as they are
+    right = check_exposure_ratios(
+        torch.full((4,), math.log(8.0)), se, listed, free_exponent=True
+    )
+    assert right.consistent and right.exponent == 1.0
+    assert "raised" not in right.describe()
 
 
 @pytest.mark.parametrize("g_true", [0.6, 1.0, 1.7])

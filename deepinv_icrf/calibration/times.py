@@ -136,7 +136,7 @@ def check_listed_times(
             x, other.to(device), order, options.ratio_lower, options.ratio_upper
         )
     return check_exposure_ratios(
-        rho, se, times, tolerance=options.tolerance, spread=spread
+        rho, se, times, tolerance=options.tolerance, spread=spread, free_exponent=True
     )
 
 

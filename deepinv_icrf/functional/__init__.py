@@ -98,6 +98,7 @@ from deepinv_icrf.functional.times import (  # noqa: F401
     HALF_STOP,
     TimeCheck,
     check_exposure_ratios,
+    common_exponent,
     consecutive_log_ratios,
     exponent_from_prior,
     pairwise_log_ratios,

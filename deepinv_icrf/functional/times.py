@@ -13,6 +13,9 @@ The images fix the exposure times only up to a common scale and a common power: 
 :math:`f^g` with the times :math:`c\, t^g` explains a stack exactly as well as :math:`f` with
 :math:`t`. :func:`exponent_from_prior` picks :math:`g` and :math:`c` from the listed times
 (a robust regression, so a frame with a grossly wrong listed time does not drag them).
+Ratios read through a curve share that ambiguity: a curve bent by wrong listed times reads
+every step raised to a common power, and :func:`common_exponent` takes that power back from
+the listed steps that agree.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "TimeCheck",
     "check_exposure_ratios",
     "exponent_from_prior",
+    "common_exponent",
     "HALF_STOP",
 ]
 
@@ -39,6 +43,11 @@ __all__ = [
 MIN_PAIR_PIXELS = 20
 #: Default tolerance of :func:`check_exposure_ratios`: half a stop, in log units.
 HALF_STOP = 0.5 * math.log(2.0)
+#: How close a step must come to its listed value to set :func:`common_exponent`: cameras
+#: round times (1/60 for 1/64: 6.5%) and drift by a few percent.
+EXPONENT_TOLERANCE = math.log(1.15)
+#: The common powers :func:`common_exponent` considers.
+EXPONENT_RANGE = (0.5, 2.0)
 #: Standard deviation of a normal distribution per unit of median absolute deviation.
 _MAD_TO_STD = 1.482602218505602
 
@@ -206,6 +215,8 @@ class TimeCheck:
     :param list unmatched_steps: the steps that looked off but whose images do not match
         pixel for pixel (the spread of the per-pixel ratios exceeds the tolerance: motion or
         misregistration), so no ratio could be read; they count as agreeing.
+    :param float exponent: the common power the measured log ratios were multiplied by
+        (:func:`common_exponent`; 1 when they were taken as read).
     """
 
     listed: Tensor
@@ -219,6 +230,7 @@ class TimeCheck:
     factor: Tensor | None = None
     tolerance: float = HALF_STOP
     unmatched_steps: list[tuple[int, int]] = field(default_factory=list)
+    exponent: float = 1.0
 
     @property
     def consistent(self) -> bool:
@@ -251,6 +263,11 @@ class TimeCheck:
             lines.append(
                 f"  {name(a)} -> {name(b)}: the images show x{float(self.measured_step[i]):.2f}"
                 f" where the listed times say x{float(self.listed_step[i]):.2f}"
+            )
+        if self.exponent != 1.0:
+            lines.append(
+                "  (the images fix the steps only up to a common power: the listed steps "
+                f"that agree set it, the measured ratios are raised to {self.exponent:.3g})"
             )
         if self.suspect_frames and self.factor is not None:
             lines.append(
@@ -297,6 +314,7 @@ class TimeCheck:
                 for k in self.suspect_frames
             ],
             "unmatched_steps": [list(step) for step in self.unmatched_steps],
+            "exponent": self.exponent,
         }
 
 
@@ -307,6 +325,7 @@ def check_exposure_ratios(
     tolerance: float = HALF_STOP,
     z: float = 4.0,
     spread: Tensor | None = None,
+    free_exponent: bool = False,
 ) -> TimeCheck:
     r"""Check listed exposure times against the consecutive ratios the images show.
 
@@ -328,6 +347,12 @@ def check_exposure_ratios(
     has images that do not match pixel for pixel (motion, misregistration): its ratio is
     not trusted and it is reported as unmatched instead.
 
+    Ratios read through a curve fitted at wrong times can all be off by a common power
+    (:math:`f^g` with :math:`t^g` explains the images as well as :math:`f` with :math:`t`):
+    with ``free_exponent``, the measured log ratios are first multiplied by the power that
+    brings the most steps back to their listed values (:func:`common_exponent`), so the steps
+    that agree anchor the others.
+
     :param torch.Tensor log_ratio: measured :math:`\hat\rho_k` ``(N - 1,)``, along
         increasing listed time.
     :param torch.Tensor se: their standard errors ``(N - 1,)`` (``inf``: not measured; such
@@ -337,6 +362,8 @@ def check_exposure_ratios(
     :param float z: noise multiplier (default 4).
     :param torch.Tensor, None spread: robust spread of the per-pixel log ratios of each step
         ``(N - 1,)`` (from :func:`consecutive_log_ratios`); ``None``: not used.
+    :param bool free_exponent: take the common power of the measured ratios from the steps
+        that agree (:func:`common_exponent`) instead of reading them as they are (default).
     :return: (:class:`TimeCheck`) the check.
 
     |sep|
@@ -370,6 +397,12 @@ def check_exposure_ratios(
     rho = log_ratio.detach().to("cpu", torch.float64)
     err = se.detach().to("cpu", torch.float64)
     measured = torch.isfinite(err) & torch.isfinite(rho)
+    exponent = 1.0
+    if free_exponent:
+        exponent = common_exponent(rho.where(measured, math.nan), listed_step)
+        rho, err = rho * exponent, err * exponent
+        if spread is not None:
+            spread = spread * exponent
     off = measured & ((rho - listed_step).abs() > tolerance + z * err)
     unmatched = torch.zeros_like(off)
     if spread is not None:
@@ -409,7 +442,87 @@ def check_exposure_ratios(
             for i in range(n - 1)
             if bool(unmatched[i])
         ],
+        exponent=exponent,
     )
+
+
+def common_exponent(
+    log_ratio: Tensor,
+    listed_log_step: Tensor,
+    tolerance: float = EXPONENT_TOLERANCE,
+) -> float:
+    r"""The common power of measured exposure steps that brings the most of them back to the
+    listed ones.
+
+    Steps read through a curve are known only up to a common power :math:`g` (a curve bent
+    by wrong listed times reads every step :math:`r` as :math:`r^{1/g}`). The power is the
+    one under which the most steps agree with their listed values within ``tolerance``,
+
+    .. math::
+
+        g = \arg\max_{g \in [1/2,\, 2]} \#\{k : |g \hat\rho_k - \rho_k| \le \tau\},
+
+    refined by least squares over those steps. It is 1 unless it makes strictly more steps
+    agree than the ratios as read (right listed times, or a few wrong frames, keep the
+    ratios as they are). Between powers that bring back as many steps, the one that brings
+    back the step of the shortest exposures wins, as the anchor of
+    :func:`check_exposure_ratios` does: cameras write wrong times at their long-exposure
+    limit.
+
+    :param torch.Tensor log_ratio: measured log ratios :math:`\hat\rho_k` ``(N - 1,)``
+        along increasing listed time (NaN: not measured, ignored).
+    :param torch.Tensor listed_log_step: listed log ratios :math:`\rho_k` ``(N - 1,)``.
+    :param float tolerance: :math:`\tau` in log units (default :math:`\log 1.15`).
+    :return: (float) :math:`g`.
+
+    |sep|
+
+    :Example:
+
+    >>> import math, torch
+    >>> listed = torch.full((4,), math.log(8.0))  # listed 3 stops apart
+    >>> # read through a bent curve: the two right steps as x13, the two wrong ones smaller
+    >>> read = torch.tensor([13.0, 13.0, 1.5, 3.0]).log()
+    >>> g = common_exponent(read, listed)
+    >>> round(g, 3), [round(v, 2) for v in (g * read).exp().tolist()]
+    (0.811, [8.0, 8.0, 1.39, 2.44])
+    """
+    tolerance = check_threshold(tolerance, "tolerance")
+    rho_hat = log_ratio.detach().to("cpu", torch.float64).reshape(-1)
+    rho = listed_log_step.detach().to("cpu", torch.float64).reshape(-1)
+    if rho_hat.shape != rho.shape:
+        raise ValueError(
+            "Expected `log_ratio` and `listed_log_step` of one shape (N - 1,), but got "
+            f"{tuple(log_ratio.shape)} and {tuple(listed_log_step.shape)}."
+        )
+    ok = torch.isfinite(rho_hat) & torch.isfinite(rho)
+    rho_hat, rho = rho_hat[ok], rho[ok]
+
+    def agreeing(g: float) -> Tensor:
+        return (g * rho_hat - rho).abs() <= tolerance
+
+    low, high = EXPONENT_RANGE
+    best, best_count = 1.0, int(agreeing(1.0).sum())
+    # the powers under which each step agrees form an interval: the most steps agree at
+    # an end or the middle of one (step by step, so ties go to the earlier step)
+    usable = (rho_hat >= tolerance).nonzero().squeeze(1).tolist()
+    shrink = 1.0 - 1e-6
+    candidates = [
+        (float(rho[k]) + d * shrink * tolerance) / float(rho_hat[k])
+        for k in usable
+        for d in (0.0, -1.0, 1.0)
+    ]
+    for g in candidates:
+        if not low <= g <= high:
+            continue
+        count = int(agreeing(g).sum())
+        if count > best_count:  # ties: the earlier step's power (shorter exposures)
+            best, best_count = g, count
+    if best == 1.0:
+        return 1.0
+    keep = agreeing(best)
+    g = float((rho_hat[keep] * rho[keep]).sum() / (rho_hat[keep] ** 2).sum())
+    return min(max(g, low), high)
 
 
 def exponent_from_prior(
