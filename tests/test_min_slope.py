@@ -121,6 +121,43 @@ def test_fit_icrf_refits_a_jumping_curve_and_says_so(monkeypatch):
     assert f"jumped x{jump:.2f} between adjacent codes" in text
 
 
+def test_a_refit_that_does_not_lower_the_jump_is_dropped(monkeypatch):
+    # the minimum slope is for flat stretches; where it leaves the jump as high (or higher),
+    # the refit only costs likelihood: the first fit stays, and no refit is reported
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.calibration import core
+    from deepinv_icrf.data import demo_exposure_times, demo_scene
+    from deepinv_icrf.physics import ExposureStack
+
+    t = demo_exposure_times(4)
+    y = ExposureStack(t, response="gamma")(demo_scene(32, 48, channels=1))
+    plain = fit_icrf(y, t, progress=False, reconstructor=False, max_pixels=600)
+    fit = core.fit_code_domain
+    slopes = []
+
+    class Higher:
+        def __init__(self, result):
+            self._result = result
+
+        def __getattr__(self, name):
+            return getattr(self._result, name)
+
+        def code_jump(self, codes=256):
+            return self._result.code_jump(codes) * 1.5
+
+    def refit_jumps_higher(*args, **kwargs):
+        slopes.append(kwargs["min_log_slope"])
+        result = fit(*args, **kwargs)
+        return Higher(result) if kwargs["min_log_slope"] > 0 else result
+
+    monkeypatch.setattr(core, "MAX_CURVE_JUMP", 1.0)  # every curve "jumps"
+    monkeypatch.setattr(core, "fit_code_domain", refit_jumps_higher)
+    icrf = fit_icrf(y, t, progress=False, reconstructor=False, max_pixels=600)
+    assert core.REFIT_LOG_SLOPE in slopes  # the refit ran ...
+    assert icrf.fit_report.refit_jump is None  # ... and was dropped
+    torch.testing.assert_close(icrf.curve, plain.curve, rtol=0, atol=0)
+
+
 def _subset(folder: Path, names: list[str], tmp_path: Path) -> Path:
     rows = {
         r["filename"]: r["exposure_time"]

@@ -72,7 +72,8 @@ class FitReport:
         adjacent codes by more than
         :data:`~deepinv_icrf.calibration.core.MAX_CURVE_JUMP` (a flat stretch of the
         response, from photos that disagree with each other or with their times), that
-        jump; the curve was then refitted with a minimum slope (``None``: no refit).
+        jump; the curve was then refitted with a minimum slope (``None``: no refit, or a
+        refit that did not lower the jump and was dropped).
     :param list, None observed_code_range: the lowest and highest code the photos hold per
         channel, as fractions of the code range
         (:func:`~deepinv_icrf.calibration.coverage.observed_code_range`): outside it the
