@@ -156,6 +156,19 @@ def test_a_refit_that_does_not_lower_the_jump_is_dropped(monkeypatch):
     assert core.REFIT_LOG_SLOPE in slopes  # the refit ran ...
     assert icrf.fit_report.refit_jump is None  # ... and was dropped
     torch.testing.assert_close(icrf.curve, plain.curve, rtol=0, atol=0)
+    # the jump of the curve kept is reported, with a note above the bound (here 1.0)
+    jump = float(curve_jump(icrf.curve.detach()).max())
+    assert icrf.fit_report.curve_jump == pytest.approx(jump, rel=1e-5)
+    assert plain.fit_report.curve_jump == pytest.approx(jump, rel=1e-5)
+    from deepinv_icrf.calibration.summary import describe_fit, fit_summary
+
+    summary = fit_summary(icrf, y[0])
+    assert summary["curve_jump"] == pytest.approx(jump, rel=1e-5)
+    assert f"the fitted curve jumps x{jump:.2f} between adjacent codes" in describe_fit(
+        icrf, summary
+    )
+    monkeypatch.setattr(core, "MAX_CURVE_JUMP", 1.10)  # a real bound: nothing to say
+    assert "the fitted curve jumps" not in describe_fit(icrf, summary)
 
 
 def _subset(folder: Path, names: list[str], tmp_path: Path) -> Path:

@@ -97,6 +97,7 @@ def _refined_icrf():
         floor=[0.0, 0.01, 0.0],
         time_check=check_exposure_ratios(step, torch.full((2,), 0.01), nominal),
         refit_jump=1.42,
+        curve_jump=1.04,
         observed_code_range=[[0.0, 1.0], [0.0, 0.9961], [0.0039, 1.0]],
     )
     return icrf
@@ -116,6 +117,7 @@ def test_fit_summary_reads_the_report():
     assert summary["floor"] == [0.0, 0.01, 0.0]
     assert summary["time_check"]["consistent"] is True
     assert summary["refit_jump"] == 1.42
+    assert summary["curve_jump"] == 1.04
     assert summary["observed_code_range"] == [[0.0, 1.0], [0.0, 0.9961], [0.0039, 1.0]]
     assert fit_metadata(icrf) == {
         "code_std": [0.01, 0.02, 0.015],

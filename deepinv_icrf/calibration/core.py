@@ -431,15 +431,16 @@ def _fit_code(
             result = _run(0.0)
             # a flat stretch of the response (photos that disagree with each other or with
             # their times): refit with a minimum slope, which real responses keep anyway
-            first_jump = float(result.code_jump().max())
+            first_jump = kept_jump = float(result.code_jump().max())
             if first_jump > MAX_CURVE_JUMP:
                 bar.reset()
                 refit = _run(REFIT_LOG_SLOPE)
                 # a jump the minimum slope does not lower is no flat stretch: the refit
                 # only costs likelihood there (x1.103 for x1.102 and a curve 2.5x further
                 # from the truth, on a sharpened synthetic bracket), so the fit stays
-                if float(refit.code_jump().max()) <= first_jump + _JUMP_ROUNDING:
-                    jump, result = first_jump, refit
+                refit_jump = float(refit.code_jump().max())
+                if refit_jump <= first_jump + _JUMP_ROUNDING:
+                    jump, result, kept_jump = first_jump, refit, refit_jump
         finally:
             bar.close()
     icrf = ICRFBase(
@@ -466,6 +467,7 @@ def _fit_code(
         ),
         floor=None if result.floor is None else result.floor.tolist(),
         refit_jump=jump,
+        curve_jump=kept_jump,
     )
     return icrf, report, result
 

@@ -74,6 +74,8 @@ class FitReport:
         response, from photos that disagree with each other or with their times), that
         jump; the curve was then refitted with a minimum slope (``None``: no refit, or a
         refit that did not lower the jump and was dropped).
+    :param float, None curve_jump: code fit: the largest ratio of adjacent values of the
+        final curve over codes 64..239 (any channel; real responses: 1.02-1.06).
     :param list, None observed_code_range: the lowest and highest code the photos hold per
         channel, as fractions of the code range
         (:func:`~deepinv_icrf.calibration.coverage.observed_code_range`): outside it the
@@ -95,12 +97,13 @@ class FitReport:
     refinement: Refinement | None = None
     shifts: list[list[int]] | None = None
     refit_jump: float | None = None
+    curve_jump: float | None = None
     observed_code_range: list[list[float]] | None = None
 
     @property
     def extra(self) -> dict[str, Any]:
         r"""The optional values as a read-only dict (the former untyped ``extra``): ``sigma``,
-        ``pixels``, ``outliers``, ``floor``, ``shifts``, ``refit_jump``,
+        ``pixels``, ``outliers``, ``floor``, ``shifts``, ``refit_jump``, ``curve_jump``,
         ``observed_code_range`` and, after a refinement, ``exponent``, ``exponent_std``,
         ``prior_std``, ``iterations``, ``converged``, ``assumed_exposure_times``,
         ``log_time_std``; only those that are set. Prefer the fields."""
@@ -112,6 +115,7 @@ class FitReport:
             "floor",
             "shifts",
             "refit_jump",
+            "curve_jump",
             "observed_code_range",
         ):
             value = getattr(self, key)

@@ -254,6 +254,18 @@ def _jump_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
     )
 
 
+def _curve_jump_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
+    from deepinv_icrf.calibration import core
+
+    jump = summary["curve_jump"]
+    if jump <= core.MAX_CURVE_JUMP:
+        return None
+    return (
+        f"the fitted curve jumps x{jump:.2f} between adjacent codes (codes 64..239; real "
+        "responses: x1.02-1.06); check the times and the frames"
+    )
+
+
 def _extrapolation_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
     return extrapolation_note(summary["observed_code_range"], summary.get("bit_depth"))
 
@@ -305,6 +317,10 @@ REPORT_FIELDS: tuple[ReportField, ...] = (
     # the jump of a first fit that was refitted with a minimum slope
     ReportField(
         "refit_jump", lambda r: getattr(r, "refit_jump", None), note=_jump_note
+    ),
+    # the largest ratio of adjacent values of the final curve: a note above x1.10
+    ReportField(
+        "curve_jump", lambda r: getattr(r, "curve_jump", None), note=_curve_jump_note
     ),
     # the code of no light per channel ([0, 1] units): merge's lower cutoff lies above it
     ReportField("floor", _floor, metadata=True),
