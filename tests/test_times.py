@@ -227,6 +227,22 @@ def test_common_exponent_values_and_bad_inputs():
         common_exponent(torch.zeros(2), torch.zeros(2), tolerance=-1.0)
 
 
+def test_free_exponent_never_questions_times_that_agree_as_read():
+    # a curve's errors read the two steps of a three-frame bracket 20% high and 20% low:
+    # within half a stop as read; the power of the first step would push the second out
+    listed = torch.tensor([1.0, 4.0, 16.0])
+    read = torch.tensor([4.8, 3.2]).log()
+    se = torch.full((2,), 0.002)
+    assert common_exponent(read, listed.log().diff()) != 1.0
+    check = check_exposure_ratios(read, se, listed, free_exponent=True)
+    assert check.consistent and check.exponent == 1.0
+    # where steps disagree as read, the power is taken
+    read = torch.tensor([4.8, 1.0]).log()  # the second frame equal to the first
+    check = check_exposure_ratios(read, se, listed, free_exponent=True)
+    assert check.exponent == pytest.approx(math.log(4.0) / math.log(4.8))
+    assert check.disagreeing_steps == [(1, 2)]
+
+
 def test_check_with_a_free_exponent_anchors_on_the_steps_that_agree():
     # three stops apart, the last two frames listed far too long; read through a curve
     # bent by those times, every step comes out raised to a power (x8 read as x13)

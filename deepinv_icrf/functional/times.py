@@ -349,9 +349,10 @@ def check_exposure_ratios(
 
     Ratios read through a curve fitted at wrong times can all be off by a common power
     (:math:`f^g` with :math:`t^g` explains the images as well as :math:`f` with :math:`t`):
-    with ``free_exponent``, the measured log ratios are first multiplied by the power that
-    brings the most steps back to their listed values (:func:`common_exponent`), so the steps
-    that agree anchor the others.
+    with ``free_exponent``, where some steps disagree as read, the measured log ratios are
+    multiplied by the power that brings the most steps back to their listed values
+    (:func:`common_exponent`), so the steps that agree anchor the others (listed times
+    that agree as read are never questioned by it).
 
     :param torch.Tensor log_ratio: measured :math:`\hat\rho_k` ``(N - 1,)``, along
         increasing listed time.
@@ -397,22 +398,32 @@ def check_exposure_ratios(
     rho = log_ratio.detach().to("cpu", torch.float64)
     err = se.detach().to("cpu", torch.float64)
     measured = torch.isfinite(err) & torch.isfinite(rho)
-    exponent = 1.0
-    if free_exponent:
-        exponent = common_exponent(rho.where(measured, math.nan), listed_step)
-        rho, err = rho * exponent, err * exponent
-        if spread is not None:
-            spread = spread * exponent
-    off = measured & ((rho - listed_step).abs() > tolerance + z * err)
-    unmatched = torch.zeros_like(off)
     if spread is not None:
         if spread.shape != (n - 1,):
             raise ValueError(
                 f"Expected `spread` of shape ({n - 1},), but got {tuple(spread.shape)}."
             )
+        spread = spread.detach().to("cpu", torch.float64)
+
+    def classify(
+        rho: Tensor, err: Tensor, spread: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        off = measured & ((rho - listed_step).abs() > tolerance + z * err)
+        if spread is None:
+            return off, torch.zeros_like(off)
         # a ratio read from images that do not match pixel for pixel says nothing
-        unmatched = off & (spread.detach().to("cpu", torch.float64) > tolerance)
-        off = off & ~unmatched
+        unmatched = off & (spread > tolerance)
+        return off & ~unmatched, unmatched
+
+    off, unmatched = classify(rho, err, spread)
+    exponent = 1.0
+    if free_exponent and bool(off.any()):
+        # only where the ratios as read disagree: listed times that agree as read are
+        # never questioned by it
+        g = common_exponent(rho.where(measured, math.nan), listed_step)
+        if g != 1.0:
+            exponent, rho, err = g, rho * g, err * g
+            off, unmatched = classify(rho, err, None if spread is None else spread * g)
     step = torch.where(off, rho, listed_step)
     # groups of frames joined by agreeing steps; the largest anchors the implied times
     group = torch.cat([torch.zeros(1, dtype=torch.long), off.long().cumsum(0)])
