@@ -236,6 +236,11 @@ def test_free_exponent_never_questions_times_that_agree_as_read():
     assert common_exponent(read, listed.log().diff()) != 1.0
     check = check_exposure_ratios(read, se, listed, free_exponent=True)
     assert check.consistent and check.exponent == 1.0
+    # frames that barely differ as read (x1.2 in all) are not made a bracket by a power
+    barely = check_exposure_ratios(
+        torch.tensor([1.2, 1.0]).log(), se, listed, free_exponent=True
+    )
+    assert barely.exponent == 1.0 and barely.disagreeing_steps == [(0, 1), (1, 2)]
     # where steps disagree as read, the power is taken
     read = torch.tensor([4.8, 1.0]).log()  # the second frame equal to the first
     check = check_exposure_ratios(read, se, listed, free_exponent=True)

@@ -349,10 +349,11 @@ def check_exposure_ratios(
 
     Ratios read through a curve fitted at wrong times can all be off by a common power
     (:math:`f^g` with :math:`t^g` explains the images as well as :math:`f` with :math:`t`):
-    with ``free_exponent``, where some steps disagree as read, the measured log ratios are
-    multiplied by the power that brings the most steps back to their listed values
-    (:func:`common_exponent`), so the steps that agree anchor the others (listed times
-    that agree as read are never questioned by it).
+    with ``free_exponent``, where some steps disagree as read and the frames span more than
+    the tolerance as read, the measured log ratios are multiplied by the power that brings
+    the most steps back to their listed values (:func:`common_exponent`), so the steps that
+    agree anchor the others (listed times that agree as read are never questioned by it,
+    and frames that barely differ stay so).
 
     :param torch.Tensor log_ratio: measured :math:`\hat\rho_k` ``(N - 1,)``, along
         increasing listed time.
@@ -417,9 +418,11 @@ def check_exposure_ratios(
 
     off, unmatched = classify(rho, err, spread)
     exponent = 1.0
-    if free_exponent and bool(off.any()):
-        # only where the ratios as read disagree: listed times that agree as read are
-        # never questioned by it
+    # only where the ratios as read disagree (listed times that agree as read are never
+    # questioned by it) and span more than the tolerance (no power makes frames that
+    # barely differ a bracket)
+    span = float(rho.where(measured, 0.0).sum())
+    if free_exponent and bool(off.any()) and span > tolerance:
         g = common_exponent(rho.where(measured, math.nan), listed_step)
         if g != 1.0:
             exponent, rho, err = g, rho * g, err * g
