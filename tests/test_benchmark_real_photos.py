@@ -81,3 +81,20 @@ def test_grey_brackets_are_scored_by_every_opencv_method(tmp_path):
     for name in methods.split(","):
         assert len(row["results"][name]["curve"]) == 1  # one channel, one curve
         assert 0 < row["results"][name]["rmse"]["hat"] < 50
+
+
+def test_sweep_counts_the_check_on_every_sub_bracket(tmp_path):
+    from deepinv_icrf.data import write_synthetic_folder
+
+    folder = write_synthetic_folder(
+        tmp_path / "bracket", n_exposures=6, fmt="png", sidecar="csv", exif=False
+    )
+    out = tmp_path / "s.json"
+    assert real_photos.main([str(folder), "--sweep", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    r = row["sweep"]
+    # 6 frames: 3 frames 1 apart from 4 starts, 2 apart from 2; 5 frames 1 apart from 2
+    assert r["brackets"] == 4 + 2 + 2
+    # right listed times: nothing wrong, nothing flagged
+    assert r["wrong"] == 0 and r["flagged_right"] == 0
+    assert r["right"] + r["refused"] == r["brackets"] and r["error_geomean"] is None
