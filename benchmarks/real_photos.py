@@ -566,6 +566,7 @@ def sweep(
     import warnings
 
     from deepinv_icrf import fit_icrf
+    from deepinv_icrf.functional import HALF_STOP
 
     options = dict(options or {})
 
@@ -590,7 +591,7 @@ def sweep(
                     refused += 1
                     continue
                 truth = np.diff(reference[idx])
-                wrong = np.abs(np.diff(listed[idx]) - truth).max() > 0.5 * math.log(2)
+                wrong = np.abs(np.diff(listed[idx]) - truth).max() > HALF_STOP
                 flagged = not report.time_check.consistent
                 used = np.log(report.exposure_times.double().cpu().numpy())
                 if wrong:

@@ -421,8 +421,11 @@ def check_exposure_ratios(
     # only where the ratios as read disagree (listed times that agree as read are never
     # questioned by it) and span more than the tolerance (no power makes frames that
     # barely differ a bracket)
-    span = float(rho.where(measured, 0.0).sum())
-    if free_exponent and bool(off.any()) and span > tolerance:
+    if (
+        free_exponent
+        and bool(off.any())
+        and float(rho.where(measured, 0.0).sum()) > tolerance
+    ):
         g = common_exponent(rho.where(measured, math.nan), listed_step)
         if g != 1.0:
             exponent, rho, err = g, rho * g, err * g
@@ -458,6 +461,19 @@ def check_exposure_ratios(
         ],
         exponent=exponent,
     )
+
+
+def _agreeing(g: float, rho_hat: Tensor, rho: Tensor, tolerance: float) -> Tensor:
+    r"""The steps whose measured log ratio times ``g`` lies within ``tolerance`` of the
+    listed one."""
+    return (g * rho_hat - rho).abs() <= tolerance
+
+
+def _slope(rho_hat: Tensor, rho: Tensor, keep: Tensor) -> float | None:
+    r"""The least-squares slope through the origin of ``rho`` on ``rho_hat`` over the steps
+    ``keep`` (``None`` when their measured ratios are all 0)."""
+    denom = float((rho_hat[keep] ** 2).sum())
+    return None if denom <= 0 else float((rho_hat[keep] * rho[keep]).sum()) / denom
 
 
 def common_exponent(
@@ -513,7 +529,7 @@ def common_exponent(
     rho_hat, rho = rho_hat[ok], rho[ok]
 
     def agreeing(g: float) -> Tensor:
-        return (g * rho_hat - rho).abs() <= tolerance
+        return _agreeing(g, rho_hat, rho, tolerance)
 
     low, high = EXPONENT_RANGE
     best, best_count = 1.0, int(agreeing(1.0).sum())
@@ -534,8 +550,8 @@ def common_exponent(
             best, best_count = g, count
     if best == 1.0:
         return 1.0
-    keep = agreeing(best)
-    g = float((rho_hat[keep] * rho[keep]).sum() / (rho_hat[keep] ** 2).sum())
+    # the best candidate's own step agrees, and it was measured (>= tolerance): a slope
+    g = _slope(rho_hat, rho, agreeing(best))
     return min(max(g, low), high)
 
 
@@ -599,11 +615,11 @@ def exponent_from_prior(
     agree = torch.ones_like(rho, dtype=torch.bool)
     g = 1.0
     for _ in range(iterations):
-        denom = float((rho_hat[agree] ** 2).sum())
-        if denom <= 0:
+        slope = _slope(rho_hat, rho, agree)
+        if slope is None:
             break
-        g = float((rho_hat[agree] * rho[agree]).sum()) / denom
-        new = (g * rho_hat - rho).abs() <= tolerance
+        g = slope
+        new = _agreeing(g, rho_hat, rho, tolerance)
         if not bool(new.any()) or bool((new == agree).all()):
             break
         agree = new
