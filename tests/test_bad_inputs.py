@@ -841,6 +841,16 @@ def _metadata_file(tmp: Path, **metadata: Any) -> Path:
     return path
 
 
+def _real_frames(folder: str, frames: slice) -> tuple[np.ndarray, np.ndarray]:
+    # frames of a real bracket of ../shared/data/real, by increasing listed time
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / folder
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (shared data folder not present)")
+    stack = read_exposure_folder(path)
+    order = np.argsort(stack.exposure_times)[frames]
+    return stack.images[order], np.asarray(stack.exposure_times)[order]
+
+
 def _equal_frames(n: int = 3, noise: float = 0.01, frame: int = 1) -> torch.Tensor:
     r"""``n`` frames of one exposure (frame ``frame`` of :func:`_stack`), each with its own
     code noise: equally bright, not identical."""
@@ -1415,6 +1425,12 @@ CATALOGUE: list[Row] = [
     Row("equal_two_frames_fit", "two equally bright noisy frames listed 1 and 2 s",
         "fit_icrf", lambda tmp: fit_icrf(_equal_frames(2), TIMES[:2], **FAST),
         ValueError, r"barely differ: .*\(the listed times say x2\.00\)"),
+    Row("real_frames_barely_differ", "three real frames that barely differ (x1.11, x1.0) "
+        "listed 1/4, 1/2 and 1 s (a common power of the time check's reading once made it "
+        "x2 and fitted them, the curve jumping x1.18)", "fit_icrf",
+        lambda tmp: fit_icrf(*_real_frames("living_room1", slice(2, 5)), progress=False),
+        ValueError, r"The exposures of `stack` barely differ: the images show the longest "
+        r"x1\.2\d the shortest \(the listed times say x4\.00\)"),
     Row("times_too_narrow", "times 1, 1+1e-12, 1+2e-12 s for frames a stop apart (the "
         "refined curve collapsed to 1)", "fit_icrf",
         lambda tmp: fit_icrf(_stack(), [1.0, 1.0 + 1e-12, 1.0 + 2e-12], **FAST),
