@@ -137,7 +137,9 @@ def test_outlier_threshold_undoes_moving_objects(name, sigma):
     err_robust = float(curve_rmse(robust.curve.detach().double(), truth))
     err_clean = float(curve_rmse(reference.curve.detach().double(), truth))
     assert err_plain > 0.015  # the moving block does bend the plain fit
-    assert err_robust < 0.25 * err_plain
+    # (srgb: 0.038 before the jump refit's bound on the ICRF's ratio of adjacent codes, 0.018
+    # with it; the outlier rule 0.0073 either way)
+    assert err_robust < 0.5 * err_plain
     assert err_robust < err_clean + 0.005
     assert 0.01 < robust.fit_report.extra["outliers"][0] < 0.15
 

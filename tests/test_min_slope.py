@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deepinv_icrf.functional import curve_jump, fit_code_domain
-from deepinv_icrf.functional.codefit import _project
+from deepinv_icrf.functional.codefit import _invert_response, _project
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
 
@@ -68,12 +68,57 @@ def test_project_keeps_the_least_log_slope(kappa, device):
     assert torch.all((growth >= need - 1e-9) | ~below_top)
 
 
+def _jump_floor_loop(knots: list[float], max_jump: float) -> list[float]:
+    # the rule written as a loop: from the first interval [R_j, R_j+1] (j >= 1) whose upper
+    # knot is above code 64, each interval whose lower knot is below code 239 rises at
+    # least 1 / (255 j (J^(1/2.2) - 1)); the others only stay monotone
+    out = list(knots)
+    k = len(out)
+    start = next((j for j in range(1, k - 1) if out[j + 1] > 64 / 255), None)
+    if start is None:
+        return out
+    for j in range(start, k - 1):
+        rise = (
+            1.0 / (255 * j * (max_jump ** (1 / 2.2) - 1.0)) if out[j] < 239 / 255 else 0
+        )
+        out[j + 1] = min(1.0, max(out[j + 1], out[j] + rise))
+    return out
+
+
+@pytest.mark.parametrize("max_jump", [1.05, 1.10, 1.3])
+def test_project_bounds_the_jump_like_a_loop(max_jump, device):
+    gen = torch.Generator().manual_seed(3)
+    steps = torch.rand(4, 32, generator=gen, dtype=torch.float64)
+    steps[:, 8:20] *= 0.02  # a flat stretch over the middle codes
+    steps[1, 1:] *= 0.01  # a response that stays below code 64 but for its top knot
+    knots = torch.cumsum(steps, 1)
+    knots = knots / knots[:, -1:]
+    knots[:, 0] = torch.tensor([0.0, 0.0, 0.05, 0.3], dtype=torch.float64)
+    knots = torch.cummax(knots, 1).values
+    out = _project(knots.to(device), 0.0, max_jump).cpu()
+    for c in range(4):
+        want = _jump_floor_loop(torch.cummax(knots[c], 0).values.tolist(), max_jump)
+        assert out[c].tolist() == pytest.approx(want, abs=1e-12)
+    # sampled at every code, the ICRF keeps within the bound (J ** ((j + 1) / j) for a code
+    # that straddles knots j >= 16 and j + 1: 1.3108 for 1.3 when written)
+    assert float(curve_jump(_invert_response(out, 256)).max()) <= max_jump ** (17 / 16)
+    assert float(curve_jump(_invert_response(knots, 256)).max()) > max_jump
+    # a response that meets the bound already is left as it is
+    srgb_like = (
+        torch.linspace(0, 1, 32, dtype=torch.float64).pow(2.2 / 2.4).expand(1, 32)
+    )
+    assert torch.equal(_project(srgb_like, 0.0, 1.10), _project(srgb_like, 0.0))
+
+
 def test_fit_code_domain_min_log_slope_checked():
     y = torch.rand(1, 50, 3)
     with pytest.raises(ValueError, match="min_log_slope"):
         fit_code_domain(y, torch.zeros(3), min_log_slope=-0.1)
     with pytest.raises(ValueError, match="min_log_slope"):
         fit_code_domain(y, torch.zeros(3), min_log_slope=True)
+    for bad in (1.0, 0.5, math.nan, True, "1.1"):
+        with pytest.raises(ValueError, match="max_jump"):
+            fit_code_domain(y, torch.zeros(3), max_jump=bad)
 
 
 def test_fit_code_domain_slope_is_kept_by_the_fit(device):
@@ -231,3 +276,33 @@ def test_jump_is_judged_at_every_code_whatever_n_points(n_points):
     )
     assert icrf.curve.shape[-1] == n_points
     assert icrf.fit_report.refit_jump is None
+
+
+def test_real_bracket_through_jpeg_keeps_every_jump(tmp_path):
+    # the Memorial Church scans saved as JPEG (quality 80, as a user might pass them on):
+    # the blue channel's fit goes flat near code 175 (x1.46 between adjacent codes), and
+    # the refit with a least log-slope alone still jumped x1.111; the refit's bound on the
+    # ratio of adjacent codes keeps it within x1.10
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from deepinv_icrf import fit_icrf
+    from deepinv_icrf.data import read_exposure_folder
+
+    folder = REAL / "memorial"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (shared data folder not present)")
+    stack = read_exposure_folder(folder)
+    frames = []
+    for image in stack.images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=80)
+        frames.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue()))))
+    icrf = fit_icrf(
+        np.stack(frames), stack.exposure_times, progress=False, reconstructor=False
+    )
+    assert icrf.fit_report.refit_jump is not None  # the first fit jumped
+    assert float(curve_jump(icrf.curve.detach()).max()) <= 1.10
+    assert icrf.fit_report.curve_jump <= 1.10

@@ -63,7 +63,7 @@ from deepinv_icrf.functional.code_sample import (  # noqa: F401 (re-exported)
     stratified_pixel_sample,
 )
 from deepinv_icrf.functional.interp import interp_curve, invert_curve
-from deepinv_icrf.functional.metrics import curve_jump
+from deepinv_icrf.functional.metrics import JUMP_HIGH, JUMP_LOW, curve_jump
 
 __all__ = [
     "censored_code_nll",
@@ -345,27 +345,70 @@ def _joint_step(
     return step_full, step_s.clamp(-1.0, 1.0), step_d.clamp(-1.0, 1.0)
 
 
-def _project(knots: Tensor, min_log_slope: float = 0.0) -> Tensor:
+def _project(
+    knots: Tensor, min_log_slope: float = 0.0, max_jump: float | None = None
+) -> Tensor:
     r"""Nearest-from-below non-decreasing curve in :math:`[0, 1]` (running maximum).
 
     With ``min_log_slope`` :math:`\kappa > 0` the response above its floor :math:`b = R_0`
     also grows at least as fast as :math:`e^{\kappa u}` between knots,
     :math:`R_{j+1} - b \ge (R_j - b)\,(v_{j+1} / v_j)^{2.2 \kappa}` (a running maximum of
-    :math:`\log(R_j - b) - 2.2 \kappa \log v_j`), clipped at 1.
+    :math:`\log(R_j - b) - 2.2 \kappa \log v_j`), clipped at 1. With ``max_jump`` :math:`J`
+    it then rises fast enough over the codes of :func:`curve_jump` for its ICRF to keep
+    adjacent codes within a ratio :math:`J` (:func:`_jump_floor`).
     """
     knots = torch.cummax(knots.clamp(0.0, 1.0), dim=1).values
-    if min_log_slope <= 0.0:
-        return knots
-    floor = knots[:, :1]
-    grid = torch.arange(1, knots.shape[1], dtype=knots.dtype, device=knots.device)
-    bound = (_GRID_GAMMA * min_log_slope) * grid.log()
-    above = (knots[:, 1:] - floor).clamp_min(torch.finfo(knots.dtype).tiny).log()
-    lifted = torch.cummax(above - bound, dim=1).values + bound
-    return torch.cat([floor, (floor + lifted.exp()).clamp(max=1.0)], dim=1)
+    if min_log_slope > 0.0:
+        floor = knots[:, :1]
+        grid = torch.arange(1, knots.shape[1], dtype=knots.dtype, device=knots.device)
+        bound = (_GRID_GAMMA * min_log_slope) * grid.log()
+        above = (knots[:, 1:] - floor).clamp_min(torch.finfo(knots.dtype).tiny).log()
+        lifted = torch.cummax(above - bound, dim=1).values + bound
+        knots = torch.cat([floor, (floor + lifted.exp()).clamp(max=1.0)], dim=1)
+    if max_jump is not None:
+        knots = _jump_floor(knots, max_jump)
+    return knots
+
+
+def _jump_floor(knots: Tensor, max_jump: float) -> Tensor:
+    r"""Raise a non-decreasing response so that its ICRF has no jump above ``max_jump``.
+
+    Between knots :math:`j \ge 1` and :math:`j + 1` the response is linear in
+    :math:`v = j / (K - 1)` and the ICRF is :math:`\propto v^{2.2}`, so adjacent 8-bit codes
+    there differ by a ratio of at most :math:`(1 + 1 / (255\, j\, \Delta_j))^{2.2}` with
+    :math:`\Delta_j = R_{j+1} - R_j` (a code that straddles knots rises a little more, within
+    :math:`J^{(j + 1) / j}`; the refit asks for x1.09 to stay within x1.10). Keeping it
+    within :math:`J` asks
+    :math:`\Delta_j \ge d_j = 1 / (255\, j\, (J^{1/2.2} - 1))` over the codes of
+    :func:`curve_jump` (from the first interval that reaches :data:`JUMP_LOW` to the last
+    that starts below :data:`JUMP_HIGH`): a running maximum of
+    :math:`R_j - \sum_{i<j} d_i`, clipped at 1. A real response rises 7 or more
+    codes per stop there; a flat stretch (frames that disagree with each other or with their
+    times) is lifted to the least rise the bound allows.
+    """
+    c, k = knots.shape
+    j = torch.arange(1, k - 1, dtype=knots.dtype, device=knots.device)
+    need = 1.0 / (255.0 * j * (max_jump ** (1.0 / _GRID_GAMMA) - 1.0))
+    # D_m: the least rise from knot 1 to knot m (m = 1..K-1)
+    rise = torch.cat([need.new_zeros(1), torch.cumsum(need, 0)])
+    inner = knots[:, 1:]
+    # the chain starts at the first interval whose upper knot is above the range's first code
+    starts = inner[:, 1:] > JUMP_LOW
+    first = torch.argmax(starts.to(torch.uint8), dim=1, keepdim=True)
+    index = torch.arange(k - 1, device=knots.device).expand(c, k - 1)
+    active = (index >= first) & starts.any(dim=1, keepdim=True)
+    base = torch.where(active, inner - rise, -math.inf)
+    lifted = torch.maximum(inner, torch.cummax(base, dim=1).values + rise)
+    # an interval rises in full while its lower knot is below the range's last code; above,
+    # the response may flatten (a shoulder): the knots keep their own values, kept monotone
+    lower = torch.cat([knots[:, :1], lifted[:, :-1]], dim=1)
+    lifted = torch.where(lower < JUMP_HIGH, lifted, inner)
+    lifted = torch.cummax(lifted, dim=1).values.clamp(max=1.0)
+    return torch.cat([knots[:, :1], lifted], dim=1)
 
 
 def _unflatten_top(
-    knots: Tensor, s: Tensor, min_log_slope: float = 0.0
+    knots: Tensor, s: Tensor, min_log_slope: float = 0.0, max_jump: float | None = None
 ) -> tuple[Tensor, Tensor]:
     r"""Move saturation to where the response first reaches 1 (no flat top).
 
@@ -391,7 +434,7 @@ def _unflatten_top(
     stretched = interp_curve(grid * v_sat.unsqueeze(1), knots, channel_dim=0)
     stretched[:, 0] = 0.0
     stretched[:, -1] = 1.0
-    stretched = _project(stretched, min_log_slope)
+    stretched = _project(stretched, min_log_slope, max_jump)
     s = s - (_GRID_GAMMA * torch.log(v_sat)).unsqueeze(1)
     return stretched, s
 
@@ -414,6 +457,7 @@ def fit_code_domain(
     time_prior: float | None = None,
     time_init: Tensor | None = None,
     min_log_slope: float = 0.0,
+    max_jump: float | None = None,
     callback: Callable[[int, float], None] | None = None,
 ) -> CodeFitResult:
     r"""Fit a monotone camera response and per-pixel radiances to codes (censored Tobit NLL).
@@ -470,7 +514,12 @@ def fit_code_domain(
     response above its floor growing at least as :math:`e^{\kappa u}`,
     :math:`d \log(R - b) / du \ge \kappa`. Real responses stay well above
     :math:`\kappa = 0.05` on codes 64..239 (a gamma-4 curve has 0.25, a BT.709 video
-    knee about 0.09). :func:`~deepinv_icrf.calibration.fit_icrf` refits with it when a fit's curve jumps.
+    knee about 0.09). A log-slope bounds the jump of the ICRF only loosely in the shadows
+    (:math:`\kappa = 0.05` allows x1.37 between codes 64 and 65), so ``max_jump`` :math:`J`
+    bounds it directly: over codes 64..239 the response rises by at least one code per
+    :math:`\log J` of log exposure (for :math:`J = 1.1`, 7.3 codes per stop; sRGB rises 18 at
+    code 64 and 69 at code 239). :func:`~deepinv_icrf.calibration.fit_icrf` refits with both when a
+    fit's curve jumps.
 
     **Outliers.** A static scene is assumed: a pixel that changes between exposures (a moving
     person, a branch in the wind, a misregistered edge) breaks the model, and a few percent of
@@ -518,6 +567,9 @@ def fit_code_domain(
         e.g. the corrections of :func:`~deepinv_icrf.functional.check_exposure_ratios`.
     :param float min_log_slope: least growth :math:`\kappa \ge 0` of the response above
         its floor, per unit of log exposure (default 0: monotone only; see above).
+    :param float, None max_jump: largest ratio :math:`J > 1` of the ICRF at adjacent 8-bit
+        codes over codes 64..239 (:func:`~deepinv_icrf.functional.curve_jump`) that the
+        projection lets the response make (see above); ``None`` (default): no bound.
     :param Callable, None callback: called as ``callback(iteration, change)`` after every
         iteration (``change``: largest move of the response), e.g. for a progress bar.
     :return: (:class:`CodeFitResult`) curve, response, radiances, noise level, NLL,
@@ -586,6 +638,14 @@ def fit_code_domain(
             f"Expected `min_log_slope` to be a finite number >= 0, but got {min_log_slope!r}."
         )
     min_log_slope = float(min_log_slope)
+    if max_jump is not None and (
+        isinstance(max_jump, bool)
+        or not isinstance(max_jump, (int, float))
+        or not (math.isfinite(max_jump) and max_jump > 1.0)
+    ):
+        raise ValueError(
+            f"Expected `max_jump` to be a finite number > 1 or None, but got {max_jump!r}."
+        )
     if sigma is not None:
         check_positive(torch.tensor(float(sigma)), "sigma")
     outlier_threshold = check_threshold(
@@ -644,7 +704,7 @@ def fit_code_domain(
         lin = lin.clamp_min(1e-8) / lt.exp()
         s = torch.log((weight * lin).sum(-1) / weight.sum(-1))
         x = v.pow(_GRID_GAMMA).expand(c, n_knots).contiguous()
-        knots = _project(invert_curve(x, init, channel_dim=0), min_log_slope)
+        knots = _project(invert_curve(x, init, channel_dim=0), min_log_slope, max_jump)
         knots[:, 0] = 0.0
         knots[:, -1] = 1.0
         offsets = (torch.arange(c, device=device) * n_knots).view(c, 1, 1)
@@ -723,7 +783,7 @@ def fit_code_domain(
                 at=at,
             )
             at = None
-            new = _project(knots - step_r, min_log_slope)
+            new = _project(knots - step_r, min_log_slope, max_jump)
             s = s - step_s
             moved_times = 0.0
             if step_d is not None:
@@ -731,7 +791,7 @@ def fit_code_domain(
                 lt = lt0 + delta
                 moved_times = float(step_d.abs().max())
             # keep the gauge: saturation where the response first reaches 1
-            new, s = _unflatten_top(new, s, min_log_slope)
+            new, s = _unflatten_top(new, s, min_log_slope, max_jump)
             # offsets are in log units: 10 tol of them weigh like tol of the response
             change = max(float((new - knots).abs().max()), 0.1 * moved_times)
             knots = new

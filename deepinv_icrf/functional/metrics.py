@@ -12,6 +12,10 @@ from deepinv_icrf.bracket import check_bit_depth
 
 __all__ = ["curve_rmse", "curve_jump"]
 
+#: Codes (of 255) over which :func:`curve_jump` judges a curve by default: a response may
+#: be flat in the shadows and at the shoulder, not in between.
+JUMP_LOW, JUMP_HIGH = 64 / 255, 239 / 255
+
 
 def curve_rmse(
     curve: Tensor,
@@ -83,7 +87,7 @@ def curve_rmse(
     return ((f - g) ** 2).mean(-1).sqrt()
 
 
-def curve_jump(curve: Tensor, low: float = 64 / 255, high: float = 239 / 255) -> Tensor:
+def curve_jump(curve: Tensor, low: float = JUMP_LOW, high: float = JUMP_HIGH) -> Tensor:
     r"""Largest ratio of adjacent values of a curve over a range of codes, per channel.
 
     For a curve sampled at :math:`L` uniform codes :math:`x_i = i / (L - 1)`,
