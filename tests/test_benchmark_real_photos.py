@@ -98,3 +98,32 @@ def test_sweep_counts_the_check_on_every_sub_bracket(tmp_path):
     # right listed times: nothing wrong, nothing flagged
     assert r["wrong"] == 0 and r["flagged_right"] == 0
     assert r["right"] + r["refused"] == r["brackets"] and r["error_geomean"] is None
+
+
+def test_jump_survey_fits_every_copy(tmp_path):
+    from deepinv_icrf.data import write_synthetic_folder
+
+    folder = write_synthetic_folder(
+        tmp_path / "bracket", n_exposures=6, fmt="png", sidecar="csv", exif=False
+    )
+    out = tmp_path / "j.json"
+    assert real_photos.main([str(folder), "--jumps", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    r = row["jumps"]
+    # 4 copies (as read, JPEG 95/85/75) x (the whole bracket + every 2nd frame from 2
+    # starts; every 3rd frame leaves 2 frames: skipped)
+    assert r["brackets"] == 4 * 3
+    # a clean synthetic bracket: a smooth curve in every copy, nothing refitted
+    assert r["above_1_10"] == 0 and r["refitted"] == 0 and 1.0 < r["largest"] < 1.10
+
+
+def test_jpeg_copy_keeps_shape_and_grey():
+    import numpy as np
+
+    gen = np.random.default_rng(0)
+    colour = gen.integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    grey = colour[..., :1].copy()
+    for images in (colour, grey):
+        copy = real_photos._jpeg_copy(images, 75)
+        assert copy.shape == images.shape and copy.dtype == np.uint8
+        assert not np.array_equal(copy, images)  # it was compressed
