@@ -681,6 +681,64 @@ def jump_survey(
     }
 
 
+def _sweep_cells(r: dict) -> list[str]:
+    err = (
+        "-"
+        if r["error_geomean"] is None
+        else f"x{r['error_geomean']:.3f} / x{r['error_median']:.3f} / x{r['error_max']:.2f}"
+    )
+    return [
+        str(r["brackets"]),
+        str(r["refused"]),
+        f"{r['flagged_wrong']} of {r['wrong']}",
+        f"{r['flagged_right']} of {r['right']}",
+        err,
+    ]
+
+
+def _jump_cells(r: dict) -> list[str]:
+    largest = "-" if r["largest"] is None else f"x{r['largest']:.3f}"
+    return [str(r["brackets"]), str(r["refitted"]), str(r["above_1_10"]), largest]
+
+
+#: Column titles and cells of the ``--sweep`` and ``--jumps`` tables.
+_SURVEY_TABLES: dict[str, tuple[list[str], Callable[[dict], list[str]]]] = {
+    "sweep": (
+        [
+            "sub-brackets",
+            "refused",
+            "wrong times: flagged",
+            "right times: flagged",
+            "time-step error, wrong ones: geo. mean / median / worst",
+        ],
+        _sweep_cells,
+    ),
+    "jumps": (
+        [
+            "brackets (as read and JPEG 95/85/75; whole, every 2nd, every 3rd frame)",
+            "refitted for a jump",
+            "jump above x1.10",
+            "largest jump",
+        ],
+        _jump_cells,
+    ),
+}
+
+
+def _survey(
+    folders: list[str], key: str, survey: Callable, options: dict
+) -> list[dict]:
+    r"""``survey(images, times, options=options)`` on each folder, as rows
+    ``{"stack": name, key: result}`` (each result also on stderr as it comes)."""
+    rows = []
+    for folder in folders:
+        images, times, stack = load_folder(folder)
+        result = survey(images, times, options=options)
+        rows.append({"stack": stack, key: result})
+        print(f"{stack}: {result}", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="folders of bracketed photos")
@@ -752,52 +810,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--every takes comma-separated integers, not {args.every!r}")
     if any(k < 2 for k in steps):
         parser.error(f"--every takes steps >= 2, not {args.every!r}")
-    if args.sweep:
-        rows = []
-        for folder in args.folders:
-            images, times, stack = load_folder(folder)
-            result = sweep(images, times, options=json.loads(args.options))
-            rows.append({"stack": stack, "sweep": result})
-            print(f"{stack}: {result}", file=sys.stderr, flush=True)
-        print(
-            "\n| stack | sub-brackets | refused | wrong times: flagged | right times: "
-            "flagged | time-step error, wrong ones: geo. mean / median / worst |"
-        )
-        print("|---|---|---|---|---|---|")
+    if args.sweep or args.jumps:
+        key = "sweep" if args.sweep else "jumps"
+        survey = sweep if args.sweep else jump_survey
+        rows = _survey(args.folders, key, survey, json.loads(args.options))
+        header, cells = _SURVEY_TABLES[key]
+        print("\n| stack | " + " | ".join(header) + " |")
+        print("|---" * (len(header) + 1) + "|")
         for row in rows:
-            r = row["sweep"]
-            err = (
-                "-"
-                if r["error_geomean"] is None
-                else f"x{r['error_geomean']:.3f} / x{r['error_median']:.3f} / "
-                f"x{r['error_max']:.2f}"
-            )
-            print(
-                f"| {row['stack']} | {r['brackets']} | {r['refused']} | "
-                f"{r['flagged_wrong']} of {r['wrong']} | {r['flagged_right']} of "
-                f"{r['right']} | {err} |"
-            )
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-        return 0
-    if args.jumps:
-        rows = []
-        for folder in args.folders:
-            images, times, stack = load_folder(folder)
-            result = jump_survey(images, times, options=json.loads(args.options))
-            rows.append({"stack": stack, "jumps": result})
-        print(
-            "\n| stack | brackets (as read and JPEG 95/85/75; whole, every 2nd, every "
-            "3rd frame) | refitted for a jump | jump above x1.10 | largest jump |"
-        )
-        print("|---|---|---|---|---|")
-        for row in rows:
-            r = row["jumps"]
-            largest = "-" if r["largest"] is None else f"x{r['largest']:.3f}"
-            print(
-                f"| {row['stack']} | {r['brackets']} | {r['refitted']} | "
-                f"{r['above_1_10']} | {largest} |"
-            )
+            print(f"| {row['stack']} | " + " | ".join(cells(row[key])) + " |")
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
         return 0

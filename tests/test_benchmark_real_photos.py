@@ -83,16 +83,20 @@ def test_grey_brackets_are_scored_by_every_opencv_method(tmp_path):
         assert 0 < row["results"][name]["rmse"]["hat"] < 50
 
 
-def test_sweep_counts_the_check_on_every_sub_bracket(tmp_path):
+def _survey(tmp_path, key: str) -> dict:
     from deepinv_icrf.data import write_synthetic_folder
 
     folder = write_synthetic_folder(
         tmp_path / "bracket", n_exposures=6, fmt="png", sidecar="csv", exif=False
     )
-    out = tmp_path / "s.json"
-    assert real_photos.main([str(folder), "--sweep", "--json", str(out)]) == 0
+    out = tmp_path / "survey.json"
+    assert real_photos.main([str(folder), f"--{key}", "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())
-    r = row["sweep"]
+    return row[key]
+
+
+def test_sweep_counts_the_check_on_every_sub_bracket(tmp_path):
+    r = _survey(tmp_path, "sweep")
     # 6 frames: 3 frames 1 apart from 4 starts, 2 apart from 2; 5 frames 1 apart from 2
     assert r["brackets"] == 4 + 2 + 2
     # right listed times: nothing wrong, nothing flagged
@@ -101,15 +105,7 @@ def test_sweep_counts_the_check_on_every_sub_bracket(tmp_path):
 
 
 def test_jump_survey_fits_every_copy(tmp_path):
-    from deepinv_icrf.data import write_synthetic_folder
-
-    folder = write_synthetic_folder(
-        tmp_path / "bracket", n_exposures=6, fmt="png", sidecar="csv", exif=False
-    )
-    out = tmp_path / "j.json"
-    assert real_photos.main([str(folder), "--jumps", "--json", str(out)]) == 0
-    (row,) = json.loads(out.read_text())
-    r = row["jumps"]
+    r = _survey(tmp_path, "jumps")
     # 4 copies (as read, JPEG 95/85/75) x (the whole bracket + every 2nd frame from 2
     # starts; every 3rd frame leaves 2 frames: skipped)
     assert r["brackets"] == 4 * 3
