@@ -72,7 +72,8 @@ class FitReport:
         adjacent codes by more than
         :data:`~deepinv_icrf.calibration.core.MAX_CURVE_JUMP` (a flat stretch of the
         response, from photos that disagree with each other or with their times), that
-        jump; the curve was then refitted with a minimum slope (``None``: no refit, or a
+        jump; the curve was then refitted with a minimum slope and a bound on that ratio
+        (:data:`~deepinv_icrf.calibration.core.REFIT_MAX_JUMP`) (``None``: no refit, or a
         refit that did not lower the jump and was dropped).
     :param float, None curve_jump: code fit: the largest ratio of adjacent values of the
         final curve over codes 64..239 (any channel; real responses: 1.02-1.06).

@@ -247,10 +247,13 @@ def _time_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str | None:
 
 
 def _jump_note(icrf: ICRFBase, summary: Mapping[str, Any]) -> str:
+    from deepinv_icrf.calibration import core
+
     return (
         f"the first fit's curve jumped x{summary['refit_jump']:.2f} between adjacent codes (a "
         "flat stretch of the response: photos that disagree with each other or with their "
-        "times); refitted with a minimum slope; check the times and the frames"
+        f"times); refitted with a minimum slope (at most x{core.REFIT_MAX_JUMP:.2f} between "
+        "adjacent codes); check the times and the frames"
     )
 
 
