@@ -164,6 +164,7 @@ def test_fit_icrf_refits_a_jumping_curve_and_says_so(monkeypatch):
     assert summary["refit_jump"] == pytest.approx(jump)
     text = describe_fit(icrf, summary)
     assert f"jumped x{jump:.2f} between adjacent codes" in text
+    assert f"at most x{core.REFIT_MAX_JUMP:.2f} between adjacent codes" in text
 
 
 def test_a_refit_that_does_not_lower_the_jump_is_dropped(monkeypatch):
