@@ -103,6 +103,9 @@ def test_project_bounds_the_jump_like_a_loop(max_jump, device):
     # that straddles knots j >= 16 and j + 1: 1.3108 for 1.3 when written)
     assert float(curve_jump(_invert_response(out, 256)).max()) <= max_jump ** (17 / 16)
     assert float(curve_jump(_invert_response(knots, 256)).max()) > max_jump
+    # two knots: no interval to bound
+    two = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(_project(two, 0.0, max_jump), two)
     # a response that meets the bound already is left as it is
     srgb_like = (
         torch.linspace(0, 1, 32, dtype=torch.float64).pow(2.2 / 2.4).expand(1, 32)

@@ -387,6 +387,8 @@ def _jump_floor(knots: Tensor, max_jump: float) -> Tensor:
     times) is lifted to the least rise the bound allows.
     """
     c, k = knots.shape
+    if k < 3:
+        return knots  # no interval above the first: nothing to bound
     j = torch.arange(1, k - 1, dtype=knots.dtype, device=knots.device)
     need = 1.0 / (255.0 * j * (max_jump ** (1.0 / _GRID_GAMMA) - 1.0))
     # D_m: the least rise from knot 1 to knot m (m = 1..K-1)
