@@ -411,7 +411,13 @@ class _FakeCoreFit:
         self.calls, self.curves, self.stacks = [], [], []
 
     def __call__(self, stack, times, options, *, device=None, seed=0):
-        self.calls.append({"clip_priority": options.clip_priority, "seed": seed})
+        self.calls.append(
+            {
+                "clip_priority": options.clip_priority,
+                "seed": seed,
+                "smoothness": options.smoothness,
+            }
+        )
         self.stacks.append(stack)
         gamma = 2.0 + 0.01 * seed + (0.3 if options.clip_priority == "global" else 0)
         icrf = ICRF(channels=stack.shape[2], init="gamma", gamma=gamma).to(stack.device)
@@ -432,6 +438,7 @@ def test_icrf_confidence_band_clip_sensitivity(device, monkeypatch):
         "exposure_jackknife": False,
         "seed": 2,
         "top_sensitivity": False,
+        "prior_sensitivity": False,
     }
     lower, upper = icrf_confidence_band(y, t, icrf, **options)
     # three bootstrap refits, then one refit of the stack with clip_priority="global"
@@ -460,11 +467,17 @@ def test_icrf_confidence_band_top_sensitivity(device, monkeypatch):
     icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
     fake = _FakeCoreFit()
     monkeypatch.setattr(bands, "fit_once", fake)
-    options = {"n_boot": 3, "store": False, "exposure_jackknife": False, "seed": 2}
+    options = {
+        "n_boot": 3,
+        "store": False,
+        "exposure_jackknife": False,
+        "seed": 2,
+        "prior_sensitivity": False,
+    }
     icrf_confidence_band(y, t, icrf, clip_sensitivity=False, noise_std=0.01, **options)
     # three bootstrap refits, then the stack with the codes near the top read as clipped
     assert len(fake.calls) == 4
-    top = 1.0 - max(2 * 0.01, 3 / 255)
+    top = 1.0 - max(2 * 0.01, 10 / 255)  # ten 8-bit codes at least
     original, clipped = y.reshape(-1), fake.stacks[-1].reshape(-1).to(y.device)
     near = original >= top - 0.5 / 255
     assert bool(near.any()) and bool((clipped[near] == 1.0).all())
@@ -474,4 +487,36 @@ def test_icrf_confidence_band_top_sensitivity(device, monkeypatch):
     icrf_confidence_band(
         y, t, icrf, clip_sensitivity=False, top_sensitivity=False, **options
     )
+    assert len(fake.calls) == 3
+
+
+def test_icrf_confidence_band_prior_sensitivity(device, monkeypatch):
+    import deepinv_icrf.calibration.bands as bands
+
+    y, t = _small_stack(device)
+    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
+    fake = _FakeCoreFit()
+    monkeypatch.setattr(bands, "fit_once", fake)
+    options = {
+        "n_boot": 3,
+        "store": False,
+        "exposure_jackknife": False,
+        "seed": 2,
+        "clip_sensitivity": False,
+        "top_sensitivity": False,
+    }
+    lower, upper = icrf_confidence_band(y, t, icrf, **options)
+    # three bootstrap refits at the fit's prior, then one with a prior ten times weaker
+    weights = [c["smoothness"] for c in fake.calls]
+    assert weights[:3] == [weights[0]] * 3 and len(weights) == 4
+    assert weights[3] == pytest.approx(weights[0] / 10)
+    ref_lo, ref_hi = bootstrap_band(
+        torch.stack(fake.curves[:3]),
+        icrf.curve.detach(),
+        alternatives=fake.curves[3].unsqueeze(0),
+    )
+    assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
+    fake = _FakeCoreFit()
+    monkeypatch.setattr(bands, "fit_once", fake)
+    icrf_confidence_band(y, t, icrf, prior_sensitivity=False, **options)
     assert len(fake.calls) == 3
