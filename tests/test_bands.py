@@ -425,38 +425,43 @@ class _FakeCoreFit:
         return icrf, None, None
 
 
-def test_icrf_confidence_band_clip_sensitivity(device, monkeypatch):
+def _one_second_opinion(device, monkeypatch, keep: str):
+    # a band whose only second opinion is `keep` ("clip", "top" or "prior"), on a fake fit:
+    # three bootstrap refits and that one refit, which the band must reach
     import deepinv_icrf.calibration.bands as bands
 
     y, t = _small_stack(device)
     icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
     fake = _FakeCoreFit()
     monkeypatch.setattr(bands, "fit_once", fake)
-    options = {
-        "n_boot": 3,
-        "store": False,
-        "exposure_jackknife": False,
-        "seed": 2,
-        "top_sensitivity": False,
-        "prior_sensitivity": False,
-    }
-    lower, upper = icrf_confidence_band(y, t, icrf, **options)
-    # three bootstrap refits, then one refit of the stack with clip_priority="global"
-    assert [c["clip_priority"] for c in fake.calls] == ["stratum"] * 3 + ["global"]
-    assert fake.calls[-1]["seed"] == 2
+    options = {"n_boot": 3, "store": False, "exposure_jackknife": False, "seed": 2}
+    flags = {f"{name}_sensitivity": name == keep for name in ("clip", "top", "prior")}
+    lower, upper = icrf_confidence_band(y, t, icrf, **options, **flags)
+    assert len(fake.calls) == 4
     ref_lo, ref_hi = bootstrap_band(
         torch.stack(fake.curves[:3]),
         icrf.curve.detach(),
         alternatives=fake.curves[3].unsqueeze(0),
     )
     assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
+    off = {name: False for name in flags}
+    return fake, (y, t, icrf), dict(options, **off)
+
+
+def test_icrf_confidence_band_clip_sensitivity(device, monkeypatch):
+    import deepinv_icrf.calibration.bands as bands
+
+    fake, (y, t, icrf), options = _one_second_opinion(device, monkeypatch, "clip")
+    # three bootstrap refits, then one refit of the stack with clip_priority="global"
+    assert [c["clip_priority"] for c in fake.calls] == ["stratum"] * 3 + ["global"]
+    assert fake.calls[-1]["seed"] == 2
     # switched off, with another method or with a fit of one's own: no second opinion
     fake = _FakeCoreFit()
     monkeypatch.setattr(bands, "fit_once", fake)
-    icrf_confidence_band(y, t, icrf, clip_sensitivity=False, **options)
+    icrf_confidence_band(y, t, icrf, **options)
     assert len(fake.calls) == 3
     other = _FakeFit()
-    icrf_confidence_band(y, t, icrf, fit=other, **options)
+    icrf_confidence_band(y, t, icrf, fit=other, **dict(options, clip_sensitivity=True))
     assert len(other.calls) == 3
 
 
@@ -493,30 +498,12 @@ def test_icrf_confidence_band_top_sensitivity(device, monkeypatch):
 def test_icrf_confidence_band_prior_sensitivity(device, monkeypatch):
     import deepinv_icrf.calibration.bands as bands
 
-    y, t = _small_stack(device)
-    icrf = ICRF(channels=1, init="gamma", gamma=2.2).to(device)
-    fake = _FakeCoreFit()
-    monkeypatch.setattr(bands, "fit_once", fake)
-    options = {
-        "n_boot": 3,
-        "store": False,
-        "exposure_jackknife": False,
-        "seed": 2,
-        "clip_sensitivity": False,
-        "top_sensitivity": False,
-    }
-    lower, upper = icrf_confidence_band(y, t, icrf, **options)
+    fake, (y, t, icrf), options = _one_second_opinion(device, monkeypatch, "prior")
     # three bootstrap refits at the fit's prior, then one with a prior ten times weaker
     weights = [c["smoothness"] for c in fake.calls]
-    assert weights[:3] == [weights[0]] * 3 and len(weights) == 4
+    assert weights[:3] == [weights[0]] * 3
     assert weights[3] == pytest.approx(weights[0] / 10)
-    ref_lo, ref_hi = bootstrap_band(
-        torch.stack(fake.curves[:3]),
-        icrf.curve.detach(),
-        alternatives=fake.curves[3].unsqueeze(0),
-    )
-    assert torch.allclose(lower, ref_lo) and torch.allclose(upper, ref_hi)
     fake = _FakeCoreFit()
     monkeypatch.setattr(bands, "fit_once", fake)
-    icrf_confidence_band(y, t, icrf, prior_sensitivity=False, **options)
+    icrf_confidence_band(y, t, icrf, **options)
     assert len(fake.calls) == 3
