@@ -303,6 +303,7 @@ def check_exposure_times(
     batch: int | None = 1,
     *,
     distinct: bool = False,
+    varied: bool = False,
     values: bool = True,
     name: str = "exposure_times",
 ) -> Tensor:
@@ -320,6 +321,9 @@ def check_exposure_times(
         ``(N,)`` or ``(1, N)`` expanded to every stack (default 1); ``None`` accepts any
         ``(N,)`` or ``(B, N)`` and keeps its shape.
     :param bool distinct: refuse equal times within a stack (default ``False``).
+    :param bool varied: refuse a stack whose times are all equal (default ``False``): times
+        a fit implied may repeat (frames a camera took at one exposure), but a stack needs
+        two different ones for an exposure ratio.
     :param bool values: check the values (default ``True``); ``False`` checks the shape
         only, for times that were checked when they were stored.
     :param str name: the argument's name, used in the messages (default
@@ -328,7 +332,8 @@ def check_exposure_times(
         autograd kept, no copy), anything else as a float64 CPU tensor.
     :raises TypeError: for values that are not real numbers.
     :raises ValueError: for a shape that does not match the stack, times that are not
-        finite or not ``> 0``, or (``distinct``) repeated times.
+        finite or not ``> 0``, (``distinct``) repeated times or (``varied``) one time
+        only.
 
     |sep|
 
@@ -366,14 +371,17 @@ def check_exposure_times(
             f"{what}, but got shape {tuple(times.shape)}."
         )
     if values:
-        _check_time_values(times, name, distinct)
+        _check_time_values(times, name, distinct, varied)
     if batch is None:
         return times
     return (times if times.ndim == 2 else times.unsqueeze(0)).expand(batch, size)
 
 
-def _check_time_values(times: Tensor, name: str, distinct: bool) -> None:
-    r"""Finite, ``> 0`` and (``distinct``) distinct per row; one device sync when they are."""
+def _check_time_values(
+    times: Tensor, name: str, distinct: bool, varied: bool = False
+) -> None:
+    r"""Finite, ``> 0``, (``distinct``) distinct and (``varied``) not all equal per row; one
+    device sync when they are."""
     t = times.detach()
     if not bool((torch.isfinite(t) & (t > 0)).all()):
         t = t.cpu()
@@ -394,6 +402,13 @@ def _check_time_values(times: Tensor, name: str, distinct: bool) -> None:
                 raise ValueError(
                     f"Expected distinct `{name}`, but got {row.tolist()} (duplicates): "
                     "repeated frames of one exposure carry no exposure ratio."
+                )
+    if varied:
+        for row in t.reshape(-1, t.shape[-1]).cpu():
+            if row.unique().numel() < 2:
+                raise ValueError(
+                    f"Expected `{name}` with at least two different values, but got "
+                    f"{row.tolist()}: one exposure carries no exposure ratio."
                 )
 
 
@@ -455,6 +470,7 @@ class Bracket:
         stack: np.ndarray | Tensor,
         exposure_times: object = None,
         require_times: bool = True,
+        distinct: bool = True,
     ) -> Bracket:
         r"""Check what a user passed and make the bracket.
 
@@ -464,6 +480,9 @@ class Bracket:
         :param object exposure_times: ``(N,)`` or ``(B, N)`` seconds, distinct within a
             stack (:func:`check_exposure_times`), or ``None``.
         :param bool require_times: raise when ``exposure_times`` is ``None`` (default True).
+        :param bool distinct: refuse equal times within a stack (default True); ``False``
+            for times a fit implied, where frames the camera took at one exposure share one
+            (at least two must still differ).
         :return: (:class:`Bracket`) the checked bracket.
 
         |sep|
@@ -485,6 +504,8 @@ class Bracket:
             batch, n = codes.shape[0], codes.shape[1]
         times = None
         if exposure_times is not None or require_times:
-            times = check_exposure_times(exposure_times, n, batch, distinct=True)
+            times = check_exposure_times(
+                exposure_times, n, batch, distinct=distinct, varied=not distinct
+            )
             times = times.detach().to("cpu", torch.float64).contiguous()
         return cls(codes=codes, bit_depth=bits, exposure_times=times)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from deepinv_icrf import fit_icrf
 from deepinv_icrf.calibration.bands import icrf_confidence_band
 from deepinv_icrf.data import demo_scene
 from deepinv_icrf.functional.uncertainty import (
@@ -507,3 +508,44 @@ def test_icrf_confidence_band_prior_sensitivity(device, monkeypatch):
     monkeypatch.setattr(bands, "fit_once", fake)
     icrf_confidence_band(y, t, icrf, **options)
     assert len(fake.calls) == 3
+
+
+def test_icrf_confidence_band_takes_repeated_times(device):
+    # the times a fit implies repeat where the camera took frames at one exposure (a stuck
+    # shutter): the band takes them; one exposure alone carries no ratio and is refused
+    t = torch.tensor([0.125, 0.25, 0.25, 0.5, 1.0], dtype=torch.float64)
+    x = demo_scene(16, 20, channels=1, dynamic_range_stops=6)
+    y = ExposureStack(t, response="gamma")(x)[0].to(device)
+    keep = [0, 1, 3, 4]  # a fit takes distinct times: fitted without the repeated frame
+    icrf = fit_icrf(y[keep], t[keep], progress=False, reconstructor=False, steps=10)
+    lower, upper = icrf_confidence_band(
+        y, t, icrf, n_boot=2, store=False, fit_options={"steps": 10}
+    )
+    assert lower.shape == upper.shape == (1, icrf.n_points)
+    assert bool((lower <= upper).all())
+    with pytest.raises(ValueError, match="at least two different values"):
+        icrf_confidence_band(y, torch.full((5,), 0.25), icrf, n_boot=2, store=False)
+
+
+def test_fit_with_band_on_a_real_bracket_with_stuck_frames():
+    # living_room1: four frames of equal brightness whose listed times double; the fit uses
+    # the times the check implies, two pairs of them equal, and the band once refused them
+    from pathlib import Path
+
+    from deepinv_icrf.data import read_exposure_folder
+
+    folder = Path(__file__).resolve().parents[2] / "shared/data/real/living_room1"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (shared data folder not present)")
+    stack = read_exposure_folder(folder)
+    with pytest.warns(UserWarning, match="listed exposure times disagree"):
+        icrf = fit_icrf(
+            stack.images,
+            stack.exposure_times,
+            progress=False,
+            reconstructor=False,
+            band=True,
+        )
+    used = icrf.fit_report.exposure_times
+    assert used.unique().numel() < used.numel()  # repeated times reached the band
+    assert icrf.band is not None and bool((icrf.band[0] <= icrf.band[1]).all())

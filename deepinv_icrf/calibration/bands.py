@@ -205,7 +205,9 @@ def icrf_confidence_band(
         raise TypeError(
             f"Expected `icrf` to be a deepinv_icrf.models.ICRF, but got {type(icrf).__name__}."
         )
-    bracket = Bracket.from_input(stack, exposure_times)
+    # times a fit implied may repeat (frames the camera took at one exposure); at least two
+    # must differ (the bracket checks it)
+    bracket = Bracket.from_input(stack, exposure_times, distinct=False)
     if bracket.batch != 1:
         raise ValueError(
             f"Expected one stack (not a batch), but got a batch of {bracket.batch}."
