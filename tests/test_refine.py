@@ -313,3 +313,23 @@ def test_describe_refinement_change_is_against_the_kept_times():
         "+0.00%",
         "-50.00%",
     ]
+
+
+def test_describe_refinement_anchors_on_the_times_the_check_kept():
+    # a stuck shutter: frames 2 and 3 no brighter than their times say; the check keeps the
+    # listed times of frames 0 and 1 and implies the others, and the table says so (the
+    # median ratio, taken from the moved frames, showed the kept ones at +82%)
+    from types import SimpleNamespace
+
+    icrf = ICRF(channels=1, n_points=4)
+    icrf.fit_report = SimpleNamespace(
+        exposure_times=torch.tensor([1.0, 2.0, 2.2, 4.4], dtype=torch.float64),
+        nominal_exposure_times=torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64),
+        time_check=SimpleNamespace(consistent=False),
+    )
+    rows = [line.split() for line in describe_refinement(icrf).splitlines()[1:5]]
+    assert [r[-1] for r in rows] == ["+0.00%", "+0.00%", "-45.00%", "-45.00%"]
+    # the same times after a check that found them consistent: centred on the median
+    icrf.fit_report.time_check = SimpleNamespace(consistent=True)
+    rows = [line.split() for line in describe_refinement(icrf).splitlines()[1:5]]
+    assert rows[0][-1] != "+0.00%"

@@ -146,7 +146,9 @@ def describe_refinement(icrf: ICRFBase) -> str:
     :param deepinv_icrf.models.ICRF icrf: a model returned by :func:`fit_refined`.
     :return: (str) one line per exposure: index, nominal, refined, change in percent
         (relative to the median ratio of refined to nominal times, so a common scale does not
-        count and the times a fit kept show no change); then a note when the time
+        count and the times a fit kept show no change; when the time check disagreed and
+        the fit kept some listed times, relative to those, as the check's warning says);
+        then a note when the time
         check found the listed times consistent but the refinement moved one by more than
         :data:`RIGHT_TIMES_MOVE`; then, when the report says how well the prior pins the
         exponent (``refinement.exponent_std``) or that there were no times, a note on the
@@ -189,17 +191,27 @@ def describe_refinement(icrf: ICRFBase) -> str:
             )
         return "\n".join(lines)
     nominal = torch.as_tensor(nominal, dtype=torch.float64)
-    # the median ratio is the common scale: the times a fit kept show 0, and a scale that
-    # only moves every time alike does not count
+    check = getattr(report, "time_check", None)
     log_ratio = refined.log() - nominal.log()
-    rel = log_ratio - torch.quantile(log_ratio, 0.5)
+    kept = log_ratio.abs() < 1e-9
+    if (
+        check is not None
+        and not getattr(check, "consistent", True)
+        and bool(kept.any())
+    ):
+        # the times the check implied: anchored on the frames that agree, which keep their
+        # listed times (however few), as its warning says
+        rel = log_ratio
+    else:
+        # the median ratio is the common scale: the times a fit kept show 0, and a scale
+        # that only moves every time alike does not count
+        rel = log_ratio - torch.quantile(log_ratio, 0.5)
     for k, (t0, t1, r) in enumerate(
         zip(nominal.tolist(), refined.tolist(), rel.tolist(), strict=True)
     ):
         change = 100 * math.expm1(r)
         change = 0.0 if abs(change) < 0.005 else change  # no "-0.00%"
         lines.append(f"{k:>8}  {t0:>11.4g}  {t1:>11.4g}  {change:>+6.2f}%")
-    check = getattr(report, "time_check", None)
     moved = max(abs(math.expm1(r)) for r in rel.tolist())
     if getattr(check, "consistent", False) and moved > RIGHT_TIMES_MOVE:
         lines.append(
