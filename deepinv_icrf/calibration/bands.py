@@ -139,9 +139,9 @@ def icrf_confidence_band(
         :func:`~deepinv_icrf.functional.bootstrap_band`; default True). Where saturation
         lies is weakly pinned on a soft-shouldered curve, and the partly clipped positions
         pull it one way: the two samples disagree exactly there, and the bootstrap of either
-        alone misses it. ``benchmarks/real_camera.py`` (36 five-exposure stacks): codes
-        covered at least 90% on 36 stacks with it, 33 without; around fits with exact
-        times, 35 and 21.
+        alone misses it. ``benchmarks/real_camera.py`` (36 five-exposure stacks), when it
+        was added: codes covered at least 90% on 36 stacks with it, 33 without; around fits
+        with exact times, 35 and 21 (the fit has changed since: see ``prior_sensitivity``).
     :param bool top_sensitivity: with the package's code fit, refit once more with the codes
         within :math:`\max(2\hat\sigma, 10q)` of the top code (:data:`TOP_MARGIN_CODES`)
         read as clipped, and move the band onto that curve too (default True). Where
