@@ -205,9 +205,12 @@ def check_broadcastable(
     return x
 
 
-def check_threshold(value: object, name: str, optional: bool = False) -> float | None:
-    r"""Raise :class:`ValueError` unless ``value`` is a finite number ``> 0`` (a threshold, a
-    number of stds; not a bool), or ``None`` when ``optional``. Returns it as a float.
+def check_threshold(
+    value: object, name: str, optional: bool = False, above: float = 0.0
+) -> float | None:
+    r"""Raise :class:`ValueError` unless ``value`` is a finite number ``> above`` (default 0:
+    a threshold, a number of stds; a ratio ``> 1``; not a bool), or ``None`` when
+    ``optional``. Returns it as a float.
     """
     if value is None and optional:
         return None
@@ -215,11 +218,12 @@ def check_threshold(value: object, name: str, optional: bool = False) -> float |
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or value <= 0
+        or value <= above
     ):
         allowed = "None or " if optional else ""
         raise ValueError(
-            f"Expected `{name}` to be {allowed}a finite number > 0, but got {value!r}."
+            f"Expected `{name}` to be {allowed}a finite number > {above:g}, but got "
+            f"{value!r}."
         )
     return float(value)
 

@@ -640,14 +640,7 @@ def fit_code_domain(
             f"Expected `min_log_slope` to be a finite number >= 0, but got {min_log_slope!r}."
         )
     min_log_slope = float(min_log_slope)
-    if max_jump is not None and (
-        isinstance(max_jump, bool)
-        or not isinstance(max_jump, (int, float))
-        or not (math.isfinite(max_jump) and max_jump > 1.0)
-    ):
-        raise ValueError(
-            f"Expected `max_jump` to be a finite number > 1 or None, but got {max_jump!r}."
-        )
+    max_jump = check_threshold(max_jump, "max_jump", optional=True, above=1.0)
     if sigma is not None:
         check_positive(torch.tensor(float(sigma)), "sigma")
     outlier_threshold = check_threshold(
