@@ -321,9 +321,11 @@ def icrf_confidence_band(
             variance = variance + jackknife_std(torch.stack(left_out)) ** 2
     extra = variance.sqrt() if bool((variance > 0).any()) else None
     others = []
-    if clip_sensitivity and fit is None and isinstance(options, CodeFitOptions):
+    # the second opinions change options of the package's code fit: none with another fit
+    code_fit = fit is None and isinstance(options, CodeFitOptions)
+    if clip_sensitivity and code_fit:
         others.append(refit(y[0], times, seed, clip_priority="global"))
-    if top_sensitivity and fit is None and isinstance(options, CodeFitOptions):
+    if top_sensitivity and code_fit:
         step = 1.0 / (2**bit_depth - 1) if bit_depth is not None else 0.0
         noise = float(sigma.max()) if method == "parametric" else _report_sigma(icrf)
         top = 1.0 - max(2.0 * noise, TOP_MARGIN_CODES * step)
@@ -332,7 +334,7 @@ def icrf_confidence_band(
             others.append(refit(clipped, times, seed))
         except ValueError:
             pass  # nothing left unclipped to fit: no second opinion
-    if prior_sensitivity and fit is None and isinstance(options, CodeFitOptions):
+    if prior_sensitivity and code_fit:
         weaker = options.smoothness / PRIOR_SENSITIVITY_FACTOR
         others.append(refit(y[0], times, seed, smoothness=weaker))
     others.extend(o.detach() for o in other_estimates)
