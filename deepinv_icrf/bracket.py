@@ -396,20 +396,20 @@ def _check_time_values(
             f"Expected `{name}` to be > 0 everywhere, but got minimum "
             f"{float(t.min()):.6g}{listed}."
         )
-    if distinct:
-        for row in t.reshape(-1, t.shape[-1]).cpu():
-            if row.unique().numel() != row.numel():
-                raise ValueError(
-                    f"Expected distinct `{name}`, but got {row.tolist()} (duplicates): "
-                    "repeated frames of one exposure carry no exposure ratio."
-                )
-    if varied:
-        for row in t.reshape(-1, t.shape[-1]).cpu():
-            if row.unique().numel() < 2:
-                raise ValueError(
-                    f"Expected `{name}` with at least two different values, but got "
-                    f"{row.tolist()}: one exposure carries no exposure ratio."
-                )
+    if not (distinct or varied):
+        return
+    for row in t.reshape(-1, t.shape[-1]).cpu():
+        count = row.unique().numel()
+        if distinct and count != row.numel():
+            raise ValueError(
+                f"Expected distinct `{name}`, but got {row.tolist()} (duplicates): "
+                "repeated frames of one exposure carry no exposure ratio."
+            )
+        if varied and count < 2:
+            raise ValueError(
+                f"Expected `{name}` with at least two different values, but got "
+                f"{row.tolist()}: one exposure carries no exposure ratio."
+            )
 
 
 @dataclass(frozen=True)
