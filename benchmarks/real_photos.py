@@ -253,18 +253,23 @@ def _opencv(which: str, **kw) -> Callable:
     return fit
 
 
+def _quiet_fit(images: np.ndarray, times: np.ndarray, **options):
+    r"""``fit_icrf`` without progress bar or warnings (the benchmarks read its report)."""
+    import warnings
+
+    from deepinv_icrf import fit_icrf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return fit_icrf(images, times, progress=False, **options)
+
+
 def _ours(**options) -> Callable:
     r"""``fit_icrf`` as a user calls it: its curve and the times it used (the listed ones,
     or those it refined from the images when it found the listed ones wrong)."""
 
     def fit(images: np.ndarray, times: np.ndarray) -> tuple[Curve, np.ndarray]:
-        import warnings
-
-        from deepinv_icrf import fit_icrf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            icrf = fit_icrf(images, times, progress=False, **options)
+        icrf = _quiet_fit(images, times, **options)
         used = icrf.fit_report.exposure_times.double().cpu().numpy()
         return icrf.curve.detach().double().cpu().numpy(), used
 
@@ -567,17 +572,12 @@ def sweep(
     the wrong-time ones, as factors). A regression guard for the check: no method of the
     held-out measure sees these.
     """
-    import warnings
-
-    from deepinv_icrf import fit_icrf
     from deepinv_icrf.functional import HALF_STOP
 
     options = dict(options or {})
 
     def fit(idx):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return fit_icrf(images[idx], times[idx], progress=False, **options)
+        return _quiet_fit(images[idx], times[idx], **options)
 
     reference = np.log(fit(list(range(len(times)))).fit_report.exposure_times.double())
     reference = reference.cpu().numpy()
@@ -655,10 +655,6 @@ def jump_survey(
     jumps above x1.10, and the largest jump. A guard of the issue's "no curve jump above
     x1.10" on inputs the held-out measure does not see.
     """
-    import warnings
-
-    from deepinv_icrf import fit_icrf
-
     options = dict(options or {})
     jumps, refits = [], 0
     for quality in qualities:
@@ -668,9 +664,7 @@ def jump_survey(
                 idx = list(range(start, len(times), k))
                 if len(idx) < 3:
                     continue
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    icrf = fit_icrf(copy[idx], times[idx], progress=False, **options)
+                icrf = _quiet_fit(copy[idx], times[idx], **options)
                 refits += icrf.fit_report.refit_jump is not None
                 jumps.append(max_jump(icrf.curve.detach().double().cpu().numpy()))
     return {
